@@ -1,0 +1,48 @@
+"""semsearch: semantic search for articles.
+
+Articles are loaded from files, split into chunks with the model's own
+tokenizer, embedded with sentence-transformers, and kept in a FAISS index with
+their metadata in SQLite, all in one folder.
+
+Example:
+    >>> from semsearch import Index, load_paths
+    >>> index = Index.create("indexes/news")
+    >>> index.add(load_paths(["examples/articles"]))
+    >>> for hit in index.search("NATO Indo-Pacific", k=3):
+    ...     print(hit.score, hit.title)
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .errors import (
+    BadInputError,
+    IncompatibleIndexError,
+    IndexExistsError,
+    IndexNotFoundError,
+    ModelError,
+    SemsearchError,
+)
+from .index import Index
+from .load import FieldMap, load_paths
+from .records import AddResult, Article, Chunk, Hit, IndexInfo, Skipped
+
+__all__ = [
+    "AddResult",
+    "Article",
+    "BadInputError",
+    "Chunk",
+    "FieldMap",
+    "Hit",
+    "IncompatibleIndexError",
+    "Index",
+    "IndexExistsError",
+    "IndexInfo",
+    "IndexNotFoundError",
+    "ModelError",
+    "SemsearchError",
+    "Skipped",
+    "__version__",
+    "load_paths",
+]

@@ -1,0 +1,5 @@
+"""``python -m semsearch``: the command line."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,307 @@
+"""The ``semsearch`` command: parse, call one library function, format.
+
+Exit status: 0 success; 1 error; 2 usage error; 3 done, but some inputs
+were skipped (or some ids to remove were not found).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .config import DEFAULT_K, DEFAULT_MODEL, DEFAULT_OVERLAP_TOKENS, ENV_INDEX, environment
+from .errors import BadInputError, SemsearchError
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_PARTIAL = 3
+_SNIPPET_CHARS = 240
+
+
+class CliError(click.ClickException):
+    """A one-line error on stderr and exit status 1."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+class _Group(click.Group):
+    """The error boundary: library errors become one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except SemsearchError as e:
+            raise CliError(str(e)) from e
+        except KeyboardInterrupt:
+            raise click.Abort() from None
+        except Exception as e:
+            if environment().debug:
+                raise
+            raise CliError(
+                f"unexpected {type(e).__name__}: {e} (set SEMSEARCH_DEBUG=1 for the traceback)"
+            ) from e
+
+
+def index_option(f: F) -> F:
+    return click.option(
+        "--index",
+        "index_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help=f"Index folder. [env: {ENV_INDEX}; default: indexes/default]",
+    )(f)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(f)
+
+
+def quiet_option(f: F) -> F:
+    return click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")(f)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="semsearch")
+def cli() -> None:
+    """Semantic search for articles.
+
+    \b
+    Index a folder of articles, then search it by meaning:
+      semsearch index examples/articles
+      semsearch query "NATO Indo-Pacific"
+    """
+
+
+@cli.command("index")
+@click.argument("paths", nargs=-1, required=True)
+@index_option
+@click.option("--model", help=f"Embedding model for a new index. [default: {DEFAULT_MODEL}]")
+@click.option(
+    "--index-type",
+    default="auto",
+    show_default=True,
+    help="New index only: auto (exact, HNSW above 100k chunks), flat, hnsw, "
+    "or a FAISS factory string such as 'IVF1024,Flat'.",
+)
+@click.option(
+    "--overlap",
+    "overlap_tokens",
+    type=click.IntRange(min=0),
+    default=DEFAULT_OVERLAP_TOKENS,
+    show_default=True,
+    help="New index only: tokens of whole sentences shared by consecutive chunks.",
+)
+@click.option(
+    "--chunk-tokens",
+    type=click.IntRange(min=16),
+    default=None,
+    help="New index only: cap on a chunk's tokens. [default: the model's maximum]",
+)
+@click.option(
+    "--field",
+    "field_pairs",
+    multiple=True,
+    metavar="FIELD=COLUMN",
+    help="JSONL/CSV column for an article field, e.g. --field text=body (repeatable).",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--strict", is_flag=True, help="Fail, writing nothing, if any input is skipped.")
+@quiet_option
+@json_option
+def index_command(
+    paths: tuple[str, ...],
+    index_dir: Path | None,
+    model: str | None,
+    index_type: str,
+    overlap_tokens: int,
+    chunk_tokens: int | None,
+    field_pairs: tuple[str, ...],
+    batch_size: int,
+    strict: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Add the articles in PATHS (files, folders, or - for JSONL on stdin) to the index.
+
+    Creates the index if there is none. Reads .txt, .md (with YAML front
+    matter), .html, .jsonl and .csv, recursively. Articles already indexed and
+    unchanged are left alone; changed ones are replaced. Skipped inputs are
+    reported and make the exit status 3.
+    """
+    from .index import Index
+    from .load import FieldMap, load_paths
+    from .records import Skipped
+
+    folder = index_dir or environment().index_dir
+    items = list(load_paths(paths, FieldMap.from_pairs(field_pairs)))
+    skipped = [i for i in items if isinstance(i, Skipped)]
+    for item in skipped:
+        click.echo(f"warning: skipped {item}", err=True)
+    if strict and skipped:
+        raise CliError(f"{len(skipped)} input(s) skipped and --strict given; nothing was written")
+    if len(skipped) == len(items):
+        raise CliError(f"no articles to index in {', '.join(paths)}")
+    progress = not quiet and not as_json and sys.stderr.isatty()
+    if Index.exists(folder):
+        creating = {
+            "--index-type": index_type != "auto",
+            "--chunk-tokens": chunk_tokens,
+            "--overlap": overlap_tokens != DEFAULT_OVERLAP_TOKENS,
+        }
+        given = [name for name, value in creating.items() if value]
+        if given:
+            raise BadInputError(
+                f"{', '.join(given)} only apply when creating an index, and {folder} exists"
+            )
+        with Index.open(folder, model=model) as index:
+            result = index.add(items, batch_size=batch_size, progress=progress)
+    else:
+        existed = folder.exists()
+        index = Index.create(
+            folder,
+            model=model,
+            index_type=index_type,
+            overlap_tokens=overlap_tokens,
+            chunk_tokens=chunk_tokens,
+        )
+        try:
+            with index:
+                result = index.add(items, batch_size=batch_size, progress=progress)
+        except BaseException:
+            # Leave no half-made index behind: there was none before this command.
+            shutil.rmtree(folder) if not existed else _remove_index_files(folder)
+            raise
+    if as_json:
+        click.echo(json.dumps({"index": str(folder), **result.to_dict()}, ensure_ascii=False))
+    elif not quiet:
+        click.echo(
+            f"Indexed {result.added} new, {result.updated} updated, {result.unchanged} unchanged "
+            f"article(s) ({result.chunks_added} chunks) into {folder} in {result.seconds:.1f}s"
+            + (f"; {len(result.skipped)} skipped" if result.skipped else "")
+        )
+    if result.skipped:
+        sys.exit(EXIT_PARTIAL)
+
+
+@cli.command("query")
+@click.argument("text")
+@index_option
+@click.option(
+    "-k", type=click.IntRange(min=1), default=DEFAULT_K, show_default=True, help="How many results."
+)
+@click.option("--chunks", is_flag=True, help="Rank chunks, not articles (an article may repeat).")
+@json_option
+def query_command(text: str, index_dir: Path | None, k: int, chunks: bool, as_json: bool) -> None:
+    """Search the index for TEXT (or - to read the query from stdin).
+
+    Prints the k best articles with their score (cosine similarity), source,
+    date and the best-matching passage.
+    """
+    from .index import Index
+
+    if text == "-":
+        text = sys.stdin.read()
+    with Index.open(index_dir) as index:
+        hits = index.search(text, k=k, group=not chunks)
+    if as_json:
+        click.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
+        return
+    if not hits:
+        click.echo("No results: the index is empty.")
+    for hit in hits:
+        click.echo(
+            f"{hit.rank:2d}. {click.style(f'{hit.score:.3f}', fg='cyan')}  "
+            f"{click.style(hit.title or hit.article_id, bold=True)}"
+        )
+        details = [d for d in (hit.source, hit.date, hit.url) if d]
+        if details:
+            click.echo("    " + " · ".join(details))
+        click.echo(
+            textwrap.fill(
+                _snippet(hit.text), width=88, initial_indent="    ", subsequent_indent="    "
+            )
+        )
+        click.echo(click.style(f"    id: {hit.article_id}", dim=True))
+
+
+@cli.command("info")
+@index_option
+@json_option
+def info_command(index_dir: Path | None, as_json: bool) -> None:
+    """Show what the index holds and how it was built."""
+    from .index import Index
+
+    with Index.open(index_dir) as index:
+        info = index.info()
+    if as_json:
+        click.echo(json.dumps(info.to_dict(), indent=2))
+        return
+    rows = [
+        ("index", info.path),
+        ("articles", f"{info.articles:,}"),
+        ("chunks", f"{info.chunks:,}"),
+        ("model", f"{info.model} ({info.dim} dimensions, {info.max_tokens} tokens)"),
+        ("chunking", f"up to {info.chunk_tokens} tokens, {info.overlap_tokens} overlap"),
+        ("vector index", f"{info.index_type} (FAISS {info.faiss_factory})"),
+        ("size on disk", f"{info.size_bytes / 1e6:.1f} MB"),
+        ("created", info.created_at),
+        ("updated", info.updated_at),
+        ("format", f"{info.format_version} (semsearch {info.semsearch_version})"),
+    ]
+    for name, value in rows:
+        click.echo(f"{name:>13}  {value}")
+
+
+@cli.command("remove")
+@click.argument("ids", nargs=-1, required=True)
+@index_option
+@quiet_option
+@json_option
+def remove_command(
+    ids: tuple[str, ...], index_dir: Path | None, quiet: bool, as_json: bool
+) -> None:
+    """Remove the articles with these IDS, and all their chunks, from the index.
+
+    Exit status 3 if some ids were not in the index, 1 if none were.
+    """
+    from .index import Index
+
+    with Index.open(index_dir) as index:
+        removed, missing = index.remove(ids)
+    if as_json:
+        click.echo(json.dumps({"removed": removed, "missing": missing}))
+    elif not quiet and removed:
+        click.echo(f"Removed {len(removed)} article(s).")
+    if missing and not removed:
+        raise CliError(f"no article with id {', '.join(map(repr, missing))} in the index")
+    if missing:
+        click.echo(f"warning: not in the index: {', '.join(missing)}", err=True)
+        sys.exit(EXIT_PARTIAL)
+
+
+def _snippet(text: str) -> str:
+    text = " ".join(text.split())
+    if len(text) <= _SNIPPET_CHARS:
+        return text
+    cut = text.rfind(" ", 0, _SNIPPET_CHARS)
+    return text[: cut if cut > 0 else _SNIPPET_CHARS] + " …"
+
+
+def _remove_index_files(folder: Path) -> None:
+    for pattern in ("manifest.json*", "store.sqlite*", "vectors.*.faiss"):
+        for file in folder.glob(pattern):
+            file.unlink()
+
+
+def main() -> None:
+    """Entry point of the ``semsearch`` command."""
+    cli(prog_name="semsearch")

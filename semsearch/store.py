@@ -1,0 +1,309 @@
+"""SQLite metadata store: articles, their chunks, and the chunks' vectors.
+
+Chunk ids are the FAISS ids. ``AUTOINCREMENT`` means an id is never reused,
+so a removed chunk can never come back under another chunk's id. The chunks'
+vectors are kept here too (float32 blobs), so the FAISS index can always be
+rebuilt exactly, whatever its type. All SQL takes its values as parameters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import IncompatibleIndexError
+from .records import Article, Chunk
+
+# Numbered migrations, applied in order, each in the transaction that records it.
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+        CREATE TABLE articles (
+            pk INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            title TEXT,
+            url TEXT,
+            date TEXT,
+            source TEXT,
+            author TEXT,
+            tags TEXT NOT NULL DEFAULT '[]',      -- JSON array
+            metadata TEXT NOT NULL DEFAULT '{}',  -- JSON object: every other field
+            path TEXT,
+            text TEXT NOT NULL,
+            content_hash TEXT NOT NULL,
+            added_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX articles_source ON articles(source);
+        CREATE INDEX articles_date ON articles(date);
+        CREATE TABLE chunks (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,  -- the FAISS id
+            article_pk INTEGER NOT NULL REFERENCES articles(pk) ON DELETE CASCADE,
+            ordinal INTEGER NOT NULL,
+            start INTEGER NOT NULL,
+            "end" INTEGER NOT NULL,
+            n_tokens INTEGER NOT NULL,
+            vector BLOB NOT NULL                   -- float32, little-endian
+        );
+        CREATE INDEX chunks_article ON chunks(article_pk);
+        CREATE TABLE meta (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL                    -- JSON
+        );
+        """,
+    ),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+_HIT_QUERY = """
+    SELECT c.id, c.ordinal, c.start, c."end", substr(a.text, c.start + 1, c."end" - c.start),
+           a.id, a.title, a.url, a.date, a.source, a.author, a.tags, a.metadata
+    FROM chunks c JOIN articles a ON a.pk = c.article_pk
+    WHERE c.id IN (?)
+"""
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    """A chunk joined with its article, as search results need it."""
+
+    chunk_id: int
+    ordinal: int
+    start: int
+    end: int
+    text: str
+    article_id: str
+    title: str | None
+    url: str | None
+    date: str | None
+    source: str | None
+    author: str | None
+    tags: tuple[str, ...]
+    metadata: dict[str, Any]
+
+
+class Store:
+    """The index's SQLite database.
+
+    Writes happen inside :meth:`transaction`; outside one, the connection reads.
+    """
+
+    def __init__(self, path: Path, create: bool = False) -> None:
+        if not create and not path.exists():
+            raise IncompatibleIndexError(f"{path} is missing; the index is incomplete")
+        self.path = path
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._migrate()
+        except sqlite3.DatabaseError as e:
+            raise IncompatibleIndexError(f"{path} is damaged or not SQLite: {e}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic write: committed if the block ends normally, rolled back if it raises."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations"
+            " (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        done = {row[0] for row in self._db.execute("SELECT version FROM schema_migrations")}
+        newest = max(done, default=0)
+        if newest > SCHEMA_VERSION:
+            raise IncompatibleIndexError(
+                f"{self.path} has schema version {newest}, newer than this semsearch "
+                f"understands ({SCHEMA_VERSION}); upgrade semsearch"
+            )
+        for version, sql in MIGRATIONS:
+            if version in done:
+                continue
+            with self.transaction():
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                    (version, _now()),
+                )
+
+    # -- reads ---------------------------------------------------------------
+
+    def counts(self) -> tuple[int, int]:
+        """(articles, chunks) held."""
+        articles = self._db.execute("SELECT count(*) FROM articles").fetchone()[0]
+        chunks = self._db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        return int(articles), int(chunks)
+
+    def content_hashes(self, article_ids: Sequence[str]) -> dict[str, str]:
+        """The stored content hash of each of these articles that exists."""
+        sql = "SELECT id, content_hash FROM articles WHERE id IN (?)"
+        return dict(self._select_in(sql, article_ids))
+
+    def chunk_ids(self, article_ids: Sequence[str]) -> np.ndarray:
+        """The ids of every chunk of these articles."""
+        sql = "SELECT c.id FROM chunks c JOIN articles a ON a.pk = c.article_pk WHERE a.id IN (?)"
+        return np.asarray([r[0] for r in self._select_in(sql, article_ids)], dtype=np.int64)
+
+    def chunk_articles(self, chunk_ids: Sequence[int]) -> dict[int, int]:
+        """Map chunk id → article key, for grouping hits by article."""
+        sql = "SELECT id, article_pk FROM chunks WHERE id IN (?)"
+        return dict(self._select_in(sql, [int(i) for i in chunk_ids]))
+
+    def chunk_rows(self, chunk_ids: Sequence[int]) -> dict[int, ChunkRow]:
+        """The chunks with their articles' fields, keyed by chunk id."""
+        found = {}
+        for row in self._select_in(_HIT_QUERY, [int(i) for i in chunk_ids]):
+            chunk_id, ordinal, start, end, text, article_id = row[:6]
+            title, url, date, source, author, tags, metadata = row[6:]
+            found[chunk_id] = ChunkRow(
+                chunk_id=chunk_id,
+                ordinal=ordinal,
+                start=start,
+                end=end,
+                text=text,
+                article_id=article_id,
+                title=title,
+                url=url,
+                date=date,
+                source=source,
+                author=author,
+                tags=tuple(json.loads(tags)),
+                metadata=json.loads(metadata),
+            )
+        return found
+
+    def _select_in(self, sql: str, values: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
+        """Run a query whose one ``IN (?)`` takes all the values, in batches."""
+        for batch in _batches(values):
+            marks = ",".join("?" * len(batch))
+            yield from self._db.execute(sql.replace("IN (?)", "IN (" + marks + ")"), batch)
+
+    def vectors(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every chunk's (ids, vectors), in id order, to rebuild the vector index."""
+        rows = self._db.execute("SELECT id, vector FROM chunks ORDER BY id").fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        vectors = np.empty((len(rows), dim), dtype=np.float32)
+        for i, (_, blob) in enumerate(rows):
+            vectors[i] = np.frombuffer(blob, dtype="<f4")
+        return ids, vectors
+
+    def article(self, article_id: str) -> Article | None:
+        """One stored article, or None."""
+        row = self._db.execute(
+            "SELECT id, text, title, url, date, source, author, tags, metadata, path"
+            " FROM articles WHERE id = ?",
+            (article_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        id_, text, title, url, date, source, author, tags, metadata, path = row
+        return Article(
+            id=id_,
+            text=text,
+            title=title,
+            url=url,
+            date=date,
+            source=source,
+            author=author,
+            tags=tuple(json.loads(tags)),
+            metadata=json.loads(metadata),
+            path=path,
+        )
+
+    def meta(self, key: str, default: Any = None) -> Any:
+        """A value from the meta table (JSON-decoded), or default."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    # -- writes (inside a transaction) ----------------------------------------
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, json.dumps(value)),
+        )
+
+    def delete_articles(self, article_ids: Sequence[str]) -> int:
+        """Delete articles and (by cascade) their chunks; returns how many articles went."""
+        deleted = 0
+        for batch in _batches(article_ids):
+            marks = ",".join("?" * len(batch))
+            sql = "DELETE FROM articles WHERE id IN (" + marks + ")"
+            deleted += self._db.execute(sql, batch).rowcount
+        return deleted
+
+    def insert_article(
+        self, article: Article, content_hash: str, chunks: Sequence[Chunk], vectors: np.ndarray
+    ) -> np.ndarray:
+        """Insert an article and its chunks; returns the new chunk ids."""
+        now = _now()
+        cursor = self._db.execute(
+            "INSERT INTO articles (id, title, url, date, source, author, tags, metadata, path,"
+            " text, content_hash, added_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                article.id,
+                article.title,
+                article.url,
+                article.date,
+                article.source,
+                article.author,
+                json.dumps(list(article.tags), ensure_ascii=False),
+                json.dumps(article.metadata, ensure_ascii=False, sort_keys=True),
+                article.path,
+                article.text,
+                content_hash,
+                now,
+                now,
+            ),
+        )
+        pk = cursor.lastrowid
+        ids = np.empty(len(chunks), dtype=np.int64)
+        for i, (chunk, vector) in enumerate(zip(chunks, vectors, strict=True)):
+            cursor = self._db.execute(
+                'INSERT INTO chunks (article_pk, ordinal, start, "end", n_tokens, vector)'
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    pk,
+                    chunk.ordinal,
+                    chunk.start,
+                    chunk.end,
+                    chunk.n_tokens,
+                    np.asarray(vector, dtype="<f4").tobytes(),
+                ),
+            )
+            ids[i] = int(cursor.lastrowid or 0)
+        return ids
+
+
+def _batches(values: Sequence[Any], size: int = 500) -> Iterator[list[Any]]:
+    values = list(values)
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

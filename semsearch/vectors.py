@@ -1,0 +1,188 @@
+"""The FAISS vector index: stable 64-bit ids, inner product on unit vectors.
+
+Every index is wrapped in ``IndexIDMap2``, so a chunk keeps its id for life
+and can be removed or replaced. Index types that cannot remove (HNSW) are
+rebuilt from the stored vectors instead; the caller decides when.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_FACTORY, HNSW_THRESHOLD, IndexType
+from .errors import BadInputError, IncompatibleIndexError
+
+# IVF default probes: enough for recall near exact on typical embedding sets.
+IVF_NPROBE = 16
+
+
+def _faiss() -> Any:
+    import faiss
+
+    return faiss
+
+
+def resolve_factory(index_type: str, n_vectors: int) -> str:
+    """The FAISS factory string for an index type at a given size.
+
+    ``auto`` is exact (``Flat``) up to ``HNSW_THRESHOLD`` vectors and ``HNSW32``
+    above; ``flat`` and ``hnsw`` name those two; anything else is taken as a
+    FAISS factory string (e.g. ``IVF1024,Flat``, ``IVF256,PQ32``).
+    """
+    kind = index_type.strip()
+    if kind.lower() == IndexType.AUTO.value:
+        return "Flat" if n_vectors <= HNSW_THRESHOLD else HNSW_FACTORY
+    if kind.lower() == IndexType.FLAT.value:
+        return "Flat"
+    if kind.lower() == IndexType.HNSW.value:
+        return HNSW_FACTORY
+    return kind
+
+
+def validate_factory(factory: str, dim: int) -> None:
+    """Raise BadInputError unless FAISS can build the factory at this dimension."""
+    VectorIndex.create(factory, dim)
+
+
+class VectorIndex:
+    """A FAISS index of unit vectors under 64-bit ids."""
+
+    def __init__(self, index: Any, factory: str) -> None:
+        self._index = index
+        self._inner = _faiss().downcast_index(index.index)
+        self.factory = factory
+
+    @classmethod
+    def create(cls, factory: str, dim: int) -> VectorIndex:
+        """A new, empty index (IVF types are trained on their first add).
+
+        Raises:
+            BadInputError: if FAISS cannot build ``factory``.
+        """
+        faiss = _faiss()
+        if factory.upper().startswith("IDMAP"):
+            raise BadInputError(f"index type {factory!r}: leave out IDMap, semsearch adds its own")
+        try:
+            inner = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as e:
+            reason = str(e).strip().splitlines()[-1]
+            raise BadInputError(
+                f"invalid FAISS index type {factory!r} for {dim}-dimensional vectors: {reason}"
+            ) from None
+        hnsw = getattr(inner, "hnsw", None)
+        if hnsw is not None:
+            hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+            hnsw.efSearch = HNSW_EF_SEARCH
+        ivf = _ivf(inner)
+        if ivf is not None:
+            ivf.nprobe = min(IVF_NPROBE, ivf.nlist)
+        return cls(faiss.IndexIDMap2(inner), factory)
+
+    @classmethod
+    def read(cls, path: Path, factory: str) -> VectorIndex:
+        """Read an index file written by :meth:`write`.
+
+        Raises:
+            IncompatibleIndexError: if the file is missing or damaged.
+        """
+        faiss = _faiss()
+        if not path.exists():
+            raise IncompatibleIndexError(f"{path} is missing; the index is incomplete")
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as e:
+            reason = str(e).strip().splitlines()[-1]
+            raise IncompatibleIndexError(f"{path} is damaged or not FAISS: {reason}") from None
+        if not isinstance(index, faiss.IndexIDMap2):
+            raise IncompatibleIndexError(f"{path} is not a semsearch vector index (no id map)")
+        return cls(index, factory)
+
+    def write(self, path: Path) -> None:
+        """Write to ``path`` (flushed to disk); the caller renames it into place."""
+        _faiss().write_index(self._index, str(path))
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal)
+
+    @property
+    def dim(self) -> int:
+        return int(self._index.d)
+
+    @property
+    def supports_remove(self) -> bool:
+        return getattr(self._inner, "hnsw", None) is None
+
+    def ids(self) -> np.ndarray:
+        """The ids held, in insertion order."""
+        return _faiss().vector_to_array(self._index.id_map).astype(np.int64)
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        """Add vectors under ids, training the index first if it needs it.
+
+        Raises:
+            BadInputError: if an untrained index (IVF, PQ) has too few vectors to train on.
+        """
+        if len(ids) == 0:
+            return
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if not self._index.is_trained:
+            self.train(vectors)
+        self._index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
+
+    def train(self, vectors: np.ndarray) -> None:
+        """Train the index (IVF centroids, PQ codebooks) on these vectors."""
+        ivf = _ivf(self._inner)
+        needed = ivf.nlist if ivf is not None else 1
+        if len(vectors) < needed:
+            raise BadInputError(
+                f"index type {self.factory!r} needs at least {needed} vectors to train, "
+                f"got {len(vectors)}; use fewer lists or index more text first"
+            )
+        try:
+            self._index.train(np.ascontiguousarray(vectors, dtype=np.float32))
+        except RuntimeError as e:
+            reason = str(e).strip().splitlines()[-1]
+            raise BadInputError(
+                f"cannot train index type {self.factory!r} on {len(vectors)} vectors: {reason}"
+            ) from None
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove ids; the caller must rebuild instead when ``supports_remove`` is false."""
+        if len(ids) == 0:
+            return 0
+        assert self.supports_remove, "remove on an index type that cannot; rebuild instead"
+        selector = _faiss().IDSelectorArray(np.ascontiguousarray(ids, dtype=np.int64))
+        return int(self._index.remove_ids(selector))
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k best (scores, ids) per query; ids are -1 past the end of the index."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        k = max(1, min(k, self.ntotal))
+        hnsw = getattr(self._inner, "hnsw", None)
+        if hnsw is None or hnsw.efSearch >= k:
+            scores, ids = self._index.search(queries, k)
+            return scores, ids
+        # HNSW cannot return more neighbours than it explores.
+        saved, hnsw.efSearch = hnsw.efSearch, k
+        try:
+            scores, ids = self._index.search(queries, k)
+        finally:
+            hnsw.efSearch = saved
+        return scores, ids
+
+
+def _ivf(index: Any) -> Any:
+    try:
+        return _faiss().extract_index_ivf(index)
+    except RuntimeError:
+        return None
