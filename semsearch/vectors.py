@@ -1,8 +1,10 @@
 """The FAISS vector index: stable 64-bit ids, inner product on unit vectors.
 
-Every index is wrapped in ``IndexIDMap2``, so a chunk keeps its id for life
-and can be removed or replaced. Index types that cannot remove (HNSW) are
-rebuilt from the stored vectors instead; the caller decides when.
+Every chunk keeps its 64-bit id for life, so it can be removed or replaced:
+IVF indexes store ids in their inverted lists; every other type is wrapped in
+``IndexIDMap2``. Index types that cannot remove in place (HNSW, graph and
+other non-flat types) are rebuilt from the stored vectors instead; the caller
+decides when (see ``supports_remove``).
 """
 
 from __future__ import annotations
@@ -52,8 +54,11 @@ class VectorIndex:
     """A FAISS index of unit vectors under 64-bit ids."""
 
     def __init__(self, index: Any, factory: str) -> None:
+        faiss = _faiss()
         self._index = index
-        self._inner = _faiss().downcast_index(index.index)
+        # IVF keeps ids itself; IndexIDMap2's remove_ids would corrupt it.
+        self._ivf = _ivf(index)
+        self._inner = index if self._ivf is not None else faiss.downcast_index(index.index)
         self.factory = factory
 
     @classmethod
@@ -80,6 +85,7 @@ class VectorIndex:
         ivf = _ivf(inner)
         if ivf is not None:
             ivf.nprobe = min(IVF_NPROBE, ivf.nlist)
+            return cls(inner, factory)
         return cls(faiss.IndexIDMap2(inner), factory)
 
     @classmethod
@@ -97,7 +103,7 @@ class VectorIndex:
         except RuntimeError as e:
             reason = str(e).strip().splitlines()[-1]
             raise IncompatibleIndexError(f"{path} is damaged or not FAISS: {reason}") from None
-        if not isinstance(index, faiss.IndexIDMap2):
+        if not isinstance(index, faiss.IndexIDMap2) and _ivf(index) is None:
             raise IncompatibleIndexError(f"{path} is not a semsearch vector index (no id map)")
         return cls(index, factory)
 
@@ -120,11 +126,20 @@ class VectorIndex:
 
     @property
     def supports_remove(self) -> bool:
-        return getattr(self._inner, "hnsw", None) is None
+        """Whether ids can be removed in place (else: rebuild without them)."""
+        return self._ivf is not None or isinstance(self._inner, _faiss().IndexFlatCodes)
 
     def ids(self) -> np.ndarray:
-        """The ids held, in insertion order."""
-        return _faiss().vector_to_array(self._index.id_map).astype(np.int64)
+        """The ids held (in insertion order, except for IVF: list by list)."""
+        faiss = _faiss()
+        if self._ivf is None:
+            return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        lists = self._ivf.invlists
+        parts = [
+            faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+            for i in range(lists.nlist)
+        ]
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         """Add vectors under ids, training the index first if it needs it.
@@ -141,8 +156,7 @@ class VectorIndex:
 
     def train(self, vectors: np.ndarray) -> None:
         """Train the index (IVF centroids, PQ codebooks) on these vectors."""
-        ivf = _ivf(self._inner)
-        needed = ivf.nlist if ivf is not None else 1
+        needed = self._ivf.nlist if self._ivf is not None else 1
         if len(vectors) < needed:
             raise BadInputError(
                 f"index type {self.factory!r} needs at least {needed} vectors to train, "
