@@ -166,19 +166,22 @@ def index_command(
             result = index.add(items, batch_size=batch_size, progress=progress)
     else:
         existed = folder.exists()
-        index = Index.create(
-            folder,
-            model=model,
-            index_type=index_type,
-            overlap_tokens=overlap_tokens,
-            chunk_tokens=chunk_tokens,
-        )
         try:
+            index = Index.create(
+                folder,
+                model=model,
+                index_type=index_type,
+                overlap_tokens=overlap_tokens,
+                chunk_tokens=chunk_tokens,
+            )
             with index:
                 result = index.add(items, batch_size=batch_size, progress=progress)
         except BaseException:
             # Leave no half-made index behind: there was none before this command.
-            shutil.rmtree(folder) if not existed else _remove_index_files(folder)
+            if not existed:
+                shutil.rmtree(folder, ignore_errors=True)
+            elif folder.is_dir():
+                _remove_index_files(folder)
             raise
     if as_json:
         click.echo(json.dumps({"index": str(folder), **result.to_dict()}, ensure_ascii=False))

@@ -123,6 +123,7 @@ class Index:
         )
         factory = resolve_factory(index_type, 0)
         vectors = VectorIndex.create(factory, encoder.dim)
+        model_fingerprint = fingerprint(encoder)
         folder.mkdir(parents=True, exist_ok=True)
         _remove_leftovers(folder)
         now = _now()
@@ -133,7 +134,7 @@ class Index:
                 max_tokens=encoder.max_tokens,
                 special_tokens=encoder.special_tokens,
                 backend=encoder.backend,
-                fingerprint=fingerprint(encoder),
+                fingerprint=model_fingerprint,
             ),
             chunker=ChunkerInfo(
                 overlap_tokens=overlap_tokens,

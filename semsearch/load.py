@@ -131,7 +131,8 @@ def load_file(
     if not text.strip():
         yield Skipped(name, "empty file")
         return
-    rel_id = path.resolve().relative_to(root.resolve()).as_posix() if root else path.name
+    # Lexical, not resolved: a symlink may point outside the folder.
+    rel_id = Path(os.path.relpath(path, root)).as_posix()
     try:
         if suffix in ROW_SUFFIXES:
             rows = _rows_jsonl if suffix == ".jsonl" else _rows_csv
@@ -162,7 +163,10 @@ def _walk(folder: Path) -> Iterator[Path]:
 
 
 def _read_text(path: Path) -> str:
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as e:  # a broken link or an unreadable file must not stop the others
+        raise BadInputError(f"cannot read: {e.strerror or e}", path=str(path)) from None
     if b"\x00" in data[:8192]:
         raise BadInputError("binary file, not text", path=str(path))
     try:
@@ -239,7 +243,9 @@ def _html(text: str, name: str, rel_id: str) -> Article:
 
 
 def _rows_jsonl(text: str, name: str, fields: FieldMap) -> Iterator[Article | Skipped]:
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    # Only "\n" ends a JSONL line: splitlines() would also split on U+2028,
+    # U+0085 and others, which JSON strings may hold unescaped.
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:

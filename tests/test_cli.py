@@ -1,0 +1,237 @@
+"""The command line: exit codes, messages, formats (real model where it searches)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from semsearch import Index
+from semsearch.cli import cli
+from tests.conftest import ROOT, SAMPLE_ARTICLES
+
+AP4 = "world/nato-ap4-itpp.md"
+
+
+def run(*args: str, input: str | None = None):
+    return CliRunner().invoke(cli, list(args), input=input)
+
+
+def test_index_then_query_lists_the_ap4_article_first(tmp_path):
+    folder = str(tmp_path / "ix")
+    result = run("index", str(SAMPLE_ARTICLES), "--index", folder)
+    assert result.exit_code == 0, result.output
+    assert "Indexed 40 new" in result.stdout
+    result = run("query", "NATO Indo-Pacific", "--index", folder, "-k", "3")
+    assert result.exit_code == 0, result.output
+    first = result.stdout.splitlines()[0]
+    assert "Asia-Pacific partners open talks on tailored NATO cooperation" in first
+    assert f"id: {AP4}" in result.stdout
+
+
+def test_reindexing_unchanged_files_embeds_nothing(sample_index_dir):
+    result = run("index", str(SAMPLE_ARTICLES), "--index", str(sample_index_dir), "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["added"], summary["unchanged"], summary["chunks_added"]) == (0, 40, 0)
+
+
+def test_query_json_is_machine_readable(sample_index_dir):
+    result = run("query", "NATO Indo-Pacific", "--index", str(sample_index_dir), "--json")
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.stdout)
+    assert len(hits) == 10
+    assert hits[0]["article_id"] == AP4
+    assert {"score", "title", "url", "date", "text", "start", "end", "metadata"} <= set(hits[0])
+
+
+def test_query_reads_the_default_index_from_the_environment(sample_index_dir, monkeypatch):
+    monkeypatch.setenv("SEMSEARCH_INDEX", str(sample_index_dir))
+    result = run("query", "-", "-k", "1", input="NATO Indo-Pacific\n")
+    assert result.exit_code == 0, result.output
+    assert f"id: {AP4}" in result.stdout
+
+
+def test_info_reports_counts_and_model(sample_index_dir):
+    result = run("info", "--index", str(sample_index_dir), "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["articles"] == 40
+    assert info["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert info["chunks"] > 40
+    text = run("info", "--index", str(sample_index_dir)).stdout
+    assert "all-MiniLM-L6-v2" in text and "articles" in text
+
+
+def test_remove_deletes_and_reports_missing_ids(sample_index_dir):
+    result = run("remove", AP4, "--index", str(sample_index_dir))
+    assert result.exit_code == 0, result.output
+    assert "Removed 1 article" in result.stdout
+    result = run("remove", AP4, "wire-0001", "--index", str(sample_index_dir))
+    assert result.exit_code == 3
+    assert "not in the index: world/nato-ap4-itpp.md" in result.stderr
+    result = run("remove", AP4, "--index", str(sample_index_dir))
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: no article with id")
+
+
+def test_query_without_an_index_says_what_to_do(tmp_path):
+    result = run("query", "NATO Indo-Pacific", "--index", str(tmp_path / "none"))
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"error: no index at {tmp_path / 'none'} — run `semsearch index PATH` first"
+    )
+
+
+def test_query_with_no_index_at_the_default_location(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SEMSEARCH_INDEX")
+    result = run("query", "NATO Indo-Pacific")
+    assert result.exit_code == 1
+    assert "no index at indexes/default — run `semsearch index PATH` first" in result.stderr
+
+
+@pytest.mark.parametrize("query", ["", "   "])
+def test_empty_query_is_refused(sample_index_dir, query):
+    result = run("query", query, "--index", str(sample_index_dir))
+    assert result.exit_code == 1
+    assert result.stderr == "error: empty query: give some words to search for\n"
+
+
+def test_missing_path_is_named_and_nothing_is_created(tmp_path):
+    result = run("index", str(tmp_path / "nope"), "--index", str(tmp_path / "ix"))
+    assert result.exit_code == 1
+    assert result.stderr == f"error: {tmp_path / 'nope'}: no such file or directory\n"
+    assert not (tmp_path / "ix").exists()
+
+
+def write_bad_inputs(folder):
+    folder.mkdir()
+    (folder / "good.md").write_text("---\ntitle: Good\n---\nA perfectly fine article.\n")
+    (folder / "empty.txt").write_text("")
+    (folder / "latin1.txt").write_bytes("Caf\xe9 cr\xe8me".encode("latin-1"))
+    (folder / "blob.md").write_bytes(b"\x00\x01\x02binary")
+    (folder / "rows.jsonl").write_text('{"id": "r1", "text": "Row one."}\n{broken\n')
+    (folder / "table.csv").write_text("id,body\n1,hello\n")
+
+
+def test_bad_files_are_skipped_with_warnings_and_exit_3(tmp_path, real_encoder):
+    write_bad_inputs(tmp_path / "in")
+    result = run("index", str(tmp_path / "in"), "--index", str(tmp_path / "ix"))
+    assert result.exit_code == 3, result.output
+    err = result.stderr
+    assert "empty.txt: empty file" in err
+    assert "latin1.txt: not valid UTF-8" in err
+    assert "blob.md: binary file" in err
+    assert "rows.jsonl:2: invalid JSON" in err
+    assert "table.csv:1: no 'text' column (columns: id, body)" in err
+    assert "Traceback" not in result.output
+    with Index.open(tmp_path / "ix", encoder=real_encoder) as index:
+        assert sorted(a for a in ("good.md", "r1") if index.get(a)) == ["good.md", "r1"]
+
+
+def test_strict_writes_nothing_when_an_input_is_bad(tmp_path):
+    write_bad_inputs(tmp_path / "in")
+    result = run("index", str(tmp_path / "in"), "--index", str(tmp_path / "ix"), "--strict")
+    assert result.exit_code == 1
+    assert "--strict given; nothing was written" in result.stderr
+    assert not (tmp_path / "ix").exists()
+
+
+def test_field_mapping_reads_other_csv_columns(tmp_path, real_encoder):
+    (tmp_path / "t.csv").write_text("doc,headline,body\nd1,Tides,The moon pulls the sea.\n")
+    args = ["--field", "id=doc", "--field", "title=headline", "--field", "text=body"]
+    result = run("index", str(tmp_path / "t.csv"), "--index", str(tmp_path / "ix"), *args)
+    assert result.exit_code == 0, result.output
+    with Index.open(tmp_path / "ix", encoder=real_encoder) as index:
+        assert index.get("d1").title == "Tides"
+
+
+def test_bad_field_mapping_is_a_clear_error(tmp_path):
+    (tmp_path / "t.csv").write_text("a\n1\n")
+    result = run("index", str(tmp_path / "t.csv"), "--field", "txt=body")
+    assert result.exit_code == 1
+    assert "unknown article field 'txt'" in result.stderr
+
+
+def test_invalid_index_type_is_a_clear_error(tmp_path):
+    result = run(
+        "index", str(SAMPLE_ARTICLES), "--index", str(tmp_path / "ix"), "--index-type", "Bogus"
+    )
+    assert result.exit_code == 1
+    assert "invalid FAISS index type 'Bogus'" in result.stderr
+    assert not (tmp_path / "ix").exists()
+
+
+def test_creation_options_on_an_existing_index_are_refused(sample_index_dir):
+    args = ["--index", str(sample_index_dir), "--index-type", "hnsw"]
+    result = run("index", str(SAMPLE_ARTICLES), *args)
+    assert result.exit_code == 1
+    assert "only apply when creating an index" in result.stderr
+
+
+def test_failure_halfway_leaves_the_index_as_it_was(sample_index_dir, tmp_path, monkeypatch):
+    (tmp_path / "new.md").write_text("A brand new article about glaciers.")
+    before = sorted((p.name, p.stat().st_size) for p in sample_index_dir.iterdir())
+
+    def explode(self, *args, **kwargs):
+        raise RuntimeError("killed while embedding")
+
+    monkeypatch.setattr("semsearch.embed.SentenceTransformerEncoder.encode_documents", explode)
+    result = run("index", str(tmp_path / "new.md"), "--index", str(sample_index_dir))
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: unexpected RuntimeError: killed while embedding")
+    assert "Traceback" not in result.output
+    assert sorted((p.name, p.stat().st_size) for p in sample_index_dir.iterdir()) == before
+
+
+def test_failed_first_index_leaves_no_index_behind(tmp_path, monkeypatch):
+    def explode(self, *args, **kwargs):
+        raise RuntimeError("killed while embedding")
+
+    monkeypatch.setattr("semsearch.embed.SentenceTransformerEncoder.encode_documents", explode)
+    result = run("index", str(SAMPLE_ARTICLES), "--index", str(tmp_path / "ix"))
+    assert result.exit_code == 1
+    assert not (tmp_path / "ix").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEMSEARCH_DEBUG", "1")
+
+    def explode(self, *args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("semsearch.index.Index.info", explode)
+    with Index.create(tmp_path / "ix", encoder=None):
+        pass
+    result = run("info", "--index", str(tmp_path / "ix"))
+    assert result.exit_code == 1
+    assert isinstance(result.exception, RuntimeError)
+
+
+@pytest.mark.parametrize("command", [[], ["index"], ["query"], ["info"], ["remove"]])
+def test_every_command_has_help(command):
+    result = run(*command, "--help")
+    assert result.exit_code == 0
+    assert "Usage: " in result.stdout
+    assert "--index" in result.stdout or not command
+
+
+def test_usage_errors_exit_2():
+    assert run("query").exit_code == 2
+    assert run("frobnicate").exit_code == 2
+
+
+def test_importing_semsearch_and_help_do_not_import_torch():
+    code = (
+        "import sys, semsearch, semsearch.cli;"
+        "from click.testing import CliRunner;"
+        "CliRunner().invoke(semsearch.cli.cli, ['--help']);"
+        "print(sorted(m for m in ('torch', 'faiss', 'sentence_transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
