@@ -28,8 +28,8 @@ test: setup
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check semsearch tests benchmarks
-	$(BIN)/ruff format --check semsearch tests benchmarks
+	$(BIN)/ruff check semsearch tests
+	$(BIN)/ruff format --check semsearch tests
 	$(BIN)/mypy
 
 check: lint test
