@@ -87,7 +87,7 @@ class Chunker:
     def chunks(self, article: Article) -> list[Chunk]:
         """Split one article; an article with no tokens gives no chunks."""
         title = self.title_prefix(article)
-        budget = self.max_tokens - self.special_tokens
+        budget = self.max_tokens - self.special_tokens - len(self.token_spans(title))
         if self.chunk_tokens is not None:
             budget = min(budget, self.chunk_tokens)
         # Tokenising "title text" can differ from the sum of the parts by a
