@@ -11,7 +11,6 @@ was. Old files are removed after the switch.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import os
@@ -41,7 +40,7 @@ from .manifest import (
 )
 from .records import AddResult, Article, Chunk, Hit, IndexInfo, Skipped
 from .search import search_vectors
-from .store import Store
+from .store import Store, utc_now
 from .vectors import VectorIndex, resolve_factory
 
 _GENERATION = "generation"
@@ -126,7 +125,7 @@ class Index:
         model_fingerprint = fingerprint(encoder)
         folder.mkdir(parents=True, exist_ok=True)
         _remove_leftovers(folder)
-        now = _now()
+        now = utc_now()
         manifest = Manifest(
             model=ModelInfo(
                 name=encoder.name,
@@ -360,6 +359,7 @@ class Index:
     def rebuild(self, index_type: str | None = None) -> None:
         """Rebuild the vector index from the stored vectors, optionally as another type."""
         if index_type is not None:
+            # Refuse an invalid type before touching anything.
             n = self._vectors.ntotal
             VectorIndex.create(resolve_factory(index_type, n), self.manifest.model.dim)
             self.manifest.vectors.index_type = index_type
@@ -397,7 +397,7 @@ class Index:
                 file=next_file.name,
             ),
             counts={"articles": n_articles, "chunks": n_chunks},
-            updated_at=_now(),
+            updated_at=utc_now(),
         )
         write_manifest(self.path, self.manifest)
         (self.path / _vectors_file(generation)).unlink(missing_ok=True)
@@ -533,7 +533,3 @@ def _library_versions() -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return versions
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -145,7 +145,7 @@ class Store:
                         self._db.execute(statement)
                 self._db.execute(
                     "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
-                    (version, _now()),
+                    (version, utc_now()),
                 )
 
     # -- reads ---------------------------------------------------------------
@@ -259,7 +259,7 @@ class Store:
         self, article: Article, content_hash: str, chunks: Sequence[Chunk], vectors: np.ndarray
     ) -> np.ndarray:
         """Insert an article and its chunks; returns the new chunk ids."""
-        now = _now()
+        now = utc_now()
         cursor = self._db.execute(
             "INSERT INTO articles (id, title, url, date, source, author, tags, metadata, path,"
             " text, content_hash, added_at, updated_at)"
@@ -305,5 +305,5 @@ def _batches(values: Sequence[Any], size: int = 500) -> Iterator[list[Any]]:
         yield values[i : i + size]
 
 
-def _now() -> str:
+def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
