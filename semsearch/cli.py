@@ -10,7 +10,9 @@ import json
 import shutil
 import sys
 import textwrap
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -142,7 +144,9 @@ def index_command(
     from .records import Skipped
 
     folder = index_dir or environment().index_dir
+    started = time.perf_counter()
     items = list(load_paths(paths, FieldMap.from_pairs(field_pairs)))
+    load_seconds = time.perf_counter() - started
     skipped = [i for i in items if isinstance(i, Skipped)]
     for item in skipped:
         click.echo(f"warning: skipped {item}", err=True)
@@ -183,6 +187,12 @@ def index_command(
             elif folder.is_dir():
                 _remove_index_files(folder)
             raise
+    # Files were read before the index was opened: count that time too.
+    result = replace(
+        result,
+        seconds=result.seconds + load_seconds,
+        timings={**result.timings, "load": load_seconds},
+    )
     if as_json:
         click.echo(json.dumps({"index": str(folder), **result.to_dict()}, ensure_ascii=False))
     elif not quiet:

@@ -15,9 +15,11 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -43,6 +45,7 @@ from .search import search_vectors
 from .store import Store, utc_now
 from .vectors import VectorIndex, resolve_factory
 
+T = TypeVar("T")
 _GENERATION = "generation"
 _FACTORY = "faiss_factory"
 
@@ -273,9 +276,10 @@ class Index:
             removed, and what was skipped.
         """
         started = time.perf_counter()
+        clock = _StageClock()
         fresh: dict[str, Article] = {}
         skipped: list[Skipped] = []
-        for item in articles:
+        for item in clock.iterate("load", articles):
             if isinstance(item, Skipped):
                 skipped.append(item)
             elif item.id in fresh:
@@ -283,23 +287,28 @@ class Index:
                 skipped.append(Skipped(item.path or item.id, f"duplicate id {item.id!r} ({first})"))
             else:
                 fresh[item.id] = item
-        hashes = {a.id: article_hash(a) for a in fresh.values()}
-        stored = self._store.content_hashes(list(hashes))
-        todo = [a for a in fresh.values() if stored.get(a.id) != hashes[a.id]]
+        with clock("diff"):
+            hashes = {a.id: article_hash(a) for a in fresh.values()}
+            stored = self._store.content_hashes(list(hashes))
+            todo = [a for a in fresh.values() if stored.get(a.id) != hashes[a.id]]
         chunker = self.chunker() if todo else None
         chunked: list[tuple[Article, list[Chunk]]] = []
-        for article in todo:
-            assert chunker is not None
-            chunks = chunker.chunks(article)
-            if chunks:
-                chunked.append((article, chunks))
+        with clock("chunk"):
+            for article in todo:
+                assert chunker is not None
+                chunks = chunker.chunks(article)
+                if chunks:
+                    chunked.append((article, chunks))
+                else:
+                    skipped.append(Skipped(article.path or article.id, "no text to index"))
+            texts = [chunker.embed_text(a, c) for a, cs in chunked for c in cs] if chunker else []
+        with clock("embed"):
+            if texts:
+                vectors = self.encoder.encode_documents(
+                    texts, batch_size=batch_size, progress=progress
+                )
             else:
-                skipped.append(Skipped(article.path or article.id, "no text to index"))
-        texts = [chunker.embed_text(a, c) for a, cs in chunked for c in cs] if chunker else []
-        if texts:
-            vectors = self.encoder.encode_documents(texts, batch_size=batch_size, progress=progress)
-        else:
-            vectors = np.zeros((0, self.manifest.model.dim), dtype=np.float32)
+                vectors = np.zeros((0, self.manifest.model.dim), dtype=np.float32)
         replaced = [a.id for a, _ in chunked if a.id in stored]
 
         def change() -> tuple[np.ndarray, np.ndarray]:
@@ -314,7 +323,7 @@ class Index:
             ids = np.concatenate(new_ids) if new_ids else np.zeros(0, dtype=np.int64)
             return old_ids, ids
 
-        removed = self._commit(change, vectors) if chunked else 0
+        removed = self._commit(change, vectors, clock=clock) if chunked else 0
         return AddResult(
             added=len(chunked) - len(replaced),
             updated=len(replaced),
@@ -323,6 +332,7 @@ class Index:
             chunks_removed=removed,
             skipped=tuple(skipped),
             seconds=time.perf_counter() - started,
+            timings=clock.seconds,
         )
 
     def add_paths(
@@ -370,19 +380,25 @@ class Index:
         change: Callable[[], tuple[np.ndarray, np.ndarray]],
         new_vectors: np.ndarray | None,
         force: bool = False,
+        clock: _StageClock | None = None,
     ) -> int:
         """Apply a change to SQLite and FAISS as one generation; returns chunks removed."""
+        clock = clock or _StageClock()
         generation = int(self._store.meta(_GENERATION))
         next_file = self.path / _vectors_file(generation + 1)
         try:
             with self._store.transaction():
-                old_ids, new_ids = change()
-                self._vectors = self._next_vectors(old_ids, new_ids, new_vectors, force)
+                with clock("sqlite"):
+                    old_ids, new_ids = change()
+                with clock("faiss"):
+                    self._vectors = self._next_vectors(old_ids, new_ids, new_vectors, force)
+                    self._vectors.write(next_file)
                 n_articles, n_chunks = self._store.counts()
                 assert self._vectors.ntotal == n_chunks, "FAISS and SQLite disagree"
-                self._vectors.write(next_file)
                 self._store.set_meta(_GENERATION, generation + 1)
                 self._store.set_meta(_FACTORY, self._vectors.factory)
+                clock.start("sqlite")  # the commit itself
+            clock.stop("sqlite")
         except BaseException:
             # The live FAISS index may be half-changed; the committed file is intact.
             next_file.unlink(missing_ok=True)
@@ -501,6 +517,42 @@ class Index:
             created_at=m.created_at,
             updated_at=m.updated_at,
         )
+
+
+class _StageClock:
+    """Seconds spent per stage of a write, for AddResult.timings."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._started: dict[str, float] = {}
+
+    def start(self, stage: str) -> None:
+        self._started[stage] = time.perf_counter()
+
+    def stop(self, stage: str) -> None:
+        elapsed = time.perf_counter() - self._started.pop(stage)
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + elapsed
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        self.start(stage)
+        try:
+            yield
+        finally:
+            self.stop(stage)
+
+    def iterate(self, stage: str, items: Iterable[T]) -> Iterator[T]:
+        """Yield from items, counting the time spent producing them."""
+        iterator = iter(items)
+        while True:
+            self.start(stage)
+            try:
+                item = next(iterator)
+            except StopIteration:
+                self.stop(stage)
+                return
+            self.stop(stage)
+            yield item
 
 
 def article_hash(article: Article) -> str:

@@ -114,6 +114,8 @@ class AddResult:
     chunks_removed: int
     skipped: tuple[Skipped, ...] = ()
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds per stage: load, diff, chunk, embed, sqlite, faiss."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
