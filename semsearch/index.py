@@ -488,6 +488,13 @@ class Index:
             vectors = self.encoder.encode_queries(texts)
         return search_vectors(self._vectors, self._store, vectors, k, group)
 
+    def chunk_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every chunk's id and unit vector, as stored: ``(ids, vectors)``.
+
+        For analysis, export and benchmarks; searching does not need it.
+        """
+        return self._store.vectors(self.manifest.model.dim)
+
     def get(self, article_id: str) -> Article | None:
         """The stored article with this id, or None."""
         return self._store.article(article_id)

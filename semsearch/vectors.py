@@ -178,6 +178,24 @@ class VectorIndex:
         selector = _faiss().IDSelectorArray(np.ascontiguousarray(ids, dtype=np.int64))
         return int(self._index.remove_ids(selector))
 
+    @property
+    def search_params(self) -> dict[str, int]:
+        """The stored search-time settings: ``ef_search`` (HNSW) or ``nprobe`` (IVF)."""
+        hnsw = getattr(self._inner, "hnsw", None)
+        if hnsw is not None:
+            return {"ef_search": int(hnsw.efSearch)}
+        if self._ivf is not None:
+            return {"nprobe": int(self._ivf.nprobe)}
+        return {}
+
+    def set_search_params(self, ef_search: int | None = None, nprobe: int | None = None) -> None:
+        """Trade speed for recall; saved with the index. Settings that do not apply are ignored."""
+        hnsw = getattr(self._inner, "hnsw", None)
+        if ef_search is not None and hnsw is not None:
+            hnsw.efSearch = int(ef_search)
+        if nprobe is not None and self._ivf is not None:
+            self._ivf.nprobe = min(int(nprobe), int(self._ivf.nlist))
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k best (scores, ids) per query; ids are -1 past the end of the index."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
