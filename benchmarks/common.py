@@ -208,12 +208,23 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
-def write_results(out: Path, name: str, data: dict[str, Any], markdown: str) -> None:
-    """Write <name>.json (with machine facts) and <name>.md into out."""
+def write_results(
+    out: Path,
+    name: str,
+    data: dict[str, Any],
+    markdown: str,
+    argv: Sequence[str] | None = None,
+) -> None:
+    """Write <name>.json (with machine facts) and <name>.md into out.
+
+    ``argv`` (default: this process's arguments) goes into the footer as the
+    command that reproduces the figures.
+    """
     out.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "machine": machine(), **data}
     (out / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
-    command = " ".join(["python -m benchmarks." + name, *sys.argv[1:]])
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = " ".join(["python -m benchmarks." + name, *args])
     footer = (
         f"\n\n<sub>{payload['machine']['cpu']}, {payload['machine']['cores']} cores; "
         f"`{command}`; {payload['machine']['measured_at']}</sub>\n"
@@ -223,3 +234,16 @@ def write_results(out: Path, name: str, data: dict[str, Any], markdown: str) -> 
 
 def mib(n_bytes: float) -> float:
     return n_bytes / 2**20
+
+
+def per_item_seconds(
+    fn: Callable[[Any], object], items: Sequence[Any], warmup: int = 10
+) -> list[float]:
+    """Seconds per call of fn(item), one call per item, after warm-up calls.
+
+    The warm-up calls (not counted) take the last items, so every timed call
+    after them is on an item of its own, as a stream of distinct queries is.
+    """
+    warm = list(items[len(items) - min(warmup, len(items)) :])
+    stream = iter([*warm, *items])
+    return repeat_timer(lambda: fn(next(stream)), repeats=len(items), warmup=len(warm))

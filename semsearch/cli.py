@@ -301,6 +301,83 @@ def remove_command(
         sys.exit(EXIT_PARTIAL)
 
 
+@cli.command("eval")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--index",
+    "index_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Index of the dataset's corpus: built if missing, brought up to date if not. "
+    "[default: indexes/eval-DATASETNAME]",
+)
+@click.option("--split", default="test", show_default=True, help="Which qrels/SPLIT.tsv to score.")
+@click.option(
+    "--depth",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Articles retrieved per query.",
+)
+@click.option("--model", help=f"Embedding model for a new index. [default: {DEFAULT_MODEL}]")
+@click.option("--index-type", default="auto", show_default=True, help="As for `index`.")
+@click.option(
+    "--run",
+    "run_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the ranking as a TREC run file.",
+)
+@quiet_option
+@json_option
+def eval_command(
+    dataset: Path,
+    index_dir: Path | None,
+    split: str,
+    depth: int,
+    model: str | None,
+    index_type: str,
+    run_file: Path | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Score retrieval on a BEIR-format DATASET folder.
+
+    DATASET holds corpus.jsonl, queries.jsonl and qrels/SPLIT.tsv. The corpus
+    is indexed (only new or changed documents are embedded), every judged
+    query is searched, and nDCG@10, recall@10, recall@100 and MRR@10 are
+    printed (computed by ir-measures).
+    """
+    from .evaluate import evaluate, load_beir
+    from .index import Index
+
+    data = load_beir(dataset, split)
+    folder = index_dir or Path("indexes") / f"eval-{data.name}"
+    progress = not quiet and not as_json and sys.stderr.isatty()
+    if Index.exists(folder):
+        index = Index.open(folder, model=model)
+    else:
+        index = Index.create(folder, model=model, index_type=index_type)
+    with index:
+        added = index.add(data.corpus(), progress=progress)
+        if not quiet and not as_json:
+            click.echo(
+                f"{folder}: {added.added + added.updated} article(s) embedded, "
+                f"{added.unchanged} unchanged, {len(added.skipped)} skipped",
+                err=True,
+            )
+        result = evaluate(index, data, depth=depth)
+    if run_file is not None:
+        result.write_trec_run(run_file)
+    if as_json:
+        payload = result.to_dict()
+        del payload["per_query"], payload["run"]
+        click.echo(json.dumps({"index": str(folder), **payload}, indent=2))
+        return
+    click.echo(f"{data.name} ({split}, {result.queries} queries, depth {depth}):")
+    for name, value in result.metrics.items():
+        click.echo(f"  {name:>8}  {value:.4f}")
+
+
 def _snippet(text: str) -> str:
     text = " ".join(text.split())
     if len(text) <= _SNIPPET_CHARS:

@@ -9,6 +9,7 @@ where a caller needs to tell them apart::
     ├── IndexExistsError        creating an index where one already is
     ├── IncompatibleIndexError  wrong model, unknown format, damaged files
     ├── ModelError              the embedding model cannot be loaded
+    ├── MissingDependencyError  an optional feature's package is not installed
     └── BadInputError           a file, row, option or query at fault (.path, .line)
 
 Messages say what is wrong and what to do about it, on one line.
@@ -35,6 +36,10 @@ class IncompatibleIndexError(SemsearchError):
 
 class ModelError(SemsearchError):
     """The embedding model cannot be found or loaded."""
+
+
+class MissingDependencyError(SemsearchError):
+    """An optional feature needs a package that is not installed; the message names it."""
 
 
 class BadInputError(SemsearchError):

@@ -1,0 +1,133 @@
+"""How fast does a query answer, warm and cold, and with how much memory?
+
+- Warm: through the public API on an open index, after warm-up: the query's
+  embedding (``encoder.encode_queries``) and the vector search
+  (``Index.search`` with that vector) timed separately, and the whole
+  ``Index.search(text)``; p50/p95/p99 over the dataset's queries.
+- Cold: ``semsearch query`` as a fresh process (imports, index loading,
+  model loading, search, printing), median wall time of several runs, and
+  that process's peak RSS.
+
+    python -m benchmarks.latency --index INDEX --dataset DATASET [--queries N] [--cold-runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import (
+    RESULTS,
+    md_table,
+    median,
+    mib,
+    percentiles,
+    repeat_timer,
+    run_process,
+    write_results,
+)
+from semsearch import Index
+from semsearch.evaluate import load_beir
+
+
+def semsearch_command() -> list[str]:
+    """The installed `semsearch` entry point beside this Python, else `python -m semsearch`."""
+    script = Path(sys.executable).with_name("semsearch")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "semsearch"]
+
+
+def warm(index: Index, queries: list[str], k: int = 10) -> dict[str, Any]:
+    encoder = index.encoder
+    index.search(queries[0], k=k)  # loads and warms the model
+    embed, search, total = [], [], []
+    for query in queries:
+        vector = encoder.encode_queries([query])[0]
+        embed += repeat_timer(lambda q=query: encoder.encode_queries([q]), 1, warmup=0)
+        search += repeat_timer(lambda v=vector: index.search(v, k=k), 1, warmup=0)
+        total += repeat_timer(lambda q=query: index.search(q, k=k), 1, warmup=0)
+    return {
+        "embed": percentiles(embed),
+        "vector_search": percentiles(search),
+        "total": percentiles(total),
+    }
+
+
+def cold(index_dir: Path, query: str, runs: int) -> dict[str, Any]:
+    command = [*semsearch_command(), "query", query, "--index", str(index_dir), "-k", "10"]
+    results = [run_process(command) for _ in range(runs)]
+    failed = [r for r in results if r["returncode"] != 0]
+    if failed:
+        raise SystemExit(f"semsearch query failed: {failed[0]['stderr']}")
+    return {
+        "command": " ".join(command[-7:]),
+        "runs": runs,
+        "median_seconds": median([r["seconds"] for r in results]),
+        "seconds": [r["seconds"] for r in results],
+        "peak_rss_bytes": max(r["peak_rss_bytes"] for r in results),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--index", type=Path, required=True)
+    parser.add_argument("--dataset", type=Path, required=True)
+    parser.add_argument("--queries", type=int, default=300, help="warm queries to time")
+    parser.add_argument("--cold-runs", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    queries = list(load_beir(args.dataset).judged_queries().values())[: args.queries]
+    with Index.open(args.index) as index:
+        info = index.info()
+        warm_figures = warm(index, queries)
+    data = {
+        "index": {
+            "articles": info.articles,
+            "chunks": info.chunks,
+            "faiss_factory": info.faiss_factory,
+            "model": info.model,
+        },
+        "warm": warm_figures,
+        "cold": cold(args.index, queries[0], args.cold_runs),
+        "backend": "sentence-transformers (PyTorch)",
+    }
+    write_results(args.out, "latency", data, markdown(data), argv)
+    return data
+
+
+def markdown(d: dict[str, Any]) -> str:
+    w = d["warm"]
+    warm_table = md_table(
+        ["warm, public API", "p50 ms", "p95 ms", "p99 ms"],
+        [
+            [name, w[key]["p50_ms"], w[key]["p95_ms"], w[key]["p99_ms"]]
+            for name, key in (
+                ("embed the query", "embed"),
+                ("vector search + grouping", "vector_search"),
+                ("Index.search(text), total", "total"),
+            )
+        ],
+    )
+    c = d["cold"]
+    cold_table = md_table(
+        ["cold process", "median s", "runs", "peak RSS MiB"],
+        [
+            [
+                f"`semsearch query` ({d['backend']})",
+                c["median_seconds"],
+                c["runs"],
+                mib(c["peak_rss_bytes"]),
+            ]
+        ],
+    )
+    i = d["index"]
+    return (
+        f"Index of {i['articles']:,} articles, {i['chunks']:,} chunks (FAISS "
+        f"{i['faiss_factory']}), k=10, {w['total']['n']} queries.\n\n{warm_table}\n\n{cold_table}"
+    )
+
+
+if __name__ == "__main__":
+    main()
