@@ -9,7 +9,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint check clean
+.PHONY: setup demo test lint check bench-quick bench clean
 
 setup: $(VENV)/.installed
 
@@ -28,11 +28,17 @@ test: setup
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check semsearch tests
-	$(BIN)/ruff format --check semsearch tests
+	$(BIN)/ruff check semsearch tests benchmarks
+	$(BIN)/ruff format --check semsearch tests benchmarks
 	$(BIN)/mypy
 
 check: lint test
+
+bench-quick: setup
+	$(BIN)/python -m benchmarks.run --quick
+
+bench: setup
+	$(BIN)/python -m benchmarks.run
 
 clean:
 	rm -rf $(VENV) indexes/default .pytest_cache .mypy_cache .ruff_cache

@@ -27,7 +27,7 @@ from benchmarks.common import (
     folder_bytes,
     md_table,
     mib,
-    peak_rss_self,
+    own_peak_rss,
     run_process,
     write_results,
 )
@@ -77,7 +77,7 @@ def build(dataset_dir: Path, folder: Path, limit: int = 0, index_type: str = "au
         "chunks_per_second": info.chunks / result.seconds,
         "articles_per_second": info.articles / result.seconds,
         "size_bytes": folder_bytes(folder),
-        "peak_rss_bytes_self": peak_rss_self(),
+        "own_peak_rss_bytes": own_peak_rss(),
         "index": info.to_dict(),
     }
 

@@ -16,6 +16,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -104,34 +105,45 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
 
-def peak_rss_self() -> int:
-    """Peak resident memory of this process so far, in bytes (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# Linux carries the spawning process's memory into a child's ru_maxrss (fork
+# copies it; vfork+exec records the parent's high-water mark), so a child of
+# a 2 GB benchmark would report at least 2 GB. A tiny launcher (about 10 MB)
+# forks the command and reports the command's own ru_maxrss from wait4.
+_LAUNCHER = """
+import json, os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    json.dump({"maxrss_kib": usage.ru_maxrss, "exitcode": os.waitstatus_to_exitcode(status)}, f)
+"""
 
 
 def run_process(
     argv: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> dict[str, Any]:
-    """Run a command; its wall time, its own peak RSS (via wait4), exit status, output."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        list(argv),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-        cwd=cwd,
-    )
-    # wait4 gives this child's own rusage, unlike RUSAGE_CHILDREN (a max over all).
-    out_chunks, err_chunks = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    """Run a command; its wall time, its own peak RSS, exit status and output.
+
+    The wall time includes the launcher's start (a bare ``python -S``, ~10 ms).
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "rusage.json"
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-S", "-c", _LAUNCHER, str(report), *argv],
+            capture_output=True,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+        )
+        wall = time.perf_counter() - start
+        usage = json.loads(report.read_text())
     return {
         "seconds": wall,
-        "peak_rss_bytes": usage.ru_maxrss * 1024,
-        "returncode": proc.returncode,
-        "stdout": out_chunks.decode(errors="replace"),
-        "stderr": err_chunks.decode(errors="replace"),
+        "peak_rss_bytes": usage["maxrss_kib"] * 1024,
+        "returncode": usage["exitcode"],
+        "stdout": proc.stdout.decode(errors="replace"),
+        "stderr": proc.stderr.decode(errors="replace"),
     }
 
 
@@ -237,7 +249,7 @@ def mib(n_bytes: float) -> float:
 
 
 def per_item_seconds(
-    fn: Callable[[Any], object], items: Sequence[Any], warmup: int = 10
+    fn: Callable[[Any], object], items: Sequence[Any] | np.ndarray, warmup: int = 10
 ) -> list[float]:
     """Seconds per call of fn(item), one call per item, after warm-up calls.
 
@@ -247,3 +259,19 @@ def per_item_seconds(
     warm = list(items[len(items) - min(warmup, len(items)) :])
     stream = iter([*warm, *items])
     return repeat_timer(lambda: fn(next(stream)), repeats=len(items), warmup=len(warm))
+
+
+def own_peak_rss() -> int:
+    """This process's own peak resident memory in bytes (``VmHWM``, Linux).
+
+    ``VmHWM`` belongs to this process's own address space, made new at exec,
+    unlike ``ru_maxrss`` (see ``run_process``). Falls back to getrusage where
+    /proc is missing.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -74,7 +74,7 @@ class VectorIndex:
         try:
             inner = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as e:
-            reason = str(e).strip().splitlines()[-1]
+            reason = _faiss_reason(e)
             raise BadInputError(
                 f"invalid FAISS index type {factory!r} for {dim}-dimensional vectors: {reason}"
             ) from None
@@ -101,7 +101,7 @@ class VectorIndex:
         try:
             index = faiss.read_index(str(path))
         except RuntimeError as e:
-            reason = str(e).strip().splitlines()[-1]
+            reason = _faiss_reason(e)
             raise IncompatibleIndexError(f"{path} is damaged or not FAISS: {reason}") from None
         if not isinstance(index, faiss.IndexIDMap2) and _ivf(index) is None:
             raise IncompatibleIndexError(f"{path} is not a semsearch vector index (no id map)")
@@ -165,7 +165,7 @@ class VectorIndex:
         try:
             self._index.train(np.ascontiguousarray(vectors, dtype=np.float32))
         except RuntimeError as e:
-            reason = str(e).strip().splitlines()[-1]
+            reason = _faiss_reason(e)
             raise BadInputError(
                 f"cannot train index type {self.factory!r} on {len(vectors)} vectors: {reason}"
             ) from None
@@ -218,6 +218,12 @@ class VectorIndex:
             if hnsw is not None:
                 hnsw.efSearch = saved
         return scores, ids
+
+
+def _faiss_reason(error: RuntimeError) -> str:
+    """FAISS's message without its C++ signature and source location."""
+    text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+    return text.rpartition("Error: ")[2] or text
 
 
 def _ivf(index: Any) -> Any:

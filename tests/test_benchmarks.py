@@ -1,0 +1,58 @@
+"""The benchmark scripts run end to end in quick mode on a tiny dataset, so they cannot rot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks import build, report, run
+from semsearch.evaluate import load_beir
+
+TINY = Path(__file__).parent / "data" / "tiny-beir"
+
+
+def test_quick_run_writes_every_result_and_the_report(tmp_path):
+    out = tmp_path / "results"
+    run.main(
+        [
+            "--quick",
+            "--dataset",
+            str(TINY),
+            "--index",
+            str(tmp_path / "ix"),
+            "--out",
+            str(out),
+            "--cold-runs",
+            "1",
+            "--synthetic",
+            "2000",
+            "--sizes",
+            "300,1000",
+        ]
+    )
+    for name in ("build", "quality", "latency", "ann", "scaling"):
+        assert (out / f"{name}.json").exists(), name
+        assert (out / f"{name}.md").read_text().startswith(("|", "Index", "tiny", "Recall", "#"))
+    assert (out / "ann.png").stat().st_size > 0 and (out / "scaling.png").stat().st_size > 0
+    built = json.loads((out / "build.json").read_text())
+    assert built["articles"] == 40 and built["chunks"] >= 40
+    assert set(built["timings"]) >= {"model_load", "load", "chunk", "embed", "sqlite", "faiss"}
+    assert built["peak_rss_bytes"] > 100 * 2**20
+    quality = json.loads((out / "quality.json").read_text())
+    assert quality["semsearch"]["R@100"] == 1.0
+    latency = json.loads((out / "latency.json").read_text())
+    assert latency["cold"]["runs"] == 1 and latency["warm"]["total"]["n"] == 10
+
+
+def test_report_fills_every_section_from_results(tmp_path):
+    (tmp_path / "quality.md").write_text("| quality table |")
+    text = report.render("A {{quality}} B {{latency}}", tmp_path)
+    assert text.startswith("A | quality table | B _Not measured yet")
+
+
+def test_quick_subset_keeps_judged_documents(tmp_path):
+    dataset = load_beir(TINY)
+    articles = build.subset(dataset, 12)
+    assert len(articles) == 12
+    judged = {doc for q in list(dataset.judged_queries())[:3] for doc in dataset.qrels[q]}
+    assert judged <= {a.id for a in articles}
