@@ -20,7 +20,8 @@ def render(template: str, results: Path) -> str:
         file = results / f"{match.group(1)}.md"
         if not file.exists():
             return f"_Not measured yet: run `python -m benchmarks.{match.group(1)}`._"
-        return file.read_text().strip()
+        # A result's own headings sit one level below the README's sections.
+        return re.sub(r"^#", "##", file.read_text().strip(), flags=re.M)
 
     return re.sub(r"\{\{(\w+)\}\}", section, template)
 
