@@ -428,9 +428,14 @@ class Index:
         factory = resolve_factory(self.manifest.vectors.index_type, total)
         unremovable = len(old_ids) > 0 and not current.supports_remove
         if force or unremovable or factory != current.factory:
-            ids, vectors = self._store.vectors(dim)  # this transaction's view
             rebuilt = VectorIndex.create(factory, dim)
-            rebuilt.add(vectors, ids)
+            if current.ntotal == 0 and new_vectors is not None:
+                # A first add: the new vectors are all there is; reading them
+                # back from SQLite would hold every vector twice more in memory.
+                rebuilt.add(new_vectors, new_ids)
+            else:
+                ids, vectors = self._store.vectors(dim)  # this transaction's view
+                rebuilt.add(vectors, ids)
             return rebuilt
         # Changed in place: if the commit fails, _commit reloads the committed file.
         current.remove(old_ids)

@@ -183,6 +183,14 @@ def test_auto_switches_to_hnsw_above_the_threshold(fake_index, monkeypatch):
     assert fake_index.search("Note 3.", k=1)[0].article_id == "n3"
 
 
+def test_a_first_add_above_the_threshold_builds_hnsw_with_every_chunk(fake_index, monkeypatch):
+    monkeypatch.setattr(vectors_module, "HNSW_THRESHOLD", 5)
+    fake_index.add([make_article(f"n{i}", f"Note number {i}.") for i in range(12)])
+    assert fake_index.info().faiss_factory == "HNSW32"
+    assert chunk_ids_in_faiss(fake_index) == set(fake_index._store.vectors(32)[0].tolist())
+    assert fake_index.search("Note number 7.", k=1)[0].article_id == "n7"
+
+
 class ExplodingEncoder(FakeEncoder):
     def encode_documents(self, texts, batch_size=32, progress=False):
         raise RuntimeError("boom while embedding")
