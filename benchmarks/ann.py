@@ -1,14 +1,12 @@
 """How much recall do the ANN index types give up, for how much speed?
 
 For each FAISS index type semsearch can build (exact ``Flat``, ``HNSW32``,
-``IVF<nlist>,Flat``, ``IVF<nlist>,PQ<dim/8>np``) and each search-time setting
+``IVF<nlist>,Flat``, ``IVF<nlist>,PQ<dim/8>``) and each search-time setting
 (HNSW ``ef_search``, IVF ``nprobe``), this measures recall@10 against exact
 search, single-query latency, batch throughput, build time and index size.
 Every index is built with semsearch's own wrapper and defaults
 (``VectorIndex.create(factory, dim)``, then ``add``), so the figures are those
-of an index built with ``--index-type``. (``np``: no polysemous training,
-which FAISS's factory does by default for IVF-PQ: a fixed minute or two that
-changes no result; ``--polysemous`` measures it.)
+of an index built with ``--index-type``.
 
 Two vector sets:
 
@@ -71,11 +69,6 @@ MIN_PER_LIST = 39
 HELD_OUT_FRACTION = 0.01
 MIN_HELD_OUT = 50
 SEED = 0
-# FAISS's factory turns on polysemous training for IVF-PQ: a fixed ~1-2 minutes
-# on 2 cores, whatever the size, that only reorders PQ codes for polysemous
-# filtering, which semsearch never switches on (results are the same). "np"
-# leaves it out; --polysemous measures the factory default.
-PQ_NO_POLYSEMOUS = "np"
 
 
 @dataclass(frozen=True)
@@ -107,10 +100,10 @@ def choose_nlist(n: int) -> int:
     return nlist
 
 
-def specs(n: int, dim: int, polysemous: bool = False) -> list[Spec]:
+def specs(n: int, dim: int) -> list[Spec]:
     """The index types compared, for n vectors of dimension dim."""
     nlist = choose_nlist(n)
-    pq = f"IVF{nlist},PQ{dim // 8}" + ("" if polysemous else PQ_NO_POLYSEMOUS)
+    pq = f"IVF{nlist},PQ{dim // 8}"
     return [
         Spec("Flat", None, ()),
         Spec("HNSW32", "ef_search", EF_SEARCH),
@@ -157,7 +150,7 @@ def measure(index: VectorIndex, queries: np.ndarray, truth: np.ndarray) -> dict[
     }
 
 
-def run_set(vectors: VectorSet, polysemous: bool = False) -> dict[str, Any]:
+def run_set(vectors: VectorSet) -> dict[str, Any]:
     """Every index type and setting on one vector set."""
     n, dim = vectors.base.shape
     started = time.perf_counter()
@@ -165,7 +158,7 @@ def run_set(vectors: VectorSet, polysemous: bool = False) -> dict[str, Any]:
     exact_seconds = time.perf_counter() - started
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
-    for spec in specs(n, dim, polysemous):
+    for spec in specs(n, dim):
         try:
             index, build_seconds = build(spec, vectors.base)
         except BadInputError as e:
@@ -278,13 +271,7 @@ def markdown(sets: list[dict[str, Any]]) -> str:
                 ]
             )
         parts.append(md_table(headers, rows))
-        notes = []
-        if any(r["index_type"].endswith(PQ_NO_POLYSEMOUS) for r in data["results"]):
-            notes.append(
-                f"`PQ…{PQ_NO_POLYSEMOUS}`: FAISS's polysemous training left out (it reorders "
-                "PQ codes for a filter semsearch does not use; results are the same)."
-            )
-        notes += [f"{s['index_type']} skipped: {s['reason']}" for s in data["skipped"]]
+        notes = [f"{s['index_type']} skipped: {s['reason']}" for s in data["skipped"]]
         if notes:
             parts += ["", *(f"- {note}" for note in notes)]
     return "\n".join(parts)
@@ -361,11 +348,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--synthetic", type=int, help="synthetic vectors (default 1,000,000; 20,000 quick; 0: none)"
     )
     parser.add_argument("--quick", action="store_true", help="a small synthetic set, 200 queries")
-    parser.add_argument(
-        "--polysemous",
-        action="store_true",
-        help="IVF-PQ as the plain factory string builds it, with polysemous training",
-    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -375,11 +357,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     n_queries = 200 if args.quick else 1000
     real, chunks = real_set(args.index, args.dataset)
-    sets = [run_set(real, args.polysemous)]
+    sets = [run_set(real)]
     if n_synthetic > 0:
         synthetic = synthetic_set(n_synthetic, n_queries, chunks, real.queries)
         del chunks
-        sets.append(run_set(synthetic, args.polysemous))
+        sets.append(run_set(synthetic))
         del synthetic
     data: dict[str, Any] = {
         "settings": {
@@ -393,7 +375,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "warmup": WARMUP,
             "synthetic": n_synthetic,
             "synthetic_queries": n_queries,
-            "polysemous_training": args.polysemous,
             "seed": SEED,
             "faiss_threads": _faiss_threads(),
         },

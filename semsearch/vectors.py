@@ -85,6 +85,11 @@ class VectorIndex:
         ivf = _ivf(inner)
         if ivf is not None:
             ivf.nprobe = min(IVF_NPROBE, ivf.nlist)
+            ivfpq = faiss.downcast_index(ivf)
+            if getattr(ivfpq, "do_polysemous_training", False):
+                # FAISS's default for IVF-PQ: minutes of training for a code
+                # ordering that only its polysemous filter uses; we never do.
+                ivfpq.do_polysemous_training = False
             return cls(inner, factory)
         return cls(faiss.IndexIDMap2(inner), factory)
 
