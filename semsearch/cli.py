@@ -115,7 +115,13 @@ def cli() -> None:
     metavar="FIELD=COLUMN",
     help="JSONL/CSV column for an article field, e.g. --field text=body (repeatable).",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Chunks embedded per model call.",
+)
 @click.option("--strict", is_flag=True, help="Fail, writing nothing, if any input is skipped.")
 @quiet_option
 @json_option
