@@ -67,6 +67,22 @@ def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(f)
 
 
+def model_option(f: F) -> F:
+    return click.option(
+        "--model", help=f"Embedding model for a new index. [default: {DEFAULT_MODEL}]"
+    )(f)
+
+
+def index_type_option(f: F) -> F:
+    return click.option(
+        "--index-type",
+        default="auto",
+        show_default=True,
+        help="New index only: auto (exact, HNSW above 100k chunks), flat, hnsw, "
+        "or a FAISS factory string such as 'IVF1024,Flat'.",
+    )(f)
+
+
 def quiet_option(f: F) -> F:
     return click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")(f)
 
@@ -86,14 +102,8 @@ def cli() -> None:
 @cli.command("index")
 @click.argument("paths", nargs=-1, required=True)
 @index_option
-@click.option("--model", help=f"Embedding model for a new index. [default: {DEFAULT_MODEL}]")
-@click.option(
-    "--index-type",
-    default="auto",
-    show_default=True,
-    help="New index only: auto (exact, HNSW above 100k chunks), flat, hnsw, "
-    "or a FAISS factory string such as 'IVF1024,Flat'.",
-)
+@model_option
+@index_type_option
 @click.option(
     "--overlap",
     "overlap_tokens",
@@ -325,8 +335,8 @@ def remove_command(
     show_default=True,
     help="Articles retrieved per query.",
 )
-@click.option("--model", help=f"Embedding model for a new index. [default: {DEFAULT_MODEL}]")
-@click.option("--index-type", default="auto", show_default=True, help="As for `index`.")
+@model_option
+@index_type_option
 @click.option(
     "--run",
     "run_file",
