@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import email.utils
 import hashlib
 import io
 import json
@@ -40,6 +41,12 @@ STDIN = "-"
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S)
 _ATX_HEADING = re.compile(r"^#[ \t]+(.+?)[ \t#]*$", re.M)
 _TITLE_MAX_CHARS = 150
+# A date with an optional time and zone, or a bare year or year-month.
+_ISO_DATE = re.compile(
+    r"(\d{4}-\d{2}-\d{2})(?:[Tt ](\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)\s*"
+    r"([Zz]|[+-]\d{2}(?::?\d{2})?)?)?|(\d{4}(?:-\d{2})?)"
+)
+_SLASHED_DATE = re.compile(r"(\d{4})/(\d{1,2})/(\d{1,2})")
 
 
 @dataclass(frozen=True)
@@ -331,9 +338,36 @@ def _opt_str(value: Any) -> str | None:
 
 
 def _date(value: Any) -> str | None:
+    """A date as ISO 8601 text, so that dates compare correctly as text.
+
+    ISO dates and datetimes are kept (``Z`` becomes ``+00:00``, a space between
+    date and time becomes ``T``); RFC 2822 dates (RSS) and ``YYYY/MM/DD`` are
+    converted; anything else is kept as given rather than failing the article.
+    """
     if isinstance(value, (dt.date, dt.datetime)):
         return value.isoformat()
-    return _opt_str(value)
+    text = _opt_str(value)
+    if text is None:
+        return None
+    iso = _ISO_DATE.fullmatch(text)
+    if iso:
+        day, clock, zone, partial = iso.groups()
+        if partial or not clock:
+            return partial or day
+        if zone and zone.upper() == "Z":
+            zone = "+00:00"
+        elif zone and ":" not in zone:
+            zone = f"{zone[:3]}:{zone[3:] or '00'}"
+        return f"{day}T{clock.replace(',', '.')}{zone or ''}"
+    slashed = _SLASHED_DATE.fullmatch(text)
+    try:
+        if slashed:
+            return dt.date(*(int(part) for part in slashed.groups())).isoformat()
+        if re.search(r"[A-Za-z]{3}", text):  # a month or day name: try RFC 2822
+            return email.utils.parsedate_to_datetime(text).isoformat()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        pass
+    return text
 
 
 def _author(value: Any) -> str | None:

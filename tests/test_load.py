@@ -477,3 +477,37 @@ def test_sample_ap4_article_has_its_metadata():
     assert ap4.date == "2023-06-23"
     assert ap4.metadata == {"region": "Asia-Pacific"}
     assert "Individually Tailored Partnership Programme" in ap4.text
+
+
+# Dates are normalised to ISO 8601 text
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("2023-06-01", "2023-06-01"),
+        ("2023-06", "2023-06"),
+        ("2023-06-01T10:00:00Z", "2023-06-01T10:00:00+00:00"),
+        ("2023-06-01 10:00:00+0200", "2023-06-01T10:00:00+02:00"),
+        ("Tue, 01 Aug 2023 10:00:00 GMT", "2023-08-01T10:00:00+00:00"),
+        ("Tue, 01 Aug 2023 10:00:00 -0500", "2023-08-01T10:00:00-05:00"),
+        ("2023/8/1", "2023-08-01"),
+        ("yesterday", "yesterday"),
+        ("2023/02/30", "2023/02/30"),
+    ],
+)
+def test_jsonl_dates_are_normalised_to_iso(tmp_path, given, stored):
+    row = {"id": "d", "text": "Body.", "date": given}
+    assert load_one(write_jsonl(tmp_path / "d.jsonl", [row])).date == stored
+
+
+def test_front_matter_datetime_becomes_isoformat(tmp_path):
+    path = tmp_path / "a.md"
+    path.write_text("---\ndate: 2023-06-01 10:30:00\n---\nBody text.\n", "utf-8")
+    assert load_one(path).date == "2023-06-01T10:30:00"
+
+
+def test_csv_rfc2822_date_is_converted(tmp_path):
+    path = tmp_path / "feed.csv"
+    path.write_text('id,text,date\nr1,Body.,"Wed, 02 Aug 2023 08:15:00 +0000"\n', "utf-8")
+    assert load_one(path).date == "2023-08-02T08:15:00+00:00"
