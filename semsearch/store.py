@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .errors import IncompatibleIndexError
+from .keywords import CLOSE, OPEN
 from .records import Article, Chunk
 
 # Numbered migrations, applied in order, each in the transaction that records it.
@@ -59,6 +60,45 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             key TEXT PRIMARY KEY,
             value TEXT NOT NULL                    -- JSON
         );
+        """,
+    ),
+    (
+        2,
+        # Keyword search: an FTS5 index over every chunk's title and text. It is an
+        # external-content table reading from a view, so the text is stored once
+        # (in articles) and highlight() can still quote it. Triggers keep it in
+        # step with the chunks inside the same transaction, whatever writes them.
+        """
+        CREATE VIEW chunk_text AS
+            SELECT c.id AS id, a.title AS title,
+                   substr(a.text, c.start + 1, c."end" - c.start) AS text
+            FROM chunks c JOIN articles a ON a.pk = c.article_pk;
+        CREATE VIRTUAL TABLE chunks_fts USING fts5(
+            title, text, content='chunk_text', content_rowid='id',
+            tokenize='porter unicode61 remove_diacritics 2'
+        );
+        CREATE TRIGGER chunks_fts_insert AFTER INSERT ON chunks BEGIN
+            INSERT INTO chunks_fts (rowid, title, text)
+                SELECT id, title, text FROM chunk_text WHERE id = new.id;
+        END;
+        -- Before the article goes (and its chunks by cascade), while the view can
+        -- still give the exact text that was indexed, as FTS5's delete needs.
+        CREATE TRIGGER chunks_fts_delete BEFORE DELETE ON articles BEGIN
+            INSERT INTO chunks_fts (chunks_fts, rowid, title, text)
+                SELECT 'delete', id, title, text FROM chunk_text
+                WHERE id IN (SELECT id FROM chunks WHERE article_pk = old.pk);
+        END;
+        CREATE TRIGGER chunks_fts_update_before BEFORE UPDATE OF title, text ON articles BEGIN
+            INSERT INTO chunks_fts (chunks_fts, rowid, title, text)
+                SELECT 'delete', id, title, text FROM chunk_text
+                WHERE id IN (SELECT id FROM chunks WHERE article_pk = old.pk);
+        END;
+        CREATE TRIGGER chunks_fts_update_after AFTER UPDATE OF title, text ON articles BEGIN
+            INSERT INTO chunks_fts (rowid, title, text)
+                SELECT id, title, text FROM chunk_text
+                WHERE id IN (SELECT id FROM chunks WHERE article_pk = new.pk);
+        END;
+        INSERT INTO chunks_fts (chunks_fts) VALUES ('rebuild');
         """,
     ),
 )
@@ -140,9 +180,8 @@ class Store:
             if version in done:
                 continue
             with self.transaction():
-                for statement in sql.split(";"):
-                    if statement.strip():
-                        self._db.execute(statement)
+                for statement in _statements(sql):
+                    self._db.execute(statement)
                 self._db.execute(
                     "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
                     (version, utc_now()),
@@ -193,6 +232,74 @@ class Store:
                 metadata=json.loads(metadata),
             )
         return found
+
+    def filtered_chunks(self, where: str, params: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """(chunk ids, article keys) of the articles matching a compiled filter, by chunk id.
+
+        ``where`` is SQL built by :mod:`semsearch.filters` from fixed fragments
+        over ``articles AS a``; every value in it is a ``?`` bound from params.
+        """
+        sql = (
+            "SELECT c.id, c.article_pk FROM chunks c JOIN articles a ON a.pk = c.article_pk"
+            " WHERE " + where + " ORDER BY c.id"
+        )
+        rows = self._db.execute(sql, tuple(params)).fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        pks = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+        return ids, pks
+
+    def keyword_chunks(
+        self, match: str, where: str | None = None, params: Sequence[Any] = ()
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every chunk matching an FTS5 expression: (chunk ids, article keys, BM25 scores).
+
+        Scores are BM25 with FTS5's k1=1.2, b=0.75 over title and text, higher
+        is better (FTS5's own bm25() is negated so that smaller sorts first).
+        ``where`` optionally restricts to articles matching a compiled filter.
+
+        Raises:
+            sqlite3.OperationalError: for an invalid FTS5 expression.
+        """
+        sql = (
+            "SELECT chunks_fts.rowid, c.article_pk, -bm25(chunks_fts) FROM chunks_fts"
+            " JOIN chunks c ON c.id = chunks_fts.rowid"
+        )
+        if where is None:
+            sql += " WHERE chunks_fts MATCH ?"
+        else:
+            sql += " JOIN articles a ON a.pk = c.article_pk WHERE chunks_fts MATCH ? AND " + where
+        rows = self._db.execute(sql, (match, *params)).fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        pks = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+        scores = np.fromiter((r[2] for r in rows), dtype=np.float64, count=len(rows))
+        return ids, pks, scores
+
+    def highlighted(self, match: str, chunk_ids: Sequence[int]) -> dict[int, str]:
+        """Chunk text with the terms matching an FTS5 expression wrapped in markers."""
+        sql = (
+            "SELECT rowid, highlight(chunks_fts, 1, ?, ?) FROM chunks_fts"
+            " WHERE chunks_fts MATCH ? AND rowid IN (?)"
+        )
+        found: dict[int, str] = {}
+        for batch in _batches([int(i) for i in chunk_ids]):
+            marks = ",".join("?" * len(batch))
+            query = sql.replace("IN (?)", "IN (" + marks + ")")
+            found.update(self._db.execute(query, (OPEN, CLOSE, match, *batch)).fetchall())
+        return found
+
+    def article_vectors(
+        self, article_pks: Sequence[int], dim: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every chunk of these articles: (chunk ids, article keys, vectors)."""
+        sql = "SELECT id, article_pk, vector FROM chunks WHERE article_pk IN (?)"
+        return _id_pk_vectors(list(self._select_in(sql, [int(p) for p in article_pks])), dim)
+
+    def chunk_vectors(
+        self, chunk_ids: Sequence[int], dim: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """These chunks: (chunk ids, article keys, vectors)."""
+        sql = "SELECT id, article_pk, vector FROM chunks WHERE id IN (?)"
+        return _id_pk_vectors(list(self._select_in(sql, [int(i) for i in chunk_ids])), dim)
 
     def _select_in(self, sql: str, values: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
         """Run a query whose one ``IN (?)`` takes all the values, in batches."""
@@ -297,6 +404,27 @@ class Store:
             )
             ids[i] = int(cursor.lastrowid or 0)
         return ids
+
+
+def _id_pk_vectors(
+    rows: list[tuple[Any, ...]], dim: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    pks = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+    blob = b"".join(r[2] for r in rows)
+    vectors = np.frombuffer(blob, dtype="<f4").astype(np.float32).reshape(len(rows), dim)
+    return ids, pks, vectors
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a script into statements; a trigger's body holds semicolons of its own."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
 
 
 def _batches(values: Sequence[Any], size: int = 500) -> Iterator[list[Any]]:
