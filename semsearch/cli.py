@@ -11,6 +11,7 @@ import shutil
 import sys
 import textwrap
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +20,8 @@ from typing import Any, TypeVar
 import click
 
 from .config import DEFAULT_K, DEFAULT_MODEL, DEFAULT_OVERLAP_TOKENS, ENV_INDEX, environment
-from .errors import BadInputError, SemsearchError
+from .errors import BadInputError, QueryTruncatedWarning, SemsearchError
+from .keywords import CLOSE, OPEN
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_PARTIAL = 3
@@ -132,6 +134,18 @@ def cli() -> None:
     show_default=True,
     help="Chunks embedded per model call.",
 )
+@click.option(
+    "--query-prompt",
+    metavar="TEXT",
+    help="New index only: text put before each query, for models that expect it "
+    "(e5: 'query: '). [default: the model's own configuration]",
+)
+@click.option(
+    "--document-prompt",
+    metavar="TEXT",
+    help="New index only: text put before each passage (e5: 'passage: '). "
+    "[default: the model's own configuration]",
+)
 @click.option("--strict", is_flag=True, help="Fail, writing nothing, if any input is skipped.")
 @quiet_option
 @json_option
@@ -144,6 +158,8 @@ def index_command(
     chunk_tokens: int | None,
     field_pairs: tuple[str, ...],
     batch_size: int,
+    query_prompt: str | None,
+    document_prompt: str | None,
     strict: bool,
     quiet: bool,
     as_json: bool,
@@ -176,6 +192,8 @@ def index_command(
             "--index-type": index_type != "auto",
             "--chunk-tokens": chunk_tokens,
             "--overlap": overlap_tokens != DEFAULT_OVERLAP_TOKENS,
+            "--query-prompt": query_prompt is not None,
+            "--document-prompt": document_prompt is not None,
         }
         given = [name for name, value in creating.items() if value]
         if given:
@@ -193,6 +211,8 @@ def index_command(
                 index_type=index_type,
                 overlap_tokens=overlap_tokens,
                 chunk_tokens=chunk_tokens,
+                query_prompt=query_prompt,
+                document_prompt=document_prompt,
             )
             with index:
                 result = index.add(items, batch_size=batch_size, progress=progress)
@@ -221,44 +241,116 @@ def index_command(
         sys.exit(EXIT_PARTIAL)
 
 
+def mode_option(f: F) -> F:
+    return click.option(
+        "--mode",
+        type=click.Choice(["hybrid", "semantic", "keyword"]),
+        default="hybrid",
+        show_default=True,
+        help="hybrid: meaning and keywords fused; semantic: meaning only (cosine); "
+        "keyword: words only (BM25).",
+    )(f)
+
+
 @cli.command("query")
 @click.argument("text")
 @index_option
 @click.option(
     "-k", type=click.IntRange(min=1), default=DEFAULT_K, show_default=True, help="How many results."
 )
+@mode_option
+@click.option(
+    "--where",
+    multiple=True,
+    metavar="FIELD<op>VALUE",
+    help="Only articles whose field matches: source=Reuters, views>=100, lang!=de "
+    "(ops = != > >= < <=; repeat a field with = for any of several values). "
+    "Fields: id, title, url, date, source, author, path, or any metadata key.",
+)
+@click.option("--since", metavar="DATE", help="Only articles dated on or after DATE (YYYY-MM-DD).")
+@click.option("--until", metavar="DATE", help="Only articles dated on or before DATE (inclusive).")
+@click.option("--tag", "tags", multiple=True, help="Only articles with this tag (repeat: any of).")
+@click.option(
+    "--filter",
+    "json_filter",
+    metavar="JSON",
+    help='Filter as JSON, as the API takes it: \'{"date": {"gte": "2023-06-01"}}\'.',
+)
+@click.option(
+    "--fts5",
+    is_flag=True,
+    help="Read TEXT's keywords as an FTS5 expression (phrases, NEAR, prefix*) "
+    "instead of plain words.",
+)
 @click.option("--chunks", is_flag=True, help="Rank chunks, not articles (an article may repeat).")
 @json_option
-def query_command(text: str, index_dir: Path | None, k: int, chunks: bool, as_json: bool) -> None:
+def query_command(
+    text: str,
+    index_dir: Path | None,
+    k: int,
+    mode: str,
+    where: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    tags: tuple[str, ...],
+    json_filter: str | None,
+    fts5: bool,
+    chunks: bool,
+    as_json: bool,
+) -> None:
     """Search the index for TEXT (or - to read the query from stdin).
 
-    Prints the k best articles with their score (cosine similarity), source,
-    date and the best-matching passage.
+    Prints the k best articles with their score, source, date and the
+    best-matching passage, query words highlighted. The score is the cosine
+    similarity in semantic mode, BM25 in keyword mode, and in hybrid mode
+    0.7 x cosine + 0.3 x BM25 relative to the query's best keyword match.
+
+    \b
+    Examples:
+      semsearch query "NATO Indo-Pacific"
+      semsearch query "rate decision" --since 2023-06-01 --tag economy
+      semsearch query "Reuters" --mode keyword --where source=Reuters -k 20
     """
+    from .filters import parse_cli_filter
     from .index import Index
 
     if text == "-":
         text = sys.stdin.read()
-    with Index.open(index_dir) as index:
-        hits = index.search(text, k=k, group=not chunks)
+    spec = parse_cli_filter(where, since, until, tags, json_filter)
+    with Index.open(index_dir) as index, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", QueryTruncatedWarning)
+        hits = index.search(
+            text,
+            k=k,
+            mode=mode,
+            filter=spec,
+            group=not chunks,
+            keyword_syntax="fts5" if fts5 else "text",
+        )
+    for warning in caught:
+        click.echo(f"note: {warning.message}", err=True)
     if as_json:
         click.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
         return
     if not hits:
-        click.echo("No results: the index is empty.")
+        click.echo(
+            "No results." if spec or mode == "keyword" else "No results: the index is empty."
+        )
     for hit in hits:
+        parts = ""
+        if hit.mode == "hybrid":
+            parts = click.style(
+                f"  (semantic {hit.semantic_score:.3f}, keyword {hit.keyword_score:.2f})", dim=True
+            )
         click.echo(
             f"{hit.rank:2d}. {click.style(f'{hit.score:.3f}', fg='cyan')}  "
-            f"{click.style(hit.title or hit.article_id, bold=True)}"
+            f"{click.style(hit.title or hit.article_id, bold=True)}{parts}"
         )
         details = [d for d in (hit.source, hit.date, hit.url) if d]
         if details:
             click.echo("    " + " · ".join(details))
-        click.echo(
-            textwrap.fill(
-                _snippet(hit.text), width=88, initial_indent="    ", subsequent_indent="    "
-            )
-        )
+        for line in _snippet(hit.text, hit.highlights):
+            click.echo("    " + line)
         click.echo(click.style(f"    id: {hit.article_id}", dim=True))
 
 
@@ -343,6 +435,7 @@ def remove_command(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the ranking as a TREC run file.",
 )
+@mode_option
 @quiet_option
 @json_option
 def eval_command(
@@ -350,6 +443,7 @@ def eval_command(
     index_dir: Path | None,
     split: str,
     depth: int,
+    mode: str,
     model: str | None,
     index_type: str,
     run_file: Path | None,
@@ -381,7 +475,7 @@ def eval_command(
                 f"{added.unchanged} unchanged, {len(added.skipped)} skipped",
                 err=True,
             )
-        result = evaluate(index, data, depth=depth)
+        result = evaluate(index, data, depth=depth, mode=mode)
     if run_file is not None:
         result.write_trec_run(run_file)
     if as_json:
@@ -389,17 +483,31 @@ def eval_command(
         del payload["per_query"], payload["run"]
         click.echo(json.dumps({"index": str(folder), **payload}, indent=2))
         return
-    click.echo(f"{data.name} ({split}, {result.queries} queries, depth {depth}):")
+    click.echo(f"{data.name} ({split}, {result.queries} queries, depth {depth}, {mode}):")
     for name, value in result.metrics.items():
         click.echo(f"  {name:>8}  {value:.4f}")
 
 
-def _snippet(text: str) -> str:
-    text = " ".join(text.split())
-    if len(text) <= _SNIPPET_CHARS:
-        return text
-    cut = text.rfind(" ", 0, _SNIPPET_CHARS)
-    return text[: cut if cut > 0 else _SNIPPET_CHARS] + " …"
+def _snippet(text: str, highlights: tuple[tuple[int, int], ...] = ()) -> list[str]:
+    """About 240 characters around the first highlight, wrapped, matched words styled."""
+    start = 0
+    if highlights and highlights[0][0] > _SNIPPET_CHARS // 3:
+        # Begin a little before the first match, at a word boundary.
+        start = text.rfind(" ", 0, highlights[0][0] - _SNIPPET_CHARS // 4) + 1
+    end = len(text)
+    if end - start > _SNIPPET_CHARS:
+        cut = text.rfind(" ", start, start + _SNIPPET_CHARS)
+        end = cut if cut > start else start + _SNIPPET_CHARS
+    marked, position = [], start
+    for s, e in highlights:
+        if s >= position and e <= end:
+            marked += [text[position:s], OPEN, text[s:e], CLOSE]
+            position = e
+    marked.append(text[position:end])
+    snippet = ("… " if start > 0 else "") + "".join(marked) + (" …" if end < len(text) else "")
+    lines = textwrap.wrap(" ".join(snippet.split()), width=84)
+    bold = click.style("", bold=True, fg="yellow", reset=False)
+    return [line.replace(OPEN, bold).replace(CLOSE, click.style("", reset=True)) for line in lines]
 
 
 def _remove_index_files(folder: Path) -> None:

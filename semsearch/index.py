@@ -14,12 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -27,10 +29,13 @@ from . import __version__
 from .chunk import MAX_TITLE_TOKENS, Chunker
 from .config import DEFAULT_BATCH_SIZE, DEFAULT_K, DEFAULT_OVERLAP_TOKENS, canonical_model_name
 from .config import environment as read_environment
-from .embed import Encoder, fingerprint, load_encoder, same_model
-from .errors import BadInputError, IncompatibleIndexError, IndexExistsError
+from .embed import Encoder, fingerprint, load_encoder, prompt_tokens, same_model
+from .errors import BadInputError, IncompatibleIndexError, IndexExistsError, QueryTruncatedWarning
+from .filters import compile_filter
+from .keywords import match_expression
 from .load import FieldMap, load_paths
 from .manifest import (
+    FORMAT_VERSION,
     STORE_FILE,
     ChunkerInfo,
     Manifest,
@@ -41,7 +46,7 @@ from .manifest import (
     write_manifest,
 )
 from .records import AddResult, Article, Chunk, Hit, IndexInfo, Skipped
-from .search import search_vectors
+from .search import DEFAULT_MODE, HYBRID_WEIGHT, MODES, Query, search
 from .store import Store, utc_now
 from .vectors import VectorIndex, resolve_factory
 
@@ -90,6 +95,8 @@ class Index:
         overlap_tokens: int = DEFAULT_OVERLAP_TOKENS,
         chunk_tokens: int | None = None,
         encoder: Encoder | None = None,
+        query_prompt: str | None = None,
+        document_prompt: str | None = None,
     ) -> Index:
         """Create an empty index in a folder (made if needed).
 
@@ -100,7 +107,11 @@ class Index:
                 ``hnsw``, or any FAISS factory string such as ``IVF1024,Flat``.
             overlap_tokens: tokens of whole sentences shared by consecutive chunks.
             chunk_tokens: cap on a chunk's tokens (default: what the model reads).
-            encoder: an already loaded encoder (overrides ``model``).
+            encoder: an already loaded encoder (overrides ``model`` and the prompts).
+            query_prompt, document_prompt: text put before each query or passage for
+                models that expect it (e5: ``"query: "`` and ``"passage: "``).
+                Default: the model's own configured prompts, if any. Recorded in
+                the manifest and used for every later query.
 
         Raises:
             IndexExistsError: if the folder already holds an index.
@@ -112,17 +123,12 @@ class Index:
         if manifest_path(folder).exists():
             raise IndexExistsError(f"an index already exists at {folder}; open it instead")
         if encoder is None:
-            encoder = load_encoder(canonical_model_name(model or env.model))
+            name = canonical_model_name(model or env.model)
+            encoder = load_encoder(name, query_prompt, document_prompt)
         elif model is not None and canonical_model_name(model) != encoder.name:
             raise BadInputError(f"model {model!r} given with an encoder for {encoder.name!r}")
         # Validate every setting before anything is written.
-        Chunker(
-            encoder.token_spans,
-            encoder.max_tokens,
-            overlap_tokens,
-            encoder.special_tokens,
-            chunk_tokens,
-        )
+        _chunker(encoder, overlap_tokens, chunk_tokens)
         factory = resolve_factory(index_type, 0)
         vectors = VectorIndex.create(factory, encoder.dim)
         model_fingerprint = fingerprint(encoder)
@@ -137,6 +143,8 @@ class Index:
                 special_tokens=encoder.special_tokens,
                 backend=encoder.backend,
                 fingerprint=model_fingerprint,
+                query_prompt=encoder.query_prompt,
+                document_prompt=encoder.document_prompt,
             ),
             chunker=ChunkerInfo(
                 overlap_tokens=overlap_tokens,
@@ -231,7 +239,8 @@ class Index:
     def encoder(self) -> Encoder:
         """The index's model, loaded (and checked against the manifest) on first use."""
         if self._encoder is None:
-            encoder = load_encoder(self.manifest.model.name)
+            recorded = self.manifest.model
+            encoder = load_encoder(recorded.name, recorded.query_prompt, recorded.document_prompt)
             self._check_encoder(encoder)
             self._encoder = encoder
         return self._encoder
@@ -243,18 +252,18 @@ class Index:
                 f"model {encoder.name!r} does not give the vectors the index at {self.path} "
                 "was built with (the model files changed?); rebuild the index"
             )
+        prompts = (encoder.query_prompt, encoder.document_prompt)
+        if prompts != (recorded.query_prompt, recorded.document_prompt):
+            raise IncompatibleIndexError(
+                f"the index at {self.path} was built with query prompt "
+                f"{recorded.query_prompt!r} and document prompt {recorded.document_prompt!r}, "
+                f"not {prompts[0]!r} and {prompts[1]!r}"
+            )
 
     def chunker(self) -> Chunker:
         """The chunker with this index's settings."""
         settings = self.manifest.chunker
-        enc = self.encoder
-        return Chunker(
-            enc.token_spans,
-            enc.max_tokens,
-            settings.overlap_tokens,
-            enc.special_tokens,
-            settings.chunk_tokens,
-        )
+        return _chunker(self.encoder, settings.overlap_tokens, settings.chunk_tokens)
 
     # -- writes --------------------------------------------------------------
 
@@ -414,6 +423,7 @@ class Index:
             ),
             counts={"articles": n_articles, "chunks": n_chunks},
             updated_at=utc_now(),
+            format_version=FORMAT_VERSION,  # the store was migrated on open
         )
         write_manifest(self.path, self.manifest)
         (self.path / _vectors_file(generation)).unlink(missing_ok=True)
@@ -451,47 +461,142 @@ class Index:
     # -- reads -------------------------------------------------------------------
 
     def search(
-        self, query: str | np.ndarray, k: int = DEFAULT_K, *, group: bool = True
+        self,
+        query: str | np.ndarray,
+        k: int = DEFAULT_K,
+        *,
+        mode: str | None = None,
+        filter: Mapping[str, Any] | None = None,
+        group: bool = True,
+        keyword_syntax: str = "text",
+        hybrid_weight: float | None = None,
     ) -> list[Hit]:
         """The k best articles (or chunks, with ``group=False``) for one query.
 
         Args:
             query: text, or a precomputed unit query vector of the index's dimension.
             k: how many results: distinct articles when grouping, else chunks.
+            mode: ``hybrid`` (default for text), ``semantic`` (default for a vector)
+                or ``keyword``; see :class:`Hit` for what ``score`` means in each.
+            filter: metadata conditions, e.g. ``{"source": "Reuters", "date":
+                {"gte": "2023-06-01"}, "tags": {"in": ["nato"]}}``; see
+                :func:`semsearch.filters.compile_filter`. The top k is exact among
+                the matching articles.
             group: one hit per article (its best chunk), or raw chunks.
+            keyword_syntax: ``text`` (the query is words; any character is safe) or
+                ``fts5`` (the query is an FTS5 expression: phrases, ``NEAR``, ``*``).
+            hybrid_weight: the semantic share of the hybrid score, 0 to 1 (default
+                0.7, tuned on held-out SciFact queries; see benchmarks/README.md).
 
         Raises:
-            BadInputError: for an empty query, k < 1, or a vector of the wrong shape.
+            BadInputError: for an empty query, k < 1, an unknown mode, a bad filter,
+                an invalid FTS5 expression, or a vector of the wrong shape.
+
+        Example:
+            >>> index.search("NATO Indo-Pacific", k=5, filter={"tags": "defence"})
         """
+        batch: list[str] | np.ndarray
         if isinstance(query, str):
-            return self.search_batch([query], k, group=group)[0]
-        vector = np.asarray(query, dtype=np.float32)
-        if vector.ndim != 1:
-            raise BadInputError("search() takes one query vector; use search_batch() for several")
-        return self.search_batch(vector[None, :], k, group=group)[0]
+            batch = [query]
+        else:
+            vector = np.asarray(query, dtype=np.float32)
+            if vector.ndim != 1:
+                raise BadInputError(
+                    "search() takes one query vector; use search_batch() for several"
+                )
+            batch = vector[None, :]
+        return self.search_batch(
+            batch,
+            k,
+            mode=mode,
+            filter=filter,
+            group=group,
+            keyword_syntax=keyword_syntax,
+            hybrid_weight=hybrid_weight,
+        )[0]
 
     def search_batch(
-        self, queries: Sequence[str] | np.ndarray, k: int = DEFAULT_K, *, group: bool = True
+        self,
+        queries: Sequence[str] | np.ndarray,
+        k: int = DEFAULT_K,
+        *,
+        mode: str | None = None,
+        filter: Mapping[str, Any] | None = None,
+        group: bool = True,
+        keyword_syntax: str = "text",
+        hybrid_weight: float | None = None,
     ) -> list[list[Hit]]:
-        """Search several queries (texts, or an ``(n, dim)`` array); one hit list per query."""
+        """Search several queries (texts, or an ``(n, dim)`` array); one hit list per query.
+
+        Takes the same options as :meth:`search`.
+        """
         if k < 1:
             raise BadInputError(f"k must be at least 1, not {k}")
+        if keyword_syntax not in ("text", "fts5"):
+            raise BadInputError(f"keyword syntax must be 'text' or 'fts5', not {keyword_syntax!r}")
+        weight = HYBRID_WEIGHT if hybrid_weight is None else float(hybrid_weight)
+        if not 0.0 <= weight <= 1.0:
+            raise BadInputError(f"hybrid weight must be between 0 and 1, not {hybrid_weight}")
+        where = compile_filter(filter)
         if isinstance(queries, np.ndarray):
+            mode = mode or "semantic"
+            if mode != "semantic":
+                raise BadInputError(
+                    f"a query vector can only be searched in semantic mode, not {mode}"
+                )
             vectors = np.asarray(queries, dtype=np.float32)
             if vectors.ndim != 2 or vectors.shape[1] != self.manifest.model.dim:
                 raise BadInputError(
                     f"query vectors must have shape (n, {self.manifest.model.dim}), "
                     f"not {vectors.shape}"
                 )
+            prepared = [Query(vector, None) for vector in vectors]
         else:
+            mode = mode or DEFAULT_MODE
+            if mode not in MODES:
+                raise BadInputError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
             texts = [queries] if isinstance(queries, str) else list(queries)
             for text in texts:
                 if not isinstance(text, str) or not text.strip():
                     raise BadInputError("empty query: give some words to search for")
             if self._vectors.ntotal == 0:
                 return [[] for _ in texts]
-            vectors = self.encoder.encode_queries(texts)
-        return search_vectors(self._vectors, self._store, vectors, k, group)
+            prepared = self._prepare(texts, mode, keyword_syntax)
+        try:
+            return search(
+                self._vectors,
+                self._store,
+                prepared,
+                k,
+                mode=mode,
+                group=group,
+                where=where,
+                hybrid_weight=weight,
+            )
+        except sqlite3.OperationalError as e:
+            if keyword_syntax == "fts5":  # the user's expression, so the user's error
+                raise BadInputError(f"invalid FTS5 query: {e}") from None
+            raise
+
+    def _prepare(self, texts: list[str], mode: str, keyword_syntax: str) -> list[Query]:
+        """Query vectors (unless keyword mode) and FTS5 expressions."""
+        vectors: list[np.ndarray | None] = [None] * len(texts)
+        if mode != "keyword":
+            encoder = self.encoder
+            limit = encoder.max_tokens - encoder.special_tokens
+            for text in texts:
+                n_tokens = len(encoder.token_spans(text))
+                if n_tokens > limit:
+                    warnings.warn(
+                        f"the query has {n_tokens} tokens and the model reads {limit}: "
+                        f"its meaning is taken from the first {limit}, its keywords from all",
+                        QueryTruncatedWarning,
+                        stacklevel=3,
+                    )
+            vectors = list(encoder.encode_queries(texts))
+        # Semantic mode does not rank by keywords, but highlights them in the snippet.
+        matches = [t if keyword_syntax == "fts5" else match_expression(t) for t in texts]
+        return [Query(v, m) for v, m in zip(vectors, matches, strict=True)]
 
     def chunk_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """Every chunk's id and unit vector, as stored: ``(ids, vectors)``.
@@ -565,6 +670,17 @@ class _StageClock:
                 return
             self.stop(stage)
             yield item
+
+
+def _chunker(encoder: Encoder, overlap_tokens: int, chunk_tokens: int | None) -> Chunker:
+    # The document prompt goes before every chunk, so it takes from the budget too.
+    return Chunker(
+        encoder.token_spans,
+        encoder.max_tokens,
+        overlap_tokens,
+        encoder.special_tokens + prompt_tokens(encoder),
+        chunk_tokens,
+    )
 
 
 def article_hash(article: Article) -> str:

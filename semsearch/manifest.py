@@ -15,7 +15,8 @@ from typing import Any
 
 from .errors import IncompatibleIndexError, IndexNotFoundError
 
-FORMAT_VERSION = 1
+# 2: prompts in the model section; the store gained its keyword index (schema 2).
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 VECTORS_FILE = "vectors.faiss"
 STORE_FILE = "store.sqlite"
@@ -30,6 +31,8 @@ class ModelInfo:
     backend: str
     normalized: bool = True
     fingerprint: list[float] = field(default_factory=list)
+    query_prompt: str = ""
+    document_prompt: str = ""
 
 
 @dataclass

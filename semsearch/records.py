@@ -60,9 +60,19 @@ class Chunk:
 class Hit:
     """One search result: an article and its best-matching chunk.
 
-    ``score`` is the cosine similarity of the query to that chunk (vectors are
-    L2-normalised). ``text`` is the chunk's text, ``start``/``end`` its
-    character offsets in the article.
+    ``score`` depends on ``mode``:
+
+    - ``semantic``: the cosine similarity of the query to the best chunk (-1 to 1).
+    - ``keyword``: the BM25 score of the best chunk (0 and up; not comparable across queries).
+    - ``hybrid``: ``0.7 × semantic_score + 0.3 × keyword_score / (best BM25 for the
+      query)``, so 0.7 to 1.0 for a result that is both the closest in meaning and the
+      best keyword match.
+
+    ``semantic_score`` and ``keyword_score`` are the article's best chunk scores in
+    each mode (None where a mode was not run; a keyword score of 0 means no word
+    matched). ``text`` is the snippet chunk's text, ``start``/``end`` its character
+    offsets in the article, and ``highlights`` the ``(start, end)`` offsets within
+    ``text`` of the query's words (stemmed matches included, stop words not).
     """
 
     rank: int
@@ -80,10 +90,15 @@ class Hit:
     chunk_id: int
     chunk_ordinal: int
     metadata: dict[str, Any] = field(default_factory=dict)
+    mode: str = "semantic"
+    semantic_score: float | None = None
+    keyword_score: float | None = None
+    highlights: tuple[tuple[int, int], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["tags"] = list(self.tags)
+        data["highlights"] = [list(span) for span in self.highlights]
         return data
 
 

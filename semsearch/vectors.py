@@ -134,6 +134,11 @@ class VectorIndex:
         """Whether ids can be removed in place (else: rebuild without them)."""
         return self._ivf is not None or isinstance(self._inner, _faiss().IndexFlatCodes)
 
+    @property
+    def exact(self) -> bool:
+        """Whether search is exhaustive (a flat index), so filtered search is exact too."""
+        return isinstance(self._inner, _faiss().IndexFlat)
+
     def ids(self) -> np.ndarray:
         """The ids held (in insertion order, except for IVF: list by list)."""
         faiss = _faiss()
@@ -201,10 +206,17 @@ class VectorIndex:
         if nprobe is not None and self._ivf is not None:
             self._ivf.nprobe = min(int(nprobe), int(self._ivf.nlist))
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The k best (scores, ids) per query; ids are -1 past the end of the index."""
+    def search(
+        self, queries: np.ndarray, k: int, only: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k best (scores, ids) per query; ids are -1 past the end of the index.
+
+        Args:
+            only: if given, search only among these ids (FAISS's ``IDSelector``,
+                applied inside the search, not by discarding results afterwards).
+        """
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        k = max(1, min(k, self.ntotal))
+        k = max(1, min(k, self.ntotal if only is None else len(only)))
         hnsw = getattr(self._inner, "hnsw", None)
         # HNSW cannot return more neighbours than it explores.
         saved = hnsw.efSearch if hnsw is not None else None
@@ -217,12 +229,29 @@ class VectorIndex:
         if len(queries) == 1:
             faiss.omp_set_num_threads(1)
         try:
-            scores, ids = self._index.search(queries, k)
+            if only is None:
+                scores, ids = self._index.search(queries, k)
+            else:
+                scores, ids = self._index.search(queries, k, params=self._selecting(only))
         finally:
             faiss.omp_set_num_threads(threads)
             if hnsw is not None:
                 hnsw.efSearch = saved
         return scores, ids
+
+    def _selecting(self, only: np.ndarray) -> Any:
+        """Search parameters restricting a search to some ids, with the index's own settings."""
+        faiss = _faiss()
+        selector = faiss.IDSelectorBatch(np.ascontiguousarray(only, dtype=np.int64))
+        hnsw = getattr(self._inner, "hnsw", None)
+        if hnsw is not None:
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=int(hnsw.efSearch))
+        elif self._ivf is not None:
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=int(self._ivf.nprobe))
+        else:
+            params = faiss.SearchParameters(sel=selector)
+        params._selector = selector  # SWIG does not keep it alive for us
+        return params
 
 
 def _faiss_reason(error: RuntimeError) -> str:

@@ -33,6 +33,8 @@ class FakeEncoder:
     max_tokens = 128
     special_tokens = 2
     backend = "fake"
+    query_prompt = ""
+    document_prompt = ""
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
         return [m.span() for m in _WORD.finditer(text)]

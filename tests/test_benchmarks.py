@@ -30,18 +30,30 @@ def test_quick_run_writes_every_result_and_the_report(tmp_path):
             "300,1000",
         ]
     )
-    for name in ("build", "quality", "latency", "ann", "scaling"):
+    for name in ("build", "quality", "fusion", "filters", "latency", "ann", "scaling"):
         assert (out / f"{name}.json").exists(), name
-        assert (out / f"{name}.md").read_text().startswith(("|", "Index", "tiny", "Recall", "#"))
+        assert (
+            (out / f"{name}.md")
+            .read_text()
+            .startswith(("|", "Index", "tiny", "Recall", "#", "40 articles"))
+        )
     assert (out / "ann.png").stat().st_size > 0 and (out / "scaling.png").stat().st_size > 0
     built = json.loads((out / "build.json").read_text())
     assert built["articles"] == 40 and built["chunks"] >= 40
     assert set(built["timings"]) >= {"model_load", "load", "chunk", "embed", "sqlite", "faiss"}
     assert built["peak_rss_bytes"] > 100 * 2**20
     quality = json.loads((out / "quality.json").read_text())
-    assert quality["semsearch"]["R@100"] == 1.0
+    assert {m: r["R@100"] for m, r in quality["semsearch"].items()} == {
+        "semantic": 1.0,
+        "keyword": quality["semsearch"]["keyword"]["R@100"],
+        "hybrid": 1.0,
+    }
+    fusion = json.loads((out / "fusion.json").read_text())
+    assert set(fusion["sweep"]) == {"0.5", "0.7"} and fusion["best_on_A"] in (0.5, 0.7)
+    filtered = json.loads((out / "filters.json").read_text())
+    assert all(r["exact"] in (None, r["queries"]) for r in filtered["rows"])
     latency = json.loads((out / "latency.json").read_text())
-    assert latency["cold"]["runs"] == 1 and latency["warm"]["total"]["n"] == 10
+    assert latency["cold"]["runs"] == 1 and latency["warm"]["total_hybrid"]["n"] == 10
 
 
 def test_report_fills_every_section_from_results(tmp_path):
