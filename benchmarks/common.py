@@ -9,6 +9,7 @@ puts the tables into ``benchmarks/README.md``.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -205,6 +206,12 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int) -> float:
 
 
 # -- output -----------------------------------------------------------------------
+
+
+def query_half(query_id: str) -> str:
+    """ "A" or "B": a fixed split of a dataset's queries, for tuning on one half only."""
+    digest = hashlib.sha256(query_id.encode("utf-8")).digest()
+    return "A" if digest[0] % 2 == 0 else "B"
 
 
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

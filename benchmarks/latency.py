@@ -3,7 +3,9 @@
 - Warm: through the public API on an open index, after warm-up: the query's
   embedding (``encoder.encode_queries``) and the vector search
   (``Index.search`` with that vector) timed separately, and the whole
-  ``Index.search(text)``; p50/p95/p99 over the dataset's queries.
+  ``Index.search(text)`` in each mode (semantic, keyword, hybrid), all
+  interleaved query by query so the modes share the machine's state;
+  p50/p95/p99 over the dataset's queries, and hybrid's p50 over semantic's.
 - Cold: ``semsearch query`` as a fresh process (imports, index loading,
   model loading, search, printing), median wall time of several runs, and
   that process's peak RSS.
@@ -38,20 +40,32 @@ def semsearch_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "semsearch"]
 
 
+MODES = ("semantic", "keyword", "hybrid")
+
+
 def warm(index: Index, queries: list[str], k: int = 10) -> dict[str, Any]:
     encoder = index.encoder
-    index.search(queries[0], k=k)  # loads and warms the model
-    embed, search, total = [], [], []
+    for mode in MODES:
+        index.search(queries[0], k=k, mode=mode)  # loads and warms the model and caches
+    embed, search = [], []
+    total: dict[str, list[float]] = {mode: [] for mode in MODES}
     for query in queries:
         vector = encoder.encode_queries([query])[0]
         embed += repeat_timer(lambda q=query: encoder.encode_queries([q]), 1, warmup=0)
         search += repeat_timer(lambda v=vector: index.search(v, k=k), 1, warmup=0)
-        total += repeat_timer(lambda q=query: index.search(q, k=k), 1, warmup=0)
-    return {
+        for mode in MODES:
+            total[mode] += repeat_timer(
+                lambda q=query, m=mode: index.search(q, k=k, mode=m), 1, warmup=0
+            )
+    figures = {
         "embed": percentiles(embed),
         "vector_search": percentiles(search),
-        "total": percentiles(total),
+        **{f"total_{mode}": percentiles(times) for mode, times in total.items()},
     }
+    figures["hybrid_over_semantic_p50"] = (
+        figures["total_hybrid"]["p50_ms"] / figures["total_semantic"]["p50_ms"]
+    )
+    return figures
 
 
 def cold(index_dir: Path, query: str, runs: int) -> dict[str, Any]:
@@ -106,10 +120,13 @@ def markdown(d: dict[str, Any]) -> str:
             for name, key in (
                 ("embed the query", "embed"),
                 ("vector search + grouping", "vector_search"),
-                ("Index.search(text), total", "total"),
+                ('Index.search(text, mode="semantic")', "total_semantic"),
+                ('Index.search(text, mode="keyword")', "total_keyword"),
+                ('Index.search(text, mode="hybrid")', "total_hybrid"),
             )
         ],
     )
+    ratio = f"Hybrid p50 / semantic p50: **{w['hybrid_over_semantic_p50']:.2f}x**."
     c = d["cold"]
     cold_table = md_table(
         ["cold process", "median s", "runs", "peak RSS MiB"],
@@ -125,7 +142,8 @@ def markdown(d: dict[str, Any]) -> str:
     i = d["index"]
     return (
         f"Index of {i['articles']:,} articles, {i['chunks']:,} chunks (FAISS "
-        f"{i['faiss_factory']}), k=10, {w['total']['n']} queries.\n\n{warm_table}\n\n{cold_table}"
+        f"{i['faiss_factory']}), k=10, {w['total_hybrid']['n']} queries.\n\n{warm_table}\n\n"
+        f"{ratio}\n\n{cold_table}"
     )
 
 

@@ -3,8 +3,8 @@
     python -m benchmarks.run --quick     # a few minutes on 2 cores (SciFact subset)
     python -m benchmarks.run             # the full run (SciFact, 1M synthetic vectors)
 
-Steps, each also runnable alone (see its module): build → quality → latency
-→ ann → scaling → report. Results go to ``--out``: by default
+Steps, each also runnable alone (see its module): build → quality → fusion →
+filters → latency → ann → scaling → report. Results go to ``--out``: by default
 benchmarks/results for the full run (and the README is regenerated from it),
 benchmarks/out/quick (git-ignored) for the quick one.
 """
@@ -15,7 +15,7 @@ import argparse
 import time
 from pathlib import Path
 
-from benchmarks import ann, build, latency, quality, report, scaling
+from benchmarks import ann, build, filters, fusion, latency, quality, report, scaling
 from benchmarks.common import RESULTS, ROOT, SCIFACT
 
 QUICK_LIMIT = 1_000
@@ -60,6 +60,16 @@ def main(argv: list[str] | None = None) -> None:
             lambda: quality.main(
                 [*data, "--out", out, *([] if args.quick else ["--check-reference"])]
             ),
+        ),
+        (
+            "fusion",
+            lambda: fusion.main(
+                [*data, "--out", out, *(["--weights", "0.5,0.7"] if args.quick else [])]
+            ),
+        ),
+        (
+            "filters",
+            lambda: filters.main([*data, "--out", out, "--queries", "20" if args.quick else "100"]),
         ),
         (
             "latency",

@@ -78,6 +78,8 @@ class PrecomputedEncoder:
     max_tokens = 256
     special_tokens = 2
     backend = "precomputed"
+    query_prompt = ""
+    document_prompt = ""
 
     def __init__(self, dim: int, vectors: np.ndarray | None = None) -> None:
         self.dim = dim
