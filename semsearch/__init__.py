@@ -20,6 +20,7 @@ from .errors import (
     IndexExistsError,
     IndexNotFoundError,
     ModelError,
+    QueryTruncatedWarning,
     SemsearchError,
 )
 from .index import Index
@@ -39,6 +40,7 @@ __all__ = [
     "IndexInfo",
     "IndexNotFoundError",
     "ModelError",
+    "QueryTruncatedWarning",
     "SemsearchError",
     "Skipped",
     "__version__",

@@ -633,6 +633,8 @@ class Index:
             semsearch_version=m.semsearch_version,
             created_at=m.created_at,
             updated_at=m.updated_at,
+            query_prompt=m.model.query_prompt,
+            document_prompt=m.model.document_prompt,
         )
 
 

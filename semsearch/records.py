@@ -157,6 +157,8 @@ class IndexInfo:
     semsearch_version: str
     created_at: str
     updated_at: str
+    query_prompt: str = ""
+    document_prompt: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -235,3 +235,66 @@ def test_importing_semsearch_and_help_do_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "semantic", "keyword"])
+def test_query_modes_from_the_command_line(sample_index_dir, mode):
+    args = ["query", "NATO Indo-Pacific", "--index", str(sample_index_dir), "--mode", mode]
+    result = run(*args, "--json", "-k", "2")
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.stdout)
+    assert hits[0]["article_id"] == AP4 and hits[0]["mode"] == mode
+    assert hits[0]["highlights"] and all(len(span) == 2 for span in hits[0]["highlights"])
+
+
+def test_hybrid_text_output_shows_both_component_scores(sample_index_dir):
+    result = run("query", "NATO Indo-Pacific", "--index", str(sample_index_dir), "-k", "1")
+    assert result.exit_code == 0, result.output
+    assert "(semantic 0.6" in result.stdout and "keyword" in result.stdout
+
+
+def test_query_filters_from_the_command_line(sample_index_dir):
+    folder = str(sample_index_dir)
+    args = ["query", "talks", "--index", folder, "--json", "-k", "40"]
+    result = run(*args, "--since", "2023-06-01", "--until", "2023-06-30", "--tag", "NATO")
+    assert [h["article_id"] for h in json.loads(result.stdout)] == [AP4]
+    result = run(*args, "--where", "source=Meridian Wire", "--where", "region=Asia-Pacific")
+    hits = json.loads(result.stdout)
+    assert hits and all(h["source"] == "Meridian Wire" for h in hits)
+    result = run(*args, "--filter", '{"source": {"in": ["The Daily Ledger"]}}')
+    assert {h["source"] for h in json.loads(result.stdout)} == {"The Daily Ledger"}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--since", "2023-13-01"], "2023-13-01"),
+        (["--where", "nonsense"], "nonsense"),
+        (["--filter", "{not json"], "JSON"),
+        (["--filter", '{"date": {"after": "2023"}}'], "after"),
+        (["--fts5", "--mode", "keyword"], "invalid FTS5 query"),
+    ],
+)
+def test_bad_filters_and_fts5_are_one_line_errors(sample_index_dir, options, message):
+    result = run("query", '"unbalanced', "--index", str(sample_index_dir), *options)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("text", ['"NATO', "NEAR(a b)", "-x:y*", "'; DROP TABLE chunks; --"])
+def test_hostile_query_text_is_searched_as_text(sample_index_dir, text):
+    # "--" ends the options, as for any command, so a query may start with "-".
+    result = run("query", "--index", str(sample_index_dir), "--mode", "keyword", "--", text)
+    assert result.exit_code == 0, result.output
+
+
+def test_a_long_query_gets_a_note_on_stderr(sample_index_dir):
+    result = run("query", "weather " * 400, "--index", str(sample_index_dir), "-k", "1")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith("note: the query has 400 tokens")
+
+
+def test_a_filter_that_matches_nothing_says_no_results(sample_index_dir):
+    result = run("query", "NATO", "--index", str(sample_index_dir), "--where", "source=Nobody")
+    assert result.exit_code == 0 and "No results." in result.stdout

