@@ -540,17 +540,7 @@ class Index:
         where = compile_filter(filter)
         if isinstance(queries, np.ndarray):
             mode = mode or "semantic"
-            if mode != "semantic":
-                raise BadInputError(
-                    f"a query vector can only be searched in semantic mode, not {mode}"
-                )
-            vectors = np.asarray(queries, dtype=np.float32)
-            if vectors.ndim != 2 or vectors.shape[1] != self.manifest.model.dim:
-                raise BadInputError(
-                    f"query vectors must have shape (n, {self.manifest.model.dim}), "
-                    f"not {vectors.shape}"
-                )
-            prepared = [Query(vector, None) for vector in vectors]
+            prepared = self._vector_queries(queries, mode)
         else:
             mode = mode or DEFAULT_MODE
             if mode not in MODES:
@@ -561,8 +551,9 @@ class Index:
                     raise BadInputError("empty query: give some words to search for")
             if self._vectors.ntotal == 0:
                 return [[] for _ in texts]
-            prepared = self._prepare(texts, mode, keyword_syntax)
-        try:
+        with _fts5_errors_are_the_users(keyword_syntax == "fts5"):
+            if not isinstance(queries, np.ndarray):
+                prepared = self._prepare(texts, mode, keyword_syntax)
             return search(
                 self._vectors,
                 self._store,
@@ -573,30 +564,39 @@ class Index:
                 where=where,
                 hybrid_weight=weight,
             )
-        except sqlite3.OperationalError as e:
-            if keyword_syntax == "fts5":  # the user's expression, so the user's error
-                raise BadInputError(f"invalid FTS5 query: {e}") from None
-            raise
+
+    def _vector_queries(self, queries: np.ndarray, mode: str) -> list[Query]:
+        if mode != "semantic":
+            raise BadInputError(f"a query vector can only be searched in semantic mode, not {mode}")
+        vectors = np.asarray(queries, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.manifest.model.dim:
+            raise BadInputError(
+                f"query vectors must have shape (n, {self.manifest.model.dim}), not {vectors.shape}"
+            )
+        return [Query(vector, None) for vector in vectors]
 
     def _prepare(self, texts: list[str], mode: str, keyword_syntax: str) -> list[Query]:
         """Query vectors (unless keyword mode) and FTS5 expressions."""
-        vectors: list[np.ndarray | None] = [None] * len(texts)
-        if mode != "keyword":
-            encoder = self.encoder
-            limit = encoder.max_tokens - encoder.special_tokens
-            for text in texts:
-                n_tokens = len(encoder.token_spans(text))
-                if n_tokens > limit:
-                    warnings.warn(
-                        f"the query has {n_tokens} tokens and the model reads {limit}: "
-                        f"its meaning is taken from the first {limit}, its keywords from all",
-                        QueryTruncatedWarning,
-                        stacklevel=3,
-                    )
-            vectors = list(encoder.encode_queries(texts))
         # Semantic mode does not rank by keywords, but highlights them in the snippet.
-        matches = [t if keyword_syntax == "fts5" else match_expression(t) for t in texts]
-        return [Query(v, m) for v, m in zip(vectors, matches, strict=True)]
+        expressions = [t if keyword_syntax == "fts5" else match_expression(t) for t in texts]
+        if mode == "keyword":
+            return [Query(None, e) for e in expressions]
+        return [Query(v, e) for v, e in zip(self._embed(texts), expressions, strict=True)]
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        """Query vectors; a query longer than the model reads gets a warning."""
+        encoder = self.encoder
+        limit = encoder.max_tokens - encoder.special_tokens
+        for text in texts:
+            n_tokens = len(encoder.token_spans(text))
+            if n_tokens > limit:
+                warnings.warn(
+                    f"the query has {n_tokens} tokens and the model reads {limit}: "
+                    f"its meaning is taken from the first {limit}, its keywords from all",
+                    QueryTruncatedWarning,
+                    stacklevel=4,
+                )
+        return encoder.encode_queries(texts)
 
     def chunk_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """Every chunk's id and unit vector, as stored: ``(ids, vectors)``.
@@ -636,6 +636,17 @@ class Index:
             query_prompt=m.model.query_prompt,
             document_prompt=m.model.document_prompt,
         )
+
+
+@contextmanager
+def _fts5_errors_are_the_users(user_syntax: bool) -> Iterator[None]:
+    """An FTS5 expression the user wrote that SQLite rejects is bad input, not a crash."""
+    try:
+        yield
+    except sqlite3.OperationalError as e:
+        if user_syntax:
+            raise BadInputError(f"invalid FTS5 query: {e}") from None
+        raise
 
 
 class _StageClock:

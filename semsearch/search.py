@@ -90,7 +90,8 @@ def search(
             assert query.vector is not None
             ranked.append(_semantic(vectors, store, query.vector, k, group, scope))
         elif mode == "keyword":
-            ranked.append(_keyword(store, query.match, k, group, where))
+            matches = KeywordMatches.of(store, query.match, where)
+            ranked.append(matches.ranking(store, k, group))
         else:
             assert query.vector is not None
             ranked.append(_hybrid(vectors, store, query, k, group, where, scope, hybrid_weight))
@@ -111,15 +112,13 @@ def search(
 
 @dataclass(frozen=True)
 class _Scope:
-    """The chunks a filter lets through: ids ascending, with their articles."""
+    """The ids of the chunks a filter lets through, ascending."""
 
     ids: np.ndarray
-    articles: np.ndarray
 
     @classmethod
     def of(cls, store: Store, where: Filter) -> _Scope:
-        ids, articles = store.filtered_chunks(where.sql, where.params)
-        return cls(ids, articles)
+        return cls(store.filtered_chunks(where.sql, where.params))
 
     @property
     def empty(self) -> bool:
@@ -143,7 +142,8 @@ def _semantic(
         ids, articles, chunk_vectors = store.chunk_vectors(scope.ids.tolist(), vectors.dim)
         scores = chunk_vectors @ query
         order = np.argsort(-scores, kind="stable")
-        return _pick(scores[order], ids[order], articles[order], k, group)
+        picked = _pick(scores[order], ids[order], articles[order], k, group)
+        return [_Ranked(score, chunk_id, semantic=score) for score, chunk_id in picked]
     only = scope.ids if scope is not None else None
     limit = vectors.ntotal if only is None else len(only)
     fetch = min(limit, max(k * _FETCH_FACTOR, _MIN_FETCH) if group else k)
@@ -156,22 +156,22 @@ def _semantic(
         articles = np.asarray([article_of.get(int(i), -1) for i in ids], dtype=np.int64)
         best = _pick(scores, ids, articles, k, group)
         if len(best) >= k or fetch >= limit:
-            return best
+            return [_Ranked(score, chunk_id, semantic=score) for score, chunk_id in best]
         fetch = min(limit, fetch * _FETCH_FACTOR)
 
 
 def _pick(
     scores: np.ndarray, ids: np.ndarray, articles: np.ndarray, k: int, group: bool
-) -> list[_Ranked]:
-    """The first k chunks, or the best chunk of each of the first k articles (input best first)."""
-    picked: list[_Ranked] = []
+) -> list[tuple[float, int]]:
+    """The first k (score, chunk id), or each of the first k articles' best (input best first)."""
+    picked: list[tuple[float, int]] = []
     seen: set[int] = set()
     for score, chunk_id, article in zip(scores, ids, articles, strict=True):
         if group:
             if article in seen or article < 0:
                 continue
             seen.add(int(article))
-        picked.append(_Ranked(float(score), int(chunk_id), semantic=float(score)))
+        picked.append((float(score), int(chunk_id)))
         if len(picked) == k:
             break
     return picked
@@ -180,26 +180,42 @@ def _pick(
 # -- keyword -----------------------------------------------------------------------
 
 
-def _keyword_matches(
-    store: Store, match: str | None, where: Filter | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every matching chunk, best first: (BM25 scores, chunk ids, article keys)."""
-    if match is None:
-        empty = np.zeros(0, dtype=np.int64)
-        return np.zeros(0), empty, empty
-    sql, params = (where.sql, where.params) if where is not None else (None, ())
-    ids, articles, scores = store.keyword_chunks(match, sql, params)
-    # Ties (equal BM25) are broken by chunk id, so results are reproducible.
-    order = np.lexsort((ids, -scores))
-    return scores[order], ids[order], articles[order]
+@dataclass(frozen=True)
+class KeywordMatches:
+    """Every chunk matching a keyword query: ids and BM25 scores, best first."""
 
+    ids: np.ndarray
+    scores: np.ndarray
 
-def _keyword(
-    store: Store, match: str | None, k: int, group: bool, where: Filter | None
-) -> list[_Ranked]:
-    scores, ids, articles = _keyword_matches(store, match, where)
-    picked = _pick(scores, ids, articles, k, group)
-    return [_Ranked(r.score, r.chunk_id, keyword=r.score) for r in picked]
+    @classmethod
+    def of(cls, store: Store, match: str | None, where: Filter | None) -> KeywordMatches:
+        if match is None:
+            return cls(np.zeros(0, dtype=np.int64), np.zeros(0))
+        sql, params = (where.sql, where.params) if where is not None else (None, ())
+        ids, scores = store.keyword_matches(match, sql, params)
+        order = np.lexsort((ids, -scores))  # ties broken by chunk id: reproducible
+        return cls(ids[order], scores[order])
+
+    def scores_of(self, chunk_ids: np.ndarray) -> np.ndarray:
+        """BM25 of these chunks, 0 for those that do not match."""
+        if len(self.ids) == 0:
+            return np.zeros(len(chunk_ids))
+        by_id = np.argsort(self.ids)
+        sorted_ids = self.ids[by_id]
+        at = np.searchsorted(sorted_ids, chunk_ids).clip(max=len(sorted_ids) - 1)
+        return np.where(sorted_ids[at] == chunk_ids, self.scores[by_id][at], 0.0)
+
+    def ranking(self, store: Store, k: int, group: bool) -> list[_Ranked]:
+        """The k best articles (their best chunks), or the k best chunks."""
+        fetch = max(k * _FETCH_FACTOR, _MIN_FETCH) if group else k
+        while True:
+            ids, scores = self.ids[:fetch], self.scores[:fetch]
+            article_of = store.chunk_articles(ids.tolist()) if group else {}
+            articles = np.asarray([article_of.get(int(i), -1) for i in ids], dtype=np.int64)
+            best = _pick(scores, ids, articles, k, group)
+            if len(best) >= k or fetch >= len(self.ids):
+                return [_Ranked(score, chunk_id, keyword=score) for score, chunk_id in best]
+            fetch *= _FETCH_FACTOR
 
 
 # -- hybrid ------------------------------------------------------------------------
@@ -219,9 +235,9 @@ def _hybrid(
     assert query.vector is not None
     pool = max(k, HYBRID_POOL)
     dense = _semantic(vectors, store, query.vector, pool, True, scope)
-    kw_scores, kw_ids, kw_articles = _keyword_matches(store, query.match, where)
-    kw_top = _pick(kw_scores, kw_ids, kw_articles, pool, True)
-    candidates = {r.chunk_id for r in dense} | {r.chunk_id for r in kw_top}
+    matches = KeywordMatches.of(store, query.match, where)
+    sparse = matches.ranking(store, pool, True)
+    candidates = {r.chunk_id for r in dense} | {r.chunk_id for r in sparse}
     if not candidates:
         return []
     article_of = store.chunk_articles(list(candidates))
@@ -231,24 +247,26 @@ def _hybrid(
         sorted(set(article_of.values())), vectors.dim
     )
     cosine = chunk_vectors @ query.vector
-    bm25_of = dict(zip(kw_ids.tolist(), kw_scores.tolist(), strict=True))
-    bm25 = np.asarray([bm25_of.get(int(i), 0.0) for i in ids])
-    best_bm25 = float(kw_scores[0]) if len(kw_scores) else 1.0
+    bm25 = matches.scores_of(ids)
+    best_bm25 = float(matches.scores[0]) if len(matches.scores) else 1.0
     fused = weight * cosine + (1 - weight) * bm25 / best_bm25
     if not group:
         order = np.lexsort((ids, -fused))[:k]
         return [
             _Ranked(float(fused[i]), int(ids[i]), float(cosine[i]), float(bm25[i])) for i in order
         ]
-    ranked = []
-    for article in np.unique(articles):
-        rows = np.flatnonzero(articles == article)
-        semantic, keyword = float(cosine[rows].max()), float(bm25[rows].max())
-        score = weight * semantic + (1 - weight) * keyword / best_bm25
-        snippet = int(ids[rows[np.argmax(fused[rows])]])
-        ranked.append(_Ranked(score, snippet, semantic, keyword))
-    ranked.sort(key=lambda r: (-r.score, r.chunk_id))
-    return ranked[:k]
+    # Group the chunks by article, each article's best fused chunk first.
+    order = np.lexsort((ids, -fused, articles))
+    starts = np.flatnonzero(np.r_[True, articles[order][1:] != articles[order][:-1]])
+    semantic = np.maximum.reduceat(cosine[order], starts)
+    keyword = np.maximum.reduceat(bm25[order], starts)
+    snippets = ids[order][starts]
+    scores = weight * semantic + (1 - weight) * keyword / best_bm25
+    top = np.lexsort((snippets, -scores))[:k]
+    return [
+        _Ranked(float(scores[i]), int(snippets[i]), float(semantic[i]), float(keyword[i]))
+        for i in top
+    ]
 
 
 def _hit(rank: int, mode: str, ranked: _Ranked, row: ChunkRow, marked: str | None) -> Hit:
