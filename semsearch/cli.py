@@ -310,6 +310,7 @@ def query_command(
       semsearch query "NATO Indo-Pacific"
       semsearch query "rate decision" --since 2023-06-01 --tag economy
       semsearch query "Reuters" --mode keyword --where source=Reuters -k 20
+      semsearch query -- "-40C cold snap"     (a query that starts with -)
     """
     from .filters import parse_cli_filter
     from .index import Index
