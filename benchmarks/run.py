@@ -4,7 +4,7 @@
     python -m benchmarks.run             # the full run (SciFact, 1M synthetic vectors)
 
 Steps, each also runnable alone (see its module): build → quality → fusion →
-filters → latency → ann → scaling → report. Results go to ``--out``: by default
+chunking → filters → latency → ann → scaling → report. Results go to ``--out``: by default
 benchmarks/results for the full run (and the README is regenerated from it),
 benchmarks/out/quick (git-ignored) for the quick one.
 """
@@ -15,7 +15,7 @@ import argparse
 import time
 from pathlib import Path
 
-from benchmarks import ann, build, filters, fusion, latency, quality, report, scaling
+from benchmarks import ann, build, chunking, filters, fusion, latency, quality, report, scaling
 from benchmarks.common import RESULTS, ROOT, SCIFACT
 
 QUICK_LIMIT = 1_000
@@ -65,6 +65,21 @@ def main(argv: list[str] | None = None) -> None:
             "fusion",
             lambda: fusion.main(
                 [*data, "--out", out, *(["--weights", "0.5,0.7"] if args.quick else [])]
+            ),
+        ),
+        (
+            "chunking",
+            lambda: chunking.main(
+                [
+                    "--dataset",
+                    str(args.dataset),
+                    "--root",
+                    str(index.parent),
+                    "--out",
+                    out,
+                    "--sizes",
+                    "128" if args.quick else "128,192,256",
+                ]
             ),
         ),
         (

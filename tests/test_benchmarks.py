@@ -30,7 +30,7 @@ def test_quick_run_writes_every_result_and_the_report(tmp_path):
             "300,1000",
         ]
     )
-    for name in ("build", "quality", "fusion", "filters", "latency", "ann", "scaling"):
+    for name in ("build", "quality", "fusion", "chunking", "filters", "latency", "ann", "scaling"):
         assert (out / f"{name}.json").exists(), name
         assert (
             (out / f"{name}.md")
