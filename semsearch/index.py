@@ -35,7 +35,7 @@ from .errors import BadInputError, IncompatibleIndexError, IndexExistsError, Que
 from .filters import compile_filter
 from .generations import CHECKSUM, FACTORY, GENERATION, file_checksum, vectors_file
 from .keywords import match_expression
-from .load import FieldMap, load_paths
+from .load import STDIN_NAME, FieldMap, load_paths
 from .lock import WriterLock
 from .manifest import (
     FORMAT_VERSION,
@@ -435,7 +435,10 @@ class Index:
         self, sources: Sequence[str | os.PathLike[str]], seen: set[str], skipped: list[Skipped]
     ) -> list[str]:
         """Indexed articles read from under these sources that this load did not yield."""
-        roots = [os.fspath(s).rstrip("/") or "/" for s in sources]
+        # "-" is stdin, whose rows load_paths names "<stdin>:LINE".
+        roots = [
+            STDIN_NAME if os.fspath(s) == "-" else os.fspath(s).rstrip("/") or "/" for s in sources
+        ]
         troubled = {s.path for s in skipped}
         gone = []
         for article_id, path in self._store.article_paths():

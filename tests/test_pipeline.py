@@ -251,3 +251,16 @@ def test_an_edited_article_embeds_only_its_changed_chunks(fake_index):
     assert second.updated == 1 and second.chunks_added == first.chunks_added
     assert second.chunks_embedded == 1
     assert verify(fake_index.path).ok
+
+
+def test_prune_with_rows_from_stdin(fake_index, monkeypatch):
+    import io
+
+    from semsearch import load_paths
+
+    rows = '{"id": "r1", "text": "one"}\n{"id": "r2", "text": "two"}\n'
+    monkeypatch.setattr("sys.stdin", io.StringIO(rows))
+    fake_index.add(load_paths(["-"]))
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"id": "r2", "text": "two"}\n'))
+    result = fake_index.add(load_paths(["-"]), prune=["-"])
+    assert result.removed == 1 and fake_index.get("r1") is None and len(fake_index) == 1
