@@ -1,7 +1,8 @@
 """The ``semsearch`` command: parse, call one library function, format.
 
-Exit status: 0 success; 1 error; 2 usage error; 3 done, but some inputs
-were skipped (or some ids to remove were not found).
+Exit status: 0 success; 1 error (or ``verify`` found a problem); 2 usage
+error; 3 done, but some inputs were skipped (or some ids to remove were not
+found); 75 another process is writing to the index (try again later).
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from typing import Any, TypeVar
 import click
 
 from .config import DEFAULT_K, DEFAULT_MODEL, DEFAULT_OVERLAP_TOKENS, ENV_INDEX, environment
-from .errors import BadInputError, QueryTruncatedWarning, SemsearchError
+from .errors import BadInputError, LockedError, QueryTruncatedWarning, SemsearchError
 from .keywords import CLOSE, OPEN
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_PARTIAL = 3
+EXIT_LOCKED = 75  # EX_TEMPFAIL in sysexits.h: a pipeline may retry
 _SNIPPET_CHARS = 240
 
 
@@ -35,6 +37,12 @@ class CliError(click.ClickException):
         click.echo(f"error: {self.message}", err=True)
 
 
+class _LockedError(CliError):
+    """Another writer holds the index: exit status 75, so that a pipeline can retry."""
+
+    exit_code = EXIT_LOCKED
+
+
 class _Group(click.Group):
     """The error boundary: library errors become one line, not a traceback."""
 
@@ -43,6 +51,8 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except LockedError as e:
+            raise _LockedError(str(e)) from e
         except SemsearchError as e:
             raise CliError(str(e)) from e
         except KeyboardInterrupt:
@@ -82,6 +92,19 @@ def index_type_option(f: F) -> F:
         show_default=True,
         help="New index only: auto (exact, HNSW above 100k chunks), flat, hnsw, "
         "or a FAISS factory string such as 'IVF1024,Flat'.",
+    )(f)
+
+
+def wait_option(f: F) -> F:
+    return click.option(
+        "--wait",
+        "wait_seconds",
+        type=click.FloatRange(min=0),
+        default=0,
+        show_default=True,
+        metavar="SECONDS",
+        help="If another process is writing to the index, wait this long for it "
+        "(else exit 75 at once).",
     )(f)
 
 
@@ -147,6 +170,14 @@ def cli() -> None:
     "[default: the model's own configuration]",
 )
 @click.option("--strict", is_flag=True, help="Fail, writing nothing, if any input is skipped.")
+@click.option(
+    "--prune",
+    is_flag=True,
+    help="Also remove indexed articles read from under PATHS before that are gone now "
+    "(deleted files, dropped rows), in the same write. A file with a skipped input "
+    "keeps its articles.",
+)
+@wait_option
 @quiet_option
 @json_option
 def index_command(
@@ -161,6 +192,8 @@ def index_command(
     query_prompt: str | None,
     document_prompt: str | None,
     strict: bool,
+    prune: bool,
+    wait_seconds: float,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -169,7 +202,12 @@ def index_command(
     Creates the index if there is none. Reads .txt, .md (with YAML front
     matter), .html, .jsonl and .csv, recursively. Articles already indexed and
     unchanged are left alone; changed ones are replaced. Skipped inputs are
-    reported and make the exit status 3.
+    reported and make the exit status 3. The write is all or nothing: if it
+    fails or is killed, the index stays as it was.
+
+    \b
+    In a pipeline:
+      semsearch index feeds/ --prune --json --wait 600 > summary.json
     """
     from .index import Index
     from .load import FieldMap, load_paths
@@ -201,7 +239,10 @@ def index_command(
                 f"{', '.join(given)} only apply when creating an index, and {folder} exists"
             )
         with Index.open(folder, model=model) as index:
-            result = index.add(items, batch_size=batch_size, progress=progress)
+            index.lock_timeout = wait_seconds
+            result = index.add(
+                items, batch_size=batch_size, progress=progress, prune=paths if prune else None
+            )
     else:
         existed = folder.exists()
         try:
@@ -232,10 +273,14 @@ def index_command(
     if as_json:
         click.echo(json.dumps({"index": str(folder), **result.to_dict()}, ensure_ascii=False))
     elif not quiet:
+        changed = result.added + result.updated + result.removed
         click.echo(
             f"Indexed {result.added} new, {result.updated} updated, {result.unchanged} unchanged "
-            f"article(s) ({result.chunks_added} chunks) into {folder} in {result.seconds:.1f}s"
+            f"article(s) ({result.chunks_added} chunks)"
+            + (f", removed {result.removed} gone" if prune else "")
+            + f" into {folder} in {result.seconds:.1f}s"
             + (f"; {len(result.skipped)} skipped" if result.skipped else "")
+            + ("" if changed else "; nothing changed")
         )
     if result.skipped:
         sys.exit(EXIT_PARTIAL)
@@ -387,10 +432,11 @@ def info_command(index_dir: Path | None, as_json: bool) -> None:
 @cli.command("remove")
 @click.argument("ids", nargs=-1, required=True)
 @index_option
+@wait_option
 @quiet_option
 @json_option
 def remove_command(
-    ids: tuple[str, ...], index_dir: Path | None, quiet: bool, as_json: bool
+    ids: tuple[str, ...], index_dir: Path | None, wait_seconds: float, quiet: bool, as_json: bool
 ) -> None:
     """Remove the articles with these IDS, and all their chunks, from the index.
 
@@ -399,6 +445,7 @@ def remove_command(
     from .index import Index
 
     with Index.open(index_dir) as index:
+        index.lock_timeout = wait_seconds
         removed, missing = index.remove(ids)
     if as_json:
         click.echo(json.dumps({"removed": removed, "missing": missing}))
@@ -409,6 +456,35 @@ def remove_command(
     if missing:
         click.echo(f"warning: not in the index: {', '.join(missing)}", err=True)
         sys.exit(EXIT_PARTIAL)
+
+
+@cli.command("verify")
+@index_option
+@json_option
+def verify_command(index_dir: Path | None, as_json: bool) -> None:
+    """Check that the index's manifest, SQLite store, keyword index and FAISS file agree.
+
+    Prints every problem found and exits 1 if there is one, 0 if all agree.
+    Reads only; safe while another process writes.
+    """
+    from .verify import verify
+
+    report = verify(index_dir or environment().index_dir)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        for problem in report.problems:
+            click.echo(f"problem: {problem}", err=True)
+        for note in report.notes:
+            click.echo(f"note: {note}", err=True)
+        if report.ok:
+            c = report.checked
+            click.echo(
+                f"ok: {report.path}: generation {c.get('generation')}, {c.get('articles')} "
+                f"articles, {c.get('chunks')} chunks; SQLite, keyword index and FAISS agree"
+            )
+    if not report.ok:
+        sys.exit(1)
 
 
 @cli.command("eval")

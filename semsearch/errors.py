@@ -10,6 +10,7 @@ where a caller needs to tell them apart::
     ├── IncompatibleIndexError  wrong model, unknown format, damaged files
     ├── ModelError              the embedding model cannot be loaded
     ├── MissingDependencyError  an optional feature's package is not installed
+    ├── LockedError             another process is writing to the index
     └── BadInputError           a file, row, option or query at fault (.path, .line)
 
 Messages say what is wrong and what to do about it, on one line.
@@ -59,6 +60,10 @@ class BadInputError(SemsearchError):
         if path is not None and line is not None:
             where = f"{path}:{line}"
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class LockedError(SemsearchError):
+    """Another process holds the index's writer lock; the message names it."""
 
 
 class QueryTruncatedWarning(UserWarning):

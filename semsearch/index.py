@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import sqlite3
 import time
 import warnings
@@ -25,15 +26,17 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from . import __version__
+from . import __version__, generations
 from .chunk import MAX_TITLE_TOKENS, Chunker
 from .config import DEFAULT_BATCH_SIZE, DEFAULT_K, DEFAULT_OVERLAP_TOKENS, canonical_model_name
 from .config import environment as read_environment
 from .embed import Encoder, fingerprint, load_encoder, prompt_tokens, same_model
 from .errors import BadInputError, IncompatibleIndexError, IndexExistsError, QueryTruncatedWarning
 from .filters import compile_filter
+from .generations import CHECKSUM, FACTORY, GENERATION, file_checksum, vectors_file
 from .keywords import match_expression
-from .load import FieldMap, load_paths
+from .load import STDIN_NAME, FieldMap, load_paths
+from .lock import WriterLock
 from .manifest import (
     FORMAT_VERSION,
     STORE_FILE,
@@ -51,8 +54,9 @@ from .store import Store, utc_now
 from .vectors import VectorIndex, resolve_factory
 
 T = TypeVar("T")
-_GENERATION = "generation"
-_FACTORY = "faiss_factory"
+# Set to a stage name (see _failpoint), a write kills its own process there with
+# SIGKILL: how the tests prove that a crash at any point loses nothing.
+FAILPOINT_ENV = "SEMSEARCH_FAILPOINT"
 
 
 class Index:
@@ -76,12 +80,16 @@ class Index:
         store: Store,
         vectors: VectorIndex,
         encoder: Encoder | None = None,
+        generation: int = 0,
     ) -> None:
         self.path = path
         self.manifest = manifest
         self._store = store
         self._vectors = vectors
         self._encoder = encoder
+        self._generation = generation
+        self.lock_timeout = 0.0
+        """Seconds a write waits for another process's write to finish (0: fail at once)."""
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -151,7 +159,7 @@ class Index:
                 chunk_tokens=chunk_tokens,
                 max_title_tokens=MAX_TITLE_TOKENS,
             ),
-            vectors=VectorsInfo(index_type, faiss_factory=factory, file=_vectors_file(0)),
+            vectors=VectorsInfo(index_type, faiss_factory=factory, file=vectors_file(0)),
             counts={"articles": 0, "chunks": 0},
             created_at=now,
             updated_at=now,
@@ -160,9 +168,10 @@ class Index:
         )
         store = Store(folder / STORE_FILE, create=True)
         with store.transaction():
-            vectors.write(folder / _vectors_file(0))
-            store.set_meta(_GENERATION, 0)
-            store.set_meta(_FACTORY, factory)
+            vectors.write(folder / vectors_file(0))
+            store.set_meta(GENERATION, 0)
+            store.set_meta(FACTORY, factory)
+            store.set_meta(CHECKSUM, file_checksum(folder / vectors_file(0)))
         write_manifest(folder, manifest)
         return cls(folder, manifest, store, vectors, encoder)
 
@@ -196,23 +205,12 @@ class Index:
                 )
         store = Store(folder / manifest.store_file)
         try:
-            generation = store.meta(_GENERATION)
-            factory = store.meta(_FACTORY)
-            if generation is None or factory is None:
-                raise IncompatibleIndexError(f"{store.path} has no commit record; it is damaged")
-            vectors = VectorIndex.read(folder / _vectors_file(generation), factory)
-            n_chunks = store.counts()[1]
-            if vectors.ntotal != n_chunks or vectors.dim != manifest.model.dim:
-                raise IncompatibleIndexError(
-                    f"the index at {folder} is inconsistent: {vectors.ntotal} vectors of "
-                    f"dimension {vectors.dim} for {n_chunks} chunks of dimension "
-                    f"{manifest.model.dim}; rebuild it"
-                )
+            current = generations.load(folder, store, manifest.model.dim)
         except BaseException:
             store.close()
             raise
-        manifest.vectors.faiss_factory = factory
-        index = cls(folder, manifest, store, vectors)
+        manifest.vectors.faiss_factory = current.vectors.factory
+        index = cls(folder, manifest, store, current.vectors, generation=current.number)
         if encoder is not None:
             index._check_encoder(encoder)
             index._encoder = encoder
@@ -223,6 +221,57 @@ class Index:
         """Whether the folder holds an index."""
         folder = Path(path) if path is not None else read_environment().index_dir
         return manifest_path(folder).exists()
+
+    def refresh(self) -> bool:
+        """Pick up what other processes committed since this index was opened.
+
+        Searches do this by themselves; call it to update :meth:`info` or
+        ``len()`` sooner. Returns whether there was anything new.
+
+        Raises:
+            IncompatibleIndexError: if the newer generation's files are damaged.
+        """
+        if self._store.meta(GENERATION) == self._generation:
+            return False
+        current = generations.load(self.path, self._store, self.manifest.model.dim)
+        self._generation, self._vectors = current.number, current.vectors
+        self.manifest.vectors.faiss_factory = current.vectors.factory
+        return True
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """A read of one generation: the loaded vectors and a matching SQLite snapshot."""
+        for _ in range(20):
+            self.refresh()
+            with self._store.snapshot():
+                if self._store.meta(GENERATION) == self._generation:
+                    yield
+                    return
+            # A writer committed between the refresh and the snapshot: again.
+        raise IncompatibleIndexError(f"the index at {self.path} changes too fast to read")
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the writer lock, clean up after any crashed write, and start from the latest."""
+        with WriterLock(self.path, self.lock_timeout):
+            self.refresh()
+            generations.remove_leftovers(self.path, self._generation)
+            self._repair_manifest()
+            yield
+
+    def _repair_manifest(self) -> None:
+        """Rewrite the manifest if a crash came between a commit and its manifest."""
+        n_articles, n_chunks = self._store.counts()
+        current = {"articles": n_articles, "chunks": n_chunks}
+        if self.manifest.counts != current or self.manifest.vectors.file != vectors_file(
+            self._generation
+        ):
+            self.manifest = replace(
+                self.manifest,
+                vectors=replace(self.manifest.vectors, file=vectors_file(self._generation)),
+                counts=current,
+            )
+            write_manifest(self.path, self.manifest)
 
     def close(self) -> None:
         self._store.close()
@@ -273,16 +322,27 @@ class Index:
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         progress: bool = False,
+        prune: Sequence[str | os.PathLike[str]] | None = None,
     ) -> AddResult:
         """Add articles; an article whose id is already indexed is replaced if it changed.
 
-        Everything is chunked and embedded before the index is touched, and the
-        write is all or nothing. :class:`Skipped` items (from :func:`load_paths`)
-        pass through to the result.
+        Unchanged articles (same id, same content) are not embedded again. The
+        write is all or nothing, under the index's writer lock; everything is
+        chunked and embedded before the index is touched. :class:`Skipped`
+        items (from :func:`load_paths`) pass through to the result.
+
+        Args:
+            prune: the files and folders these articles were read from, as given to
+                :func:`load_paths`: any indexed article read from under them
+                before but absent now is removed, in the same write. Articles of
+                a file that had a skipped input this time are kept.
 
         Returns:
-            counts of added, updated and unchanged articles, chunks written and
-            removed, and what was skipped.
+            counts of added, updated, unchanged and removed articles, chunks
+            written and removed, and what was skipped.
+
+        Raises:
+            LockedError: if another process is writing and ``lock_timeout`` passes.
         """
         started = time.perf_counter()
         clock = _StageClock()
@@ -296,43 +356,47 @@ class Index:
                 skipped.append(Skipped(item.path or item.id, f"duplicate id {item.id!r} ({first})"))
             else:
                 fresh[item.id] = item
-        with clock("diff"):
-            hashes = {a.id: article_hash(a) for a in fresh.values()}
-            stored = self._store.content_hashes(list(hashes))
-            todo = [a for a in fresh.values() if stored.get(a.id) != hashes[a.id]]
-        chunker = self.chunker() if todo else None
-        chunked: list[tuple[Article, list[Chunk]]] = []
-        with clock("chunk"):
-            for article in todo:
-                assert chunker is not None
-                chunks = chunker.chunks(article)
-                if chunks:
-                    chunked.append((article, chunks))
-                else:
-                    skipped.append(Skipped(article.path or article.id, "no text to index"))
-            texts = [chunker.embed_text(a, c) for a, cs in chunked for c in cs] if chunker else []
-        with clock("embed"):
-            if texts:
-                vectors = self.encoder.encode_documents(
-                    texts, batch_size=batch_size, progress=progress
+        with self._writing():
+            with clock("diff"):
+                hashes = {a.id: article_hash(a) for a in fresh.values()}
+                stored = self._store.content_hashes(list(hashes))
+                todo = [a for a in fresh.values() if stored.get(a.id) != hashes[a.id]]
+                gone = self._gone(prune, set(fresh), skipped) if prune is not None else []
+            chunker = self.chunker() if todo else None
+            chunked: list[tuple[Article, list[Chunk]]] = []
+            with clock("chunk"):
+                for article in todo:
+                    assert chunker is not None
+                    chunks = chunker.chunks(article)
+                    if chunks:
+                        chunked.append((article, chunks))
+                    else:
+                        skipped.append(Skipped(article.path or article.id, "no text to index"))
+                texts = (
+                    [chunker.embed_text(a, c) for a, cs in chunked for c in cs] if chunker else []
                 )
-            else:
-                vectors = np.zeros((0, self.manifest.model.dim), dtype=np.float32)
-        replaced = [a.id for a, _ in chunked if a.id in stored]
+            with clock("embed"):
+                text_hashes = [_text_hash(t) for t in texts]
+                vectors, embedded = self._embed_documents(texts, text_hashes, batch_size, progress)
+            _failpoint("after-embed")
+            replaced = [a.id for a, _ in chunked if a.id in stored]
 
-        def change() -> tuple[np.ndarray, np.ndarray]:
-            old_ids = self._store.chunk_ids(replaced)
-            self._store.delete_articles(replaced)
-            new_ids, offset = [], 0
-            for article, chunks in chunked:
-                part = vectors[offset : offset + len(chunks)]
-                digest = hashes[article.id]
-                new_ids.append(self._store.insert_article(article, digest, chunks, part))
-                offset += len(chunks)
-            ids = np.concatenate(new_ids) if new_ids else np.zeros(0, dtype=np.int64)
-            return old_ids, ids
+            def change() -> tuple[np.ndarray, np.ndarray]:
+                old_ids = self._store.chunk_ids(replaced + gone)
+                self._store.delete_articles(replaced + gone)
+                new_ids, offset = [], 0
+                for article, chunks in chunked:
+                    part = vectors[offset : offset + len(chunks)]
+                    digest = hashes[article.id]
+                    digests = text_hashes[offset : offset + len(chunks)]
+                    new_ids.append(
+                        self._store.insert_article(article, digest, chunks, part, digests)
+                    )
+                    offset += len(chunks)
+                ids = np.concatenate(new_ids) if new_ids else np.zeros(0, dtype=np.int64)
+                return old_ids, ids
 
-        removed = self._commit(change, vectors, clock=clock) if chunked else 0
+            removed = self._commit(change, vectors, clock=clock) if chunked or gone else 0
         return AddResult(
             added=len(chunked) - len(replaced),
             updated=len(replaced),
@@ -342,7 +406,50 @@ class Index:
             skipped=tuple(skipped),
             seconds=time.perf_counter() - started,
             timings=clock.seconds,
+            removed=len(gone),
+            chunks_embedded=embedded,
         )
+
+    def _embed_documents(
+        self, texts: list[str], text_hashes: list[str], batch_size: int, progress: bool
+    ) -> tuple[np.ndarray, int]:
+        """Vectors for chunk texts: reused where this index embedded the same text, else new.
+
+        Returns the vectors and how many were embedded now.
+        """
+        dim = self.manifest.model.dim
+        vectors = np.zeros((len(texts), dim), dtype=np.float32)
+        cached = self._store.cached_vectors(sorted(set(text_hashes)), dim)
+        # One embedding per distinct new text, however many chunks share it.
+        todo = {h: i for i, h in reversed(list(enumerate(text_hashes))) if h not in cached}
+        if todo:
+            fresh = self.encoder.encode_documents(
+                [texts[i] for i in todo.values()], batch_size=batch_size, progress=progress
+            )
+            cached.update(zip(todo, fresh, strict=True))
+        for i, h in enumerate(text_hashes):
+            vectors[i] = cached[h]
+        return vectors, len(todo)
+
+    def _gone(
+        self, sources: Sequence[str | os.PathLike[str]], seen: set[str], skipped: list[Skipped]
+    ) -> list[str]:
+        """Indexed articles read from under these sources that this load did not yield."""
+        # "-" is stdin, whose rows load_paths names "<stdin>:LINE".
+        roots = [
+            STDIN_NAME if os.fspath(s) == "-" else os.fspath(s).rstrip("/") or "/" for s in sources
+        ]
+        troubled = {s.path for s in skipped}
+        gone = []
+        for article_id, path in self._store.article_paths():
+            if article_id in seen or path is None:
+                continue
+            file = _source_file(path)
+            if file in troubled:
+                continue
+            if any(file == root or file.startswith(root + "/") for root in roots):
+                gone.append(article_id)
+        return gone
 
     def add_paths(
         self,
@@ -351,9 +458,19 @@ class Index:
         fields: FieldMap | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         progress: bool = False,
+        prune: bool = False,
     ) -> AddResult:
-        """Load files and folders (see :func:`semsearch.load_paths`) and add them."""
-        return self.add(load_paths(paths, fields), batch_size=batch_size, progress=progress)
+        """Load files and folders (see :func:`semsearch.load_paths`) and add them.
+
+        With ``prune=True``, articles once read from under these paths and gone
+        now are removed in the same write (see :meth:`add`).
+        """
+        return self.add(
+            load_paths(paths, fields),
+            batch_size=batch_size,
+            progress=progress,
+            prune=list(paths) if prune else None,
+        )
 
     def remove(self, article_ids: Iterable[str]) -> tuple[list[str], list[str]]:
         """Remove articles and all their chunks, from FAISS and SQLite together.
@@ -362,17 +479,18 @@ class Index:
             (removed ids, ids that were not in the index).
         """
         wanted = list(dict.fromkeys(article_ids))
-        present = self._store.content_hashes(wanted)
-        removed = [i for i in wanted if i in present]
-        missing = [i for i in wanted if i not in present]
-        if removed:
+        with self._writing():
+            present = self._store.content_hashes(wanted)
+            removed = [i for i in wanted if i in present]
+            missing = [i for i in wanted if i not in present]
+            if removed:
 
-            def change() -> tuple[np.ndarray, np.ndarray]:
-                old_ids = self._store.chunk_ids(removed)
-                self._store.delete_articles(removed)
-                return old_ids, np.zeros(0, dtype=np.int64)
+                def change() -> tuple[np.ndarray, np.ndarray]:
+                    old_ids = self._store.chunk_ids(removed)
+                    self._store.delete_articles(removed)
+                    return old_ids, np.zeros(0, dtype=np.int64)
 
-            self._commit(change, np.zeros((0, self.manifest.model.dim), dtype=np.float32))
+                self._commit(change, np.zeros((0, self.manifest.model.dim), dtype=np.float32))
         return removed, missing
 
     def rebuild(self, index_type: str | None = None) -> None:
@@ -381,8 +499,11 @@ class Index:
             # Refuse an invalid type before touching anything.
             n = self._vectors.ntotal
             VectorIndex.create(resolve_factory(index_type, n), self.manifest.model.dim)
-            self.manifest.vectors.index_type = index_type
-        self._commit(lambda: (np.zeros(0, np.int64), np.zeros(0, np.int64)), None, force=True)
+        with self._writing():
+            if index_type is not None:
+                self.manifest.vectors.index_type = index_type
+            nothing = np.zeros(0, np.int64)
+            self._commit(lambda: (nothing, nothing), None, force=True)
 
     def _commit(
         self,
@@ -391,28 +512,40 @@ class Index:
         force: bool = False,
         clock: _StageClock | None = None,
     ) -> int:
-        """Apply a change to SQLite and FAISS as one generation; returns chunks removed."""
+        """Apply a change to SQLite and FAISS as one generation; returns chunks removed.
+
+        The caller holds the writer lock (see :meth:`_writing`).
+        """
         clock = clock or _StageClock()
-        generation = int(self._store.meta(_GENERATION))
-        next_file = self.path / _vectors_file(generation + 1)
+        generation = self._generation
+        next_file = self.path / vectors_file(generation + 1)
         try:
             with self._store.transaction():
                 with clock("sqlite"):
                     old_ids, new_ids = change()
                 with clock("faiss"):
                     self._vectors = self._next_vectors(old_ids, new_ids, new_vectors, force)
+                    _failpoint("before-faiss-write")
                     self._vectors.write(next_file)
+                    _failpoint("mid-faiss-write", truncate=next_file)
+                    checksum = file_checksum(next_file)
                 n_articles, n_chunks = self._store.counts()
                 assert self._vectors.ntotal == n_chunks, "FAISS and SQLite disagree"
-                self._store.set_meta(_GENERATION, generation + 1)
-                self._store.set_meta(_FACTORY, self._vectors.factory)
+                self._store.set_meta(GENERATION, generation + 1)
+                self._store.set_meta(FACTORY, self._vectors.factory)
+                self._store.set_meta(CHECKSUM, checksum)
+                _failpoint("before-commit")
                 clock.start("sqlite")  # the commit itself
             clock.stop("sqlite")
         except BaseException:
             # The live FAISS index may be half-changed; the committed file is intact.
             next_file.unlink(missing_ok=True)
-            self._vectors = self._reload()
+            self._vectors = generations.load(
+                self.path, self._store, self.manifest.model.dim
+            ).vectors
             raise
+        self._generation = generation + 1
+        _failpoint("after-commit")
         # Committed. The manifest and the old file follow; both are re-derivable.
         self.manifest = replace(
             self.manifest,
@@ -426,7 +559,8 @@ class Index:
             format_version=FORMAT_VERSION,  # the store was migrated on open
         )
         write_manifest(self.path, self.manifest)
-        (self.path / _vectors_file(generation)).unlink(missing_ok=True)
+        _failpoint("after-manifest")
+        (self.path / vectors_file(generation)).unlink(missing_ok=True)
         return len(old_ids)
 
     def _next_vectors(
@@ -452,11 +586,6 @@ class Index:
         assert new_vectors is not None
         current.add(new_vectors, new_ids)
         return current
-
-    def _reload(self) -> VectorIndex:
-        generation = int(self._store.meta(_GENERATION))
-        factory = str(self._store.meta(_FACTORY))
-        return VectorIndex.read(self.path / _vectors_file(generation), factory)
 
     # -- reads -------------------------------------------------------------------
 
@@ -549,11 +678,13 @@ class Index:
             for text in texts:
                 if not isinstance(text, str) or not text.strip():
                     raise BadInputError("empty query: give some words to search for")
-            if self._vectors.ntotal == 0:
+            if self._store.counts()[1] == 0:
                 return [[] for _ in texts]
-        with _fts5_errors_are_the_users(keyword_syntax == "fts5"):
-            if not isinstance(queries, np.ndarray):
+        if not isinstance(queries, np.ndarray):
+            with _fts5_errors_are_the_users(keyword_syntax == "fts5"):
                 prepared = self._prepare(texts, mode, keyword_syntax)
+        # One generation: FAISS and SQLite as one commit left them, whatever writers do.
+        with _fts5_errors_are_the_users(keyword_syntax == "fts5"), self._snapshot():
             return search(
                 self._vectors,
                 self._store,
@@ -603,7 +734,8 @@ class Index:
 
         For analysis, export and benchmarks; searching does not need it.
         """
-        return self._store.vectors(self.manifest.model.dim)
+        with self._snapshot():
+            return self._store.vectors(self.manifest.model.dim)
 
     def get(self, article_id: str) -> Article | None:
         """The stored article with this id, or None."""
@@ -614,6 +746,7 @@ class Index:
 
     def info(self) -> IndexInfo:
         """What the index holds and how it was built."""
+        self.refresh()
         m = self.manifest
         n_articles, n_chunks = self._store.counts()
         size = sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
@@ -647,6 +780,10 @@ def _fts5_errors_are_the_users(user_syntax: bool) -> Iterator[None]:
         if user_syntax:
             raise BadInputError(f"invalid FTS5 query: {e}") from None
         raise
+    except sqlite3.DatabaseError as e:  # SQLITE_CORRUPT and its kin, found while reading
+        raise IncompatibleIndexError(
+            f"the index's store is damaged: {e}; run semsearch verify"
+        ) from None
 
 
 class _StageClock:
@@ -685,6 +822,27 @@ class _StageClock:
             yield item
 
 
+def _failpoint(stage: str, truncate: Path | None = None) -> None:
+    """Kill this process at a named stage of a write, when the tests ask for it."""
+    if os.environ.get(FAILPOINT_ENV) != stage:
+        return
+    if truncate is not None:  # a write cut off halfway
+        with open(truncate, "r+b") as f:
+            f.truncate(truncate.stat().st_size // 2)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _text_hash(text: str) -> str:
+    """Key of the embedding cache: the exact text embedded (model and prompt are the index's)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _source_file(path: str) -> str:
+    """The file an article was read from: its path without a row's ``:line``."""
+    file, _, line = path.rpartition(":")
+    return file if file and line.isdigit() else path
+
+
 def _chunker(encoder: Encoder, overlap_tokens: int, chunk_tokens: int | None) -> Chunker:
     # The document prompt goes before every chunk, so it takes from the budget too.
     return Chunker(
@@ -702,10 +860,6 @@ def article_hash(article: Article) -> str:
     data.pop("path", None)
     encoded = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(encoded.encode()).hexdigest()
-
-
-def _vectors_file(generation: int) -> str:
-    return f"vectors.{generation}.faiss"
 
 
 def _remove_leftovers(folder: Path) -> None:

@@ -35,6 +35,8 @@ TEXT_SUFFIXES = {".txt"}
 MARKDOWN_SUFFIXES = {".md", ".markdown"}
 HTML_SUFFIXES = {".html", ".htm"}
 ROW_SUFFIXES = {".jsonl", ".csv"}
+STDIN_NAME = "<stdin>"
+"""The source name of rows read from standard input (``-``)."""
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | MARKDOWN_SUFFIXES | HTML_SUFFIXES | ROW_SUFFIXES
 STDIN = "-"
 
@@ -108,7 +110,7 @@ def load_paths(
             raise BadInputError("no such file or directory", path=str(p))
     for p in paths:
         if str(p) == STDIN:
-            yield from _rows_jsonl(sys.stdin.read(), "<stdin>", fields)
+            yield from _rows_jsonl(sys.stdin.read(), STDIN_NAME, fields)
             continue
         path = Path(p)
         if path.is_dir():

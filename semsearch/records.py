@@ -131,6 +131,10 @@ class AddResult:
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds per stage: load, diff, chunk, embed, sqlite, faiss."""
+    removed: int = 0
+    """Articles removed because their source is gone (``prune``)."""
+    chunks_embedded: int = 0
+    """Chunks embedded now; the other new chunks reused a vector of the same text."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -101,6 +101,17 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         INSERT INTO chunks_fts (chunks_fts) VALUES ('rebuild');
         """,
     ),
+    (
+        3,
+        # The embedding cache: a hash of the exact text each chunk's vector was
+        # computed from, so that a write can reuse the vector of any chunk whose
+        # text it has already embedded (an edited article's untouched paragraphs).
+        # Chunks written before this migration have none and are not reused.
+        """
+        ALTER TABLE chunks ADD COLUMN text_hash TEXT;
+        CREATE INDEX chunks_text_hash ON chunks(text_hash);
+        """,
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -164,6 +175,22 @@ class Store:
             raise
         self._db.execute("COMMIT")
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see one committed state, whatever writers commit meanwhile.
+
+        Nested inside a transaction or another snapshot, it adds nothing.
+        """
+        if self._db.in_transaction:
+            yield
+            return
+        self._db.execute("BEGIN")
+        try:
+            self._db.execute("SELECT 1 FROM meta LIMIT 1").fetchall()  # starts the read
+            yield
+        finally:
+            self._db.execute("COMMIT")
+
     def _migrate(self) -> None:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations"
@@ -187,6 +214,10 @@ class Store:
                     (version, utc_now()),
                 )
 
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one fixed statement (for checks such as ``PRAGMA integrity_check``)."""
+        return self._db.execute(sql, tuple(params)).fetchall()
+
     # -- reads ---------------------------------------------------------------
 
     def counts(self) -> tuple[int, int]:
@@ -199,6 +230,10 @@ class Store:
         """The stored content hash of each of these articles that exists."""
         sql = "SELECT id, content_hash FROM articles WHERE id IN (?)"
         return dict(self._select_in(sql, article_ids))
+
+    def article_paths(self) -> list[tuple[str, str | None]]:
+        """Every article's (id, path it was read from)."""
+        return self._db.execute("SELECT id, path FROM articles").fetchall()
 
     def chunk_ids(self, article_ids: Sequence[str]) -> np.ndarray:
         """The ids of every chunk of these articles."""
@@ -365,8 +400,21 @@ class Store:
             deleted += self._db.execute(sql, batch).rowcount
         return deleted
 
+    def cached_vectors(self, text_hashes: Sequence[str], dim: int) -> dict[str, np.ndarray]:
+        """Stored vectors of chunks whose embedded text had these hashes."""
+        sql = "SELECT text_hash, vector FROM chunks WHERE text_hash IN (?)"
+        return {
+            h: np.frombuffer(blob, dtype="<f4").astype(np.float32).reshape(dim)
+            for h, blob in self._select_in(sql, list(text_hashes))
+        }
+
     def insert_article(
-        self, article: Article, content_hash: str, chunks: Sequence[Chunk], vectors: np.ndarray
+        self,
+        article: Article,
+        content_hash: str,
+        chunks: Sequence[Chunk],
+        vectors: np.ndarray,
+        text_hashes: Sequence[str | None] | None = None,
     ) -> np.ndarray:
         """Insert an article and its chunks; returns the new chunk ids."""
         now = utc_now()
@@ -392,10 +440,11 @@ class Store:
         )
         pk = cursor.lastrowid
         ids = np.empty(len(chunks), dtype=np.int64)
-        for i, (chunk, vector) in enumerate(zip(chunks, vectors, strict=True)):
+        hashes = text_hashes if text_hashes is not None else [None] * len(chunks)
+        for i, (chunk, vector, text_hash) in enumerate(zip(chunks, vectors, hashes, strict=True)):
             cursor = self._db.execute(
-                'INSERT INTO chunks (article_pk, ordinal, start, "end", n_tokens, vector)'
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                'INSERT INTO chunks (article_pk, ordinal, start, "end", n_tokens, vector,'
+                " text_hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     pk,
                     chunk.ordinal,
@@ -403,6 +452,7 @@ class Store:
                     chunk.end,
                     chunk.n_tokens,
                     np.asarray(vector, dtype="<f4").tobytes(),
+                    text_hash,
                 ),
             )
             ids[i] = int(cursor.lastrowid or 0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -94,17 +94,24 @@ class VectorIndex:
         return cls(faiss.IndexIDMap2(inner), factory)
 
     @classmethod
-    def read(cls, path: Path, factory: str) -> VectorIndex:
+    def read(cls, path: Path, factory: str, file: BinaryIO | None = None) -> VectorIndex:
         """Read an index file written by :meth:`write`.
+
+        Args:
+            file: the file already open (read from its current position), so
+                that it is the same file even if the path is replaced meanwhile.
 
         Raises:
             IncompatibleIndexError: if the file is missing or damaged.
         """
         faiss = _faiss()
-        if not path.exists():
+        if file is None and not path.exists():
             raise IncompatibleIndexError(f"{path} is missing; the index is incomplete")
         try:
-            index = faiss.read_index(str(path))
+            if file is None:
+                index = faiss.read_index(str(path))
+            else:
+                index = faiss.read_index(faiss.PyCallbackIOReader(file.read))
         except RuntimeError as e:
             reason = _faiss_reason(e)
             raise IncompatibleIndexError(f"{path} is damaged or not FAISS: {reason}") from None
@@ -150,6 +157,21 @@ class VectorIndex:
             for i in range(lists.nlist)
         ]
         return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray | None:
+        """The stored vectors of these ids, or None where the type cannot give them back.
+
+        Flat and HNSW keep the vectors themselves; IVF and PQ need a direct map
+        or keep only codes.
+        """
+        if self._ivf is not None or not isinstance(
+            self._inner, (_faiss().IndexFlat, _faiss().IndexHNSW)
+        ):
+            return None
+        try:
+            return np.asarray(self._index.reconstruct_batch(np.ascontiguousarray(ids)))
+        except RuntimeError:
+            return None
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         """Add vectors under ids, training the index first if it needs it.

@@ -298,3 +298,44 @@ def test_a_long_query_gets_a_note_on_stderr(sample_index_dir):
 def test_a_filter_that_matches_nothing_says_no_results(sample_index_dir):
     result = run("query", "NATO", "--index", str(sample_index_dir), "--where", "source=Nobody")
     assert result.exit_code == 0 and "No results." in result.stdout
+
+
+def test_a_second_run_says_nothing_changed(sample_index_dir):
+    result = run("index", str(SAMPLE_ARTICLES), "--index", str(sample_index_dir))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.rstrip().endswith("nothing changed")
+
+
+def test_prune_from_the_command_line(tmp_path, real_encoder):
+    folder = tmp_path / "articles"
+    folder.mkdir()
+    for name in ("one", "two"):
+        (folder / f"{name}.txt").write_text(f"The {name} article is about ferries.")
+    index = str(tmp_path / "ix")
+    assert run("index", str(folder), "--index", index).exit_code == 0
+    (folder / "two.txt").unlink()
+    result = run("index", str(folder), "--index", index, "--prune", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["removed"], summary["unchanged"], summary["chunks_removed"]) == (1, 1, 1)
+
+
+def test_a_locked_index_exits_75_naming_the_holder(sample_index_dir):
+    from semsearch.lock import WriterLock
+
+    with WriterLock(sample_index_dir):
+        result = run("remove", AP4, "--index", str(sample_index_dir))
+    assert result.exit_code == 75, result.output
+    assert "another writer holds" in result.stderr and "pid " in result.stderr
+
+
+def test_verify_passes_on_a_sound_index_and_fails_on_a_damaged_one(sample_index_dir):
+    result = run("verify", "--index", str(sample_index_dir))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("ok: ")
+    vectors = next(sample_index_dir.glob("vectors.*.faiss"))
+    vectors.write_bytes(vectors.read_bytes()[:-100])
+    result = run("verify", "--index", str(sample_index_dir), "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert not report["ok"] and vectors.name in report["problems"][0]

@@ -1,0 +1,162 @@
+"""Check that an index folder's parts agree: manifest, SQLite, FTS5 and FAISS.
+
+:func:`verify` reads everything without the writer lock, inside one SQLite
+snapshot, and reports every disagreement it finds rather than stopping at
+the first, so that a pipeline can log what is wrong before rebuilding.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import SemsearchError
+from .generations import CHECKSUM, FACTORY, GENERATION, file_checksum, vectors_file
+from .manifest import read_manifest
+from .store import Store
+from .vectors import VectorIndex
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What :func:`verify` found. ``ok`` is true when ``problems`` is empty."""
+
+    path: str
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    checked: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, **asdict(self)}
+
+
+class _Moved(Exception):
+    """A writer switched generations while this check was reading."""
+
+
+def verify(folder: Path) -> VerifyReport:
+    """Check the index in ``folder``; every problem found is in the report.
+
+    Raises:
+        IndexNotFoundError: if the folder holds no index at all.
+    """
+    missing = ""
+    for _ in range(20):
+        try:
+            return _verify_once(folder)
+        except _Moved as e:
+            missing = str(e)
+            time.sleep(0.01)
+    return VerifyReport(str(folder), problems=[missing])
+
+
+def _verify_once(folder: Path) -> VerifyReport:
+    report = VerifyReport(str(folder))
+    problems, notes, checked = report.problems, report.notes, report.checked
+    try:
+        manifest = read_manifest(folder)
+    except SemsearchError as e:
+        if "no index at" in str(e):
+            raise
+        problems.append(str(e))
+        return report
+    try:
+        store = Store(folder / manifest.store_file)
+    except SemsearchError as e:
+        problems.append(str(e))
+        return report
+    try:
+        _check_store(store, problems, checked)  # outside the snapshot: FTS5's check is a write
+        if problems:
+            return report
+        with store.snapshot():
+            generation = store.meta(GENERATION)
+            factory = store.meta(FACTORY)
+            recorded = store.meta(CHECKSUM)
+            if generation is None or factory is None:
+                problems.append(f"{store.path} has no commit record")
+                return report
+            file = folder / vectors_file(int(generation))
+            checked["generation"] = int(generation)
+            _check_vectors(store, file, str(factory), recorded, manifest.model.dim, problems)
+            n_articles, n_chunks = store.counts()
+            checked.update(articles=n_articles, chunks=n_chunks)
+            if manifest.counts != {"articles": n_articles, "chunks": n_chunks}:
+                notes.append(
+                    f"manifest counts {manifest.counts} lag the store ({n_articles} articles, "
+                    f"{n_chunks} chunks): a write was interrupted after its commit; the next "
+                    "write rewrites the manifest"
+                )
+        for extra in sorted(folder.glob("vectors.*.faiss")):
+            if extra.name != vectors_file(int(generation)):
+                notes.append(
+                    f"{extra.name} is left from an interrupted write; the next write removes it"
+                )
+    except sqlite3.DatabaseError as e:
+        problems.append(f"{store.path} is damaged: {e}")
+    finally:
+        store.close()
+    return report
+
+
+def _check_store(store: Store, problems: list[str], checked: dict[str, Any]) -> None:
+    result = [row[0] for row in store.execute("PRAGMA integrity_check")]
+    checked["sqlite_integrity"] = result[:5]
+    if result != ["ok"]:
+        problems.append(f"{store.path} fails SQLite's integrity check: {'; '.join(result[:3])}")
+        return
+    try:
+        # For an external-content table, rank=1 also compares the index with its content.
+        store.execute("INSERT INTO chunks_fts (chunks_fts, rank) VALUES ('integrity-check', 1)")
+        checked["keyword_index"] = "ok"
+    except sqlite3.DatabaseError as e:
+        problems.append(f"the keyword index disagrees with the chunks ({e}); rebuild the index")
+
+
+def _check_vectors(
+    store: Store,
+    file: Path,
+    factory: str,
+    recorded: dict[str, int] | None,
+    dim: int,
+    problems: list[str],
+) -> None:
+    try:
+        checksum = file_checksum(file)
+    except FileNotFoundError:
+        # Gone: damage, or a writer committed and cleaned up since the snapshot began.
+        raise _Moved(f"{file} is missing (the commit names it)") from None
+    if recorded is not None and checksum != recorded:
+        problems.append(f"{file} does not match the size and checksum its commit recorded")
+        return
+    try:
+        vectors = VectorIndex.read(file, factory)
+    except SemsearchError as e:
+        problems.append(str(e))
+        return
+    ids, stored = store.vectors(dim)
+    if vectors.dim != dim:
+        problems.append(f"{file.name} holds vectors of dimension {vectors.dim}, not {dim}")
+        return
+    held = np.sort(vectors.ids())
+    if len(held) != len(ids) or not np.array_equal(held, ids):
+        missing = len(np.setdiff1d(ids, held))
+        extra = len(np.setdiff1d(held, ids))
+        problems.append(
+            f"{file.name} holds {len(held)} vectors for {len(ids)} chunks "
+            f"({missing} chunks without a vector, {extra} vectors without a chunk)"
+        )
+        return
+    found = vectors.reconstruct(ids)
+    if found is not None and not np.allclose(found, stored, atol=1e-5):
+        bad = int((~np.isclose(found, stored, atol=1e-5).all(axis=1)).sum())
+        problems.append(f"{file.name}: {bad} vectors differ from the chunks' stored vectors")
