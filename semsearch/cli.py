@@ -444,11 +444,13 @@ def remove_command(
     """
     from .index import Index
 
+    started = time.perf_counter()
     with Index.open(index_dir) as index:
         index.lock_timeout = wait_seconds
         removed, missing = index.remove(ids)
     if as_json:
-        click.echo(json.dumps({"removed": removed, "missing": missing}))
+        seconds = round(time.perf_counter() - started, 3)
+        click.echo(json.dumps({"removed": removed, "missing": missing, "seconds": seconds}))
     elif not quiet and removed:
         click.echo(f"Removed {len(removed)} article(s).")
     if missing and not removed:

@@ -78,6 +78,14 @@ def test_remove_deletes_and_reports_missing_ids(sample_index_dir):
     assert result.stderr.startswith("error: no article with id")
 
 
+def test_remove_json_summary(sample_index_dir):
+    result = run("remove", AP4, "nope", "--index", str(sample_index_dir), "--json")
+    assert result.exit_code == 3
+    summary = json.loads(result.stdout)
+    assert (summary["removed"], summary["missing"]) == ([AP4], ["nope"])
+    assert summary["seconds"] >= 0
+
+
 def test_query_without_an_index_says_what_to_do(tmp_path):
     result = run("query", "NATO Indo-Pacific", "--index", str(tmp_path / "none"))
     assert result.exit_code == 1
