@@ -328,6 +328,14 @@ def mode_option(f: F) -> F:
     "instead of plain words.",
 )
 @click.option("--chunks", is_flag=True, help="Rank chunks, not articles (an article may repeat).")
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "onnx", "torch"]),
+    default=None,
+    help="How to embed the query: onnx (ONNX Runtime, no torch: fast to start), "
+    "torch (sentence-transformers), auto (onnx if the index has an export). "
+    "[env: SEMSEARCH_BACKEND; default: auto]",
+)
 @json_option
 def query_command(
     text: str,
@@ -341,6 +349,7 @@ def query_command(
     json_filter: str | None,
     fts5: bool,
     chunks: bool,
+    backend: str | None,
     as_json: bool,
 ) -> None:
     """Search the index for TEXT (or - to read the query from stdin).
@@ -363,7 +372,10 @@ def query_command(
     if text == "-":
         text = sys.stdin.read()
     spec = parse_cli_filter(where, since, until, tags, json_filter)
-    with Index.open(index_dir) as index, warnings.catch_warnings(record=True) as caught:
+    with (
+        Index.open(index_dir, backend=backend) as index,
+        warnings.catch_warnings(record=True) as caught,
+    ):
         warnings.simplefilter("always", QueryTruncatedWarning)
         hits = index.search(
             text,
@@ -591,9 +603,11 @@ def _snippet(text: str, highlights: tuple[tuple[int, int], ...] = ()) -> list[st
 
 
 def _remove_index_files(folder: Path) -> None:
-    for pattern in ("manifest.json*", "store.sqlite*", "vectors.*.faiss"):
+    for pattern in ("manifest.json*", "store.sqlite*", "vectors.*.faiss", "write.lock"):
         for file in folder.glob(pattern):
             file.unlink()
+    for name in ("onnx", "onnx.tmp"):
+        shutil.rmtree(folder / name, ignore_errors=True)
 
 
 def main() -> None:

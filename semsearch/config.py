@@ -24,6 +24,10 @@ HNSW_EF_SEARCH = 128
 ENV_INDEX = "SEMSEARCH_INDEX"
 ENV_MODEL = "SEMSEARCH_MODEL"
 ENV_DEBUG = "SEMSEARCH_DEBUG"
+ENV_BACKEND = "SEMSEARCH_BACKEND"
+ENV_CACHE = "SEMSEARCH_CACHE"
+BACKENDS = ("auto", "onnx", "torch")
+"""auto: ONNX Runtime when the index has an ONNX export, else sentence-transformers."""
 
 
 class IndexType(str, Enum):
@@ -41,6 +45,8 @@ class Environment:
     index_dir: Path
     model: str
     debug: bool
+    backend: str
+    cache_dir: Path
 
 
 def environment() -> Environment:
@@ -49,6 +55,8 @@ def environment() -> Environment:
         index_dir=Path(os.environ.get(ENV_INDEX) or DEFAULT_INDEX_DIR),
         model=os.environ.get(ENV_MODEL) or DEFAULT_MODEL,
         debug=os.environ.get(ENV_DEBUG, "") not in ("", "0", "false", "no"),
+        backend=os.environ.get(ENV_BACKEND) or "auto",
+        cache_dir=Path(os.environ.get(ENV_CACHE) or "~/.cache/semsearch").expanduser(),
     )
 
 

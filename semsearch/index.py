@@ -28,10 +28,22 @@ import numpy as np
 
 from . import __version__, generations
 from .chunk import MAX_TITLE_TOKENS, Chunker
-from .config import DEFAULT_BATCH_SIZE, DEFAULT_K, DEFAULT_OVERLAP_TOKENS, canonical_model_name
+from .config import (
+    BACKENDS,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_K,
+    DEFAULT_OVERLAP_TOKENS,
+    canonical_model_name,
+)
 from .config import environment as read_environment
 from .embed import Encoder, fingerprint, load_encoder, prompt_tokens, same_model
-from .errors import BadInputError, IncompatibleIndexError, IndexExistsError, QueryTruncatedWarning
+from .errors import (
+    BadInputError,
+    IncompatibleIndexError,
+    IndexExistsError,
+    ModelError,
+    QueryTruncatedWarning,
+)
 from .filters import compile_filter
 from .generations import CHECKSUM, FACTORY, GENERATION, file_checksum, vectors_file
 from .keywords import match_expression
@@ -48,6 +60,8 @@ from .manifest import (
     read_manifest,
     write_manifest,
 )
+from .onnx_backend import FOLDER as ONNX_FOLDER
+from .onnx_backend import OnnxEncoder
 from .records import AddResult, Article, Chunk, Hit, IndexInfo, Skipped
 from .search import DEFAULT_MODE, HYBRID_WEIGHT, MODES, Query, search
 from .store import Store, utc_now
@@ -88,6 +102,7 @@ class Index:
         self._vectors = vectors
         self._encoder = encoder
         self._generation = generation
+        self.backend = "auto"
         self.lock_timeout = 0.0
         """Seconds a write waits for another process's write to finish (0: fail at once)."""
 
@@ -105,6 +120,7 @@ class Index:
         encoder: Encoder | None = None,
         query_prompt: str | None = None,
         document_prompt: str | None = None,
+        onnx: bool = True,
     ) -> Index:
         """Create an empty index in a folder (made if needed).
 
@@ -120,6 +136,8 @@ class Index:
                 models that expect it (e5: ``"query: "`` and ``"passage: "``).
                 Default: the model's own configured prompts, if any. Recorded in
                 the manifest and used for every later query.
+            onnx: also export the model to ONNX (once per machine, cached) so that
+                queries run on ONNX Runtime without importing torch.
 
         Raises:
             IndexExistsError: if the folder already holds an index.
@@ -166,6 +184,12 @@ class Index:
             semsearch_version=__version__,
             library_versions=_library_versions(),
         )
+        install = getattr(encoder, "install_onnx", None)
+        if onnx and install is not None:
+            try:
+                manifest.model.onnx = install(folder / ONNX_FOLDER, env.cache_dir)
+            except ModelError as e:  # queries will go through sentence-transformers
+                warnings.warn(f"no ONNX export, queries will load torch: {e}", stacklevel=2)
         store = Store(folder / STORE_FILE, create=True)
         with store.transaction():
             vectors.write(folder / vectors_file(0))
@@ -182,6 +206,7 @@ class Index:
         *,
         model: str | None = None,
         encoder: Encoder | None = None,
+        backend: str | None = None,
     ) -> Index:
         """Open an existing index. The model loads on first use, not here.
 
@@ -189,12 +214,19 @@ class Index:
             path: the folder; default ``$SEMSEARCH_INDEX`` or ``indexes/default``.
             model: if given, must be the model the index was built with.
             encoder: an already loaded encoder for that model.
+            backend: ``auto`` (ONNX Runtime if the index has an export, else
+                sentence-transformers), ``onnx`` or ``torch``; default
+                ``$SEMSEARCH_BACKEND`` or auto.
 
         Raises:
             IndexNotFoundError: if there is no index in the folder.
             IncompatibleIndexError: for another model, a newer format, or damaged files.
         """
-        folder = Path(path) if path is not None else read_environment().index_dir
+        env = read_environment()
+        folder = Path(path) if path is not None else env.index_dir
+        backend = backend or env.backend
+        if backend not in BACKENDS:
+            raise BadInputError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
         manifest = read_manifest(folder)
         built_with = manifest.model.name
         for asked in (model, encoder.name if encoder is not None else None):
@@ -211,6 +243,7 @@ class Index:
             raise
         manifest.vectors.faiss_factory = current.vectors.factory
         index = cls(folder, manifest, store, current.vectors, generation=current.number)
+        index.backend = backend
         if encoder is not None:
             index._check_encoder(encoder)
             index._encoder = encoder
@@ -289,7 +322,13 @@ class Index:
         """The index's model, loaded (and checked against the manifest) on first use."""
         if self._encoder is None:
             recorded = self.manifest.model
-            encoder = load_encoder(recorded.name, recorded.query_prompt, recorded.document_prompt)
+            exported = self.path / ONNX_FOLDER
+            if self.backend != "torch" and recorded.onnx and exported.exists():
+                encoder: Encoder = OnnxEncoder(exported)
+            elif self.backend == "onnx":
+                raise ModelError(f"the index at {self.path} has no ONNX export; rebuild it")
+            else:
+                encoder = load_encoder(*self._model_key())
             self._check_encoder(encoder)
             self._encoder = encoder
         return self._encoder
@@ -308,6 +347,29 @@ class Index:
                 f"{recorded.query_prompt!r} and document prompt {recorded.document_prompt!r}, "
                 f"not {prompts[0]!r} and {prompts[1]!r}"
             )
+
+    def export_onnx(self) -> bool:
+        """Give an index built without one the torch-free query encoder (``onnx/``).
+
+        Returns whether an export was made (False if the model cannot be exported).
+        """
+        encoder = load_encoder(*self._model_key())
+        install = getattr(encoder, "install_onnx", None)
+        if install is None:
+            return False
+        with self._writing():
+            try:
+                self.manifest.model.onnx = install(
+                    self.path / ONNX_FOLDER, read_environment().cache_dir
+                )
+            except ModelError:
+                return False
+            write_manifest(self.path, self.manifest)
+        return True
+
+    def _model_key(self) -> tuple[str, str, str]:
+        recorded = self.manifest.model
+        return recorded.name, recorded.query_prompt, recorded.document_prompt
 
     def chunker(self) -> Chunker:
         """The chunker with this index's settings."""

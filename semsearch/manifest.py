@@ -16,7 +16,8 @@ from typing import Any
 from .errors import IncompatibleIndexError, IndexNotFoundError
 
 # 2: prompts in the model section; the store gained its keyword index (schema 2).
-FORMAT_VERSION = 2
+# 3: the model section records the ONNX export used for queries.
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 VECTORS_FILE = "vectors.faiss"
 STORE_FILE = "store.sqlite"
@@ -33,6 +34,8 @@ class ModelInfo:
     fingerprint: list[float] = field(default_factory=list)
     query_prompt: str = ""
     document_prompt: str = ""
+    onnx: dict[str, Any] | None = None
+    """The torch-free export in the folder's ``onnx/`` (settings, cache key), if any."""
 
 
 @dataclass

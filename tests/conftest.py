@@ -9,6 +9,7 @@ once per session.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 from collections.abc import Iterator, Sequence
@@ -54,6 +55,20 @@ class FakeEncoder:
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self.encode_documents(texts)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """ONNX exports go to a cache of this test session, not ~/.cache (session-wide, so
+    that session fixtures building indexes use it too, and each model exports once)."""
+    saved = os.environ.get("SEMSEARCH_CACHE")
+    os.environ["SEMSEARCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ.pop("SEMSEARCH_BACKEND", None)
+    yield
+    if saved is None:
+        os.environ.pop("SEMSEARCH_CACHE", None)
+    else:
+        os.environ["SEMSEARCH_CACHE"] = saved
 
 
 @pytest.fixture(autouse=True)

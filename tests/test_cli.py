@@ -189,6 +189,7 @@ def test_failure_halfway_leaves_the_index_as_it_was(sample_index_dir, tmp_path, 
         raise RuntimeError("killed while embedding")
 
     monkeypatch.setattr("semsearch.embed.SentenceTransformerEncoder.encode_documents", explode)
+    monkeypatch.setattr("semsearch.onnx_backend.OnnxEncoder.encode_documents", explode)
     result = run("index", str(tmp_path / "new.md"), "--index", str(sample_index_dir))
     assert result.exit_code == 1
     assert result.stderr.startswith("error: unexpected RuntimeError: killed while embedding")

@@ -237,7 +237,7 @@ def test_a_damaged_file_gives_a_clear_error(tmp_path, fake_encoder, name, how):
 
 def test_a_newer_format_is_refused(fake_index):
     manifest = fake_index.path / "manifest.json"
-    manifest.write_text(manifest.read_text().replace('"format_version": 2', '"format_version": 99'))
+    manifest.write_text(manifest.read_text().replace('"format_version": 3', '"format_version": 99'))
     with pytest.raises(IncompatibleIndexError, match="format 99, newer"):
         Index.open(fake_index.path)
 

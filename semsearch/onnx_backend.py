@@ -1,0 +1,235 @@
+"""A torch-free encoder: ONNX Runtime and the ``tokenizers`` library.
+
+Queries are where latency matters, and importing sentence-transformers means
+importing torch and transformers: seconds before the first query is read.
+:func:`export` turns a sentence-transformers model's transformer into an ONNX
+file once, at build time (torch is there then), and copies what the query
+side needs beside it: the fast tokenizer, and the pooling, truncation and
+normalisation settings read from the model folder's sentence-transformers
+configuration (nothing is hard-coded for one model). :class:`OnnxEncoder`
+then embeds with ``onnxruntime`` and ``tokenizers`` only, giving the same
+vectors (cosine 1.0 to sentence-transformers' on the sample corpus; tested).
+
+Why these libraries: ONNX Runtime is the well-kept CPU inference engine with
+the operator fusions BERT-style models need, and ``tokenizers`` is the same
+Rust tokenizer sentence-transformers uses, so tokenisation is identical.
+The export itself is ``torch.onnx.export`` of the Hugging Face model: optimum
+would do it too, but adds a dependency for one call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import DEFAULT_BATCH_SIZE
+from .errors import MissingDependencyError, ModelError
+
+BACKEND_ONNX = "onnx"
+FOLDER = "onnx"
+MODEL_FILE = "model.onnx"
+SETTINGS_FILE = "encoder.json"
+TOKENIZER_FILE = "tokenizer.json"
+OPSET = 17
+_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def install(
+    model: Any, folder: Path, name: str, identity: str, prompts: tuple[str, str], cache: Path
+) -> dict[str, Any]:
+    """Give an index folder ``onnx/``: the model's export (made once per machine, cached).
+
+    The export is cached under ``cache/onnx/<key>``, the key a hash of the
+    model's identity (name and vector fingerprint), the exporter's settings and
+    the torch version; the index gets a hard link (or a copy) of it and its own
+    ``encoder.json`` with the prompts. Returns the settings, recorded in the
+    manifest.
+    """
+    import torch
+
+    key = hashlib.sha256(f"{identity}|opset={OPSET}|torch={torch.__version__}".encode()).hexdigest()
+    cached = cache / "onnx" / key[:20]
+    if not (cached / SETTINGS_FILE).exists():
+        export(model, cached, name)
+    settings = {**json.loads((cached / SETTINGS_FILE).read_text()), "cache_key": key[:20]}
+    settings.update(query_prompt=prompts[0], document_prompt=prompts[1])
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for file in (MODEL_FILE, TOKENIZER_FILE):
+        try:
+            os.link(cached / file, tmp / file)
+        except OSError:  # another file system
+            shutil.copyfile(cached / file, tmp / file)
+    (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    return settings
+
+
+def export(model: Any, folder: Path, name: str) -> dict[str, Any]:
+    """Export a loaded sentence-transformers model for :class:`OnnxEncoder`.
+
+    Reads the pooling mode, maximum length and tokenizer from the model
+    itself; writes ``model.onnx``, ``tokenizer.json`` and ``encoder.json`` into
+    ``folder`` (through a temporary folder renamed into place) and returns the
+    settings written.
+
+    Raises:
+        ModelError: if the model is not transformer → pooling (→ normalize).
+    """
+    import torch
+
+    kinds = [type(m).__name__ for m in model]
+    if kinds[:2] != ["Transformer", "Pooling"] or any(k != "Normalize" for k in kinds[2:]):
+        raise ModelError(f"cannot export {name!r} to ONNX: modules {kinds}")
+    pooling = str(model[1].get_config_dict().get("pooling_mode", "mean"))
+    if pooling not in ("mean", "cls", "max"):
+        raise ModelError(f"cannot export {name!r} to ONNX: pooling {pooling!r}")
+    transformer = model[0].auto_model.eval()
+    settings: dict[str, Any] = {
+        "model": name,
+        "dim": int(
+            getattr(model, "get_embedding_dimension", model.get_sentence_embedding_dimension)()
+        ),
+        "max_seq_length": int(model.max_seq_length),
+        "pooling": pooling,
+        "normalize": True,
+        "opset": OPSET,
+        "torch": torch.__version__,
+    }
+    accepted = set(inspect.signature(transformer.forward).parameters)
+    inputs = [i for i in _INPUTS if i in accepted]
+    settings["inputs"] = inputs
+
+    class _Transformer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = transformer
+
+        def forward(self, *values: Any) -> Any:
+            return self.model(**dict(zip(inputs, values, strict=True)))[0]
+
+    example = tuple(torch.ones((1, 8), dtype=torch.long) for _ in inputs)
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    axes = {n: {0: "batch", 1: "tokens"} for n in [*inputs, "hidden"]}
+    attention = getattr(transformer.config, "_attn_implementation", None)
+    try:
+        # The eager attention traces to plain ONNX operators; SDPA may not.
+        transformer.config._attn_implementation = "eager"
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _Transformer(),
+                example,
+                str(tmp / MODEL_FILE),
+                input_names=inputs,
+                output_names=["hidden"],
+                dynamic_axes=axes,
+                opset_version=OPSET,
+                dynamo=False,
+            )
+    except Exception as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ModelError(f"cannot export {name!r} to ONNX: {e}") from None
+    finally:
+        transformer.config._attn_implementation = attention
+    (tmp / TOKENIZER_FILE).write_text(model.tokenizer.backend_tokenizer.to_str())
+    (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    return settings
+
+
+class OnnxEncoder:
+    """An encoder over an exported model folder: ``onnxruntime`` + ``tokenizers``, no torch.
+
+    Raises:
+        MissingDependencyError: if onnxruntime or tokenizers is not installed.
+        ModelError: if the folder is not an export of :func:`export`.
+    """
+
+    backend = BACKEND_ONNX
+
+    def __init__(self, folder: Path) -> None:
+        try:
+            import onnxruntime
+            from tokenizers import Tokenizer
+        except ImportError as e:
+            raise MissingDependencyError(
+                f"the ONNX backend needs {e.name}: pip install onnxruntime tokenizers"
+            ) from None
+        try:
+            settings = json.loads((folder / SETTINGS_FILE).read_text())
+            tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
+            options = onnxruntime.SessionOptions()
+            options.log_severity_level = 3
+            self._session = onnxruntime.InferenceSession(
+                str(folder / MODEL_FILE), options, providers=["CPUExecutionProvider"]
+            )
+        except (OSError, ValueError, RuntimeError) as e:
+            raise ModelError(f"cannot load the ONNX model in {folder}: {e}") from None
+        self.settings = settings
+        self.name: str = settings["model"]
+        self.dim: int = int(settings["dim"])
+        self.max_tokens: int = int(settings["max_seq_length"])
+        self.query_prompt: str = settings.get("query_prompt", "")
+        self.document_prompt: str = settings.get("document_prompt", "")
+        self._inputs: list[str] = settings["inputs"]
+        self._pooling: str = settings["pooling"]
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        self._plain = tokenizer  # for offsets: no special tokens, no truncation
+        self.special_tokens = len(tokenizer.encode("", add_special_tokens=True).ids)
+        batched = Tokenizer.from_str(tokenizer.to_str())
+        batched.enable_truncation(self.max_tokens)
+        batched.enable_padding()
+        self._tokenizer = batched
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        return [tuple(o) for o in self._plain.encode(text, add_special_tokens=False).offsets]  # type: ignore[misc]
+
+    def encode_documents(
+        self, texts: Sequence[str], batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = False
+    ) -> np.ndarray:
+        return self._encode([self.document_prompt + t for t in texts], batch_size)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode([self.query_prompt + t for t in texts], DEFAULT_BATCH_SIZE)
+
+    def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        # Longest first, in batches of similar length: little padding to compute.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            encoded = self._tokenizer.encode_batch([texts[i] for i in rows])
+            arrays = {
+                "input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
+                "token_type_ids": np.array([e.type_ids for e in encoded], dtype=np.int64),
+            }
+            hidden = self._session.run(None, {n: arrays[n] for n in self._inputs})[0]
+            out[rows] = _pool(hidden, arrays["attention_mask"], self._pooling)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return np.ascontiguousarray(out / np.where(norms == 0, 1, norms), dtype=np.float32)
+
+
+def _pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
+    if mode == "cls":
+        return hidden[:, 0]
+    weights = mask[..., None].astype(hidden.dtype)
+    if mode == "max":
+        return np.where(weights > 0, hidden, -1e9).max(axis=1)
+    return (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)

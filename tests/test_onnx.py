@@ -1,0 +1,107 @@
+"""The torch-free ONNX backend: same vectors as sentence-transformers, no torch on queries."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from semsearch import Index, ModelError, load_paths
+from semsearch.onnx_backend import OnnxEncoder
+from tests.conftest import ROOT, SAMPLE_ARTICLES
+
+QUERIES = json.loads((ROOT / "tests" / "data" / "sample_queries.json").read_text())
+
+
+def test_the_export_gives_sentence_transformers_vectors(sample_index, real_encoder):
+    onnx = OnnxEncoder(sample_index.path / "onnx")
+    chunker = sample_index.chunker()
+    texts = [
+        chunker.embed_text(a, c)
+        for a in load_paths([SAMPLE_ARTICLES])
+        if not isinstance(a, type(None)) and hasattr(a, "text")
+        for c in chunker.chunks(a)
+    ]
+    ours, reference = onnx.encode_documents(texts), real_encoder.encode_documents(texts)
+    assert len(texts) > 100
+    assert float((ours * reference).sum(axis=1).min()) >= 0.9999
+    queries = [q["query"] for q in QUERIES]
+    cosines = (onnx.encode_queries(queries) * real_encoder.encode_queries(queries)).sum(axis=1)
+    assert float(cosines.min()) >= 0.9999
+
+
+def test_the_export_tokenises_as_the_model_does(sample_index, real_encoder):
+    onnx = OnnxEncoder(sample_index.path / "onnx")
+    text = "NATO's ITPP talks: Japan, Australia — and New Zealand. " * 40
+    assert onnx.token_spans(text) == real_encoder.token_spans(text)
+    assert (onnx.max_tokens, onnx.special_tokens, onnx.dim) == (256, 2, 384)
+
+
+def test_both_backends_rank_alike(sample_index_dir):
+    fast = Index.open(sample_index_dir, backend="onnx")
+    reference = Index.open(sample_index_dir, backend="torch")
+    with fast, reference:
+        for case in QUERIES:
+            ours = fast.search(case["query"], k=5)
+            theirs = reference.search(case["query"], k=5)
+            assert [h.article_id for h in ours] == [h.article_id for h in theirs]
+            np.testing.assert_allclose(
+                [h.score for h in ours], [h.score for h in theirs], atol=1e-4
+            )
+        assert type(fast.encoder).__name__ == "OnnxEncoder"
+        assert type(reference.encoder).__name__ == "SentenceTransformerEncoder"
+
+
+_PROBE = """
+import sys
+from semsearch import Index
+from semsearch.cli import main
+index = Index.open(sys.argv[1])
+assert index.search("NATO Indo-Pacific", k=3)[0].article_id == "world/nato-ap4-itpp.md"
+heavy = [m for m in ("torch", "transformers", "sentence_transformers") if m in sys.modules]
+print("heavy:", heavy)
+"""
+
+
+def test_a_query_imports_no_torch(sample_index_dir):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    probe = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(sample_index_dir)],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    assert "heavy: []" in probe.stdout
+
+
+def test_the_cli_query_imports_no_torch(sample_index_dir):
+    code = (
+        "import sys, runpy; sys.argv = ['semsearch', 'query', 'NATO', '--index', sys.argv[1]];"
+        "\ntry: runpy.run_module('semsearch', run_name='__main__')"
+        "\nexcept SystemExit: pass"
+        "\nprint('heavy:', [m for m in ('torch', 'transformers') if m in sys.modules])"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    probe = subprocess.run(
+        [sys.executable, "-c", code, str(sample_index_dir)],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert "Asia-Pacific partners" in probe.stdout, probe.stderr[-2000:]
+    assert "heavy: []" in probe.stdout
+
+
+def test_an_index_without_an_export_uses_torch_and_can_get_one(tmp_path, real_encoder):
+    articles = list(load_paths([SAMPLE_ARTICLES / "world"]))
+    with Index.create(tmp_path / "ix", encoder=real_encoder, onnx=False) as index:
+        index.add(articles)
+    with Index.open(tmp_path / "ix", backend="onnx") as index, pytest.raises(ModelError):
+        index.search("NATO")
+    with Index.open(tmp_path / "ix") as index:
+        assert type(index.encoder).__name__ == "SentenceTransformerEncoder"
+        assert index.export_onnx()
+    with Index.open(tmp_path / "ix") as index:
+        assert index.search("NATO", k=1)[0].article_id == "nato-ap4-itpp.md"
+        assert type(index.encoder).__name__ == "OnnxEncoder"
