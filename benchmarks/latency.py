@@ -8,7 +8,9 @@
   p50/p95/p99 over the dataset's queries, and hybrid's p50 over semantic's.
 - Cold: ``semsearch query`` as a fresh process (imports, index loading,
   model loading, search, printing), median wall time of several runs, and
-  that process's peak RSS.
+  that process's peak RSS; with the ONNX backend (the default when the index
+  has an export) and forced through sentence-transformers, side by side.
+- Warm figures use the index's default backend (named in the results).
 
     python -m benchmarks.latency --index INDEX --dataset DATASET [--queries N] [--cold-runs N]
 """
@@ -16,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -68,14 +71,17 @@ def warm(index: Index, queries: list[str], k: int = 10) -> dict[str, Any]:
     return figures
 
 
-def cold(index_dir: Path, query: str, runs: int) -> dict[str, Any]:
+def cold(index_dir: Path, query: str, runs: int, backend: str) -> dict[str, Any]:
     command = [*semsearch_command(), "query", query, "--index", str(index_dir), "-k", "10"]
-    results = [run_process(command) for _ in range(runs)]
+    env = {**os.environ, "SEMSEARCH_BACKEND": backend}
+    results = []
+    for _ in range(runs):
+        results.append(run_process([*command, "--backend", backend], env=env))
     failed = [r for r in results if r["returncode"] != 0]
     if failed:
         raise SystemExit(f"semsearch query failed: {failed[0]['stderr']}")
     return {
-        "command": " ".join(command[-7:]),
+        "command": " ".join([*command[-7:], "--backend", backend]),
         "runs": runs,
         "median_seconds": median([r["seconds"] for r in results]),
         "seconds": [r["seconds"] for r in results],
@@ -96,6 +102,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with Index.open(args.index) as index:
         info = index.info()
         warm_figures = warm(index, queries)
+        encoder = index.encoder
     data = {
         "index": {
             "articles": info.articles,
@@ -104,8 +111,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "model": info.model,
         },
         "warm": warm_figures,
-        "cold": cold(args.index, queries[0], args.cold_runs),
-        "backend": "sentence-transformers (PyTorch)",
+        "cold": {
+            backend: cold(args.index, queries[0], args.cold_runs, backend)
+            for backend in ("onnx", "torch")
+        },
+        "backend": type(encoder).__name__,
     }
     write_results(args.out, "latency", data, markdown(data), argv)
     return data
@@ -128,17 +138,21 @@ def markdown(d: dict[str, Any]) -> str:
     )
     ratio = f"Hybrid p50 / semantic p50: **{w['hybrid_over_semantic_p50']:.2f}x**."
     c = d["cold"]
+    names = {"onnx": "ONNX Runtime, no torch", "torch": "sentence-transformers on PyTorch"}
     cold_table = md_table(
         ["cold process", "median s", "runs", "peak RSS MiB"],
         [
             [
-                f"`semsearch query` ({d['backend']})",
-                c["median_seconds"],
-                c["runs"],
-                mib(c["peak_rss_bytes"]),
+                f"`semsearch query --backend {b}` ({names[b]})",
+                r["median_seconds"],
+                r["runs"],
+                mib(r["peak_rss_bytes"]),
             ]
+            for b, r in c.items()
         ],
     )
+    slower = c["torch"]["median_seconds"] / c["onnx"]["median_seconds"]
+    ratio += f" Cold start, torch / ONNX: **{slower:.1f}x**."
     i = d["index"]
     return (
         f"Index of {i['articles']:,} articles, {i['chunks']:,} chunks (FAISS "

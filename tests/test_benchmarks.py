@@ -53,7 +53,8 @@ def test_quick_run_writes_every_result_and_the_report(tmp_path):
     filtered = json.loads((out / "filters.json").read_text())
     assert all(r["exact"] in (None, r["queries"]) for r in filtered["rows"])
     latency = json.loads((out / "latency.json").read_text())
-    assert latency["cold"]["runs"] == 1 and latency["warm"]["total_hybrid"]["n"] == 10
+    assert latency["warm"]["total_hybrid"]["n"] == 10
+    assert {b: r["runs"] for b, r in latency["cold"].items()} == {"onnx": 1, "torch": 1}
 
 
 def test_report_fills_every_section_from_results(tmp_path):
