@@ -4,7 +4,8 @@
     python -m benchmarks.run             # the full run (SciFact, 1M synthetic vectors)
 
 Steps, each also runnable alone (see its module): build → quality → fusion →
-chunking → filters → latency → ann → scaling → report. Results go to ``--out``: by default
+chunking → backends → filters → latency → ann → scaling → report. Results go
+to ``--out``: by default
 benchmarks/results for the full run (and the README is regenerated from it),
 benchmarks/out/quick (git-ignored) for the quick one.
 """
@@ -15,7 +16,18 @@ import argparse
 import time
 from pathlib import Path
 
-from benchmarks import ann, build, chunking, filters, fusion, latency, quality, report, scaling
+from benchmarks import (
+    ann,
+    backends,
+    build,
+    chunking,
+    filters,
+    fusion,
+    latency,
+    quality,
+    report,
+    scaling,
+)
 from benchmarks.common import RESULTS, ROOT, SCIFACT
 
 QUICK_LIMIT = 1_000
@@ -79,6 +91,20 @@ def main(argv: list[str] | None = None) -> None:
                     out,
                     "--sizes",
                     "128" if args.quick else "128,192,256",
+                ]
+            ),
+        ),
+        (
+            "backends",
+            lambda: backends.main(
+                [
+                    "--dataset",
+                    str(args.dataset),
+                    "--root",
+                    str(index.parent),
+                    "--out",
+                    out,
+                    *(["--limit", str(QUICK_LIMIT)] if args.quick else []),
                 ]
             ),
         ),

@@ -166,13 +166,13 @@ class SentenceTransformerEncoder:
         self.query_prompt: str = query_prompt or ""
         self.document_prompt: str = document_prompt or ""
 
-    def install_onnx(self, folder: Path, cache: Path) -> dict[str, Any]:
-        """Give an index the torch-free query encoder of this model (see ``onnx_backend``)."""
+    def install_onnx(self, folder: Path, cache: Path, quantize: bool = False) -> dict[str, Any]:
+        """Give an index the torch-free encoder of this model (see ``onnx_backend``)."""
         from .onnx_backend import install
 
         identity = f"{self.name}|{fingerprint(self)}"
         prompts = (self.query_prompt, self.document_prompt)
-        return install(self._model, folder, self.name, identity, prompts, cache)
+        return install(self._model, folder, self.name, identity, prompts, cache, quantize)
 
     def token_spans(self, text: str) -> list[tuple[int, int]]:
         encoded = self._tokenizer(

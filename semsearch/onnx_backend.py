@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
 import os
 import shutil
 import warnings
@@ -40,43 +41,148 @@ MODEL_FILE = "model.onnx"
 SETTINGS_FILE = "encoder.json"
 TOKENIZER_FILE = "tokenizer.json"
 OPSET = 17
+EXPORT_VERSION = 2  # what export() writes; part of the cache key
 OPTIMIZED_FILE = "model.optimized.onnx"
+RAW_FILE = "model.raw.onnx"
 WEIGHTS_FILE = "model.data"
 _PROVIDER = "CPUExecutionProvider"
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def install(
-    model: Any, folder: Path, name: str, identity: str, prompts: tuple[str, str], cache: Path
+    model: Any,
+    folder: Path,
+    name: str,
+    identity: str,
+    prompts: tuple[str, str],
+    cache: Path,
+    quantize: bool = False,
 ) -> dict[str, Any]:
     """Give an index folder ``onnx/``: the model's export (made once per machine, cached).
 
     The export is cached under ``cache/onnx/<key>``, the key a hash of the
     model's identity (name and vector fingerprint), the exporter's settings and
-    the torch version; the index gets a hard link (or a copy) of it and its own
-    ``encoder.json`` with the prompts. Returns the settings, recorded in the
-    manifest.
+    the torch version; the index gets a copy of it and its own
+    ``encoder.json`` with the prompts. With ``quantize``, the cached model is
+    the int8 one for this CPU (see :func:`quantization_config`). Returns the
+    settings, recorded in the manifest.
     """
     import torch
 
-    key = hashlib.sha256(f"{identity}|opset={OPSET}|torch={torch.__version__}".encode()).hexdigest()
+    recipe = f"{identity}|export={EXPORT_VERSION}|opset={OPSET}|torch={torch.__version__}"
+    key = hashlib.sha256(recipe.encode()).hexdigest()
     cached = cache / "onnx" / key[:20]
     if not (cached / SETTINGS_FILE).exists():
         export(model, cached, name)
-    settings = {**json.loads((cached / SETTINGS_FILE).read_text()), "cache_key": key[:20]}
+    if quantize:
+        config = quantization_config()
+        suffix = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:8]
+        quantized = cached.with_name(f"{cached.name}-int8-{suffix}")
+        if not (quantized / SETTINGS_FILE).exists():
+            try:
+                _quantize(cached, quantized, config)
+            except Exception as e:  # onnx and ORT raise their own types
+                raise ModelError(f"cannot quantise {name!r}: {e}") from None
+        cached = quantized
+    settings = {**json.loads((cached / SETTINGS_FILE).read_text()), "cache_key": cached.name}
     settings.update(query_prompt=prompts[0], document_prompt=prompts[1])
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for file in (MODEL_FILE, WEIGHTS_FILE, TOKENIZER_FILE):
-        try:
-            os.link(cached / file, tmp / file)
-        except OSError:  # another file system
+        # A copy, not a hard link: onnx refuses external data with several links.
+        if (cached / file).exists():
             shutil.copyfile(cached / file, tmp / file)
     (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
     return settings
+
+
+def quantization_config() -> dict[str, Any]:
+    """Dynamic int8 settings for this CPU, as ONNX Runtime's documentation advises.
+
+    With VNNI (x86 AVX512-VNNI or AVX-VNNI) or on ARM64, signed 8-bit weights at
+    full range; on x86 without VNNI, reduced range (7 bits), which avoids the
+    saturation of AVX2's 8-bit multiply-add. Weights per output channel and
+    only MatMuls: per-tensor weights moved SciFact abstracts' vectors much
+    further from fp32 in trials (benchmarks/backends.py measures the result).
+    """
+    import platform
+
+    machine = platform.machine().lower()
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    arm = machine in ("aarch64", "arm64")
+    vnni = bool(flags & {"avx512_vnni", "avx_vnni"})
+    return {
+        "cpu": "arm64" if arm else "avx512-vnni" if vnni else "avx2" if "avx2" in flags else "x86",
+        "weight_type": "QInt8",
+        "reduce_range": not (arm or vnni),
+        "per_channel": True,
+        "op_types": ["MatMul"],
+    }
+
+
+def _quantize(source: Path, target: Path, config: dict[str, Any]) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)  # its advice to pre-process, on the root logger
+        try:
+            quantize_dynamic(
+                str(source / RAW_FILE),
+                str(tmp / RAW_FILE),
+                weight_type=getattr(QuantType, config["weight_type"]),
+                reduce_range=config["reduce_range"],
+                per_channel=config["per_channel"],
+                op_types_to_quantize=config["op_types"],
+            )
+        finally:
+            logging.disable(logging.NOTSET)
+    _optimise(tmp / RAW_FILE, tmp / MODEL_FILE, external=False)
+    shutil.copyfile(source / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
+    settings = json.loads((source / SETTINGS_FILE).read_text())
+    settings["quantization"] = config
+    (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+
+
+def _optimise(source: Path, target: Path, external: bool) -> None:
+    """ONNX Runtime's graph fusions (attention, GELU, layer norm), done once, saved."""
+    import onnx
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(target.with_name(OPTIMIZED_FILE))
+    onnxruntime.InferenceSession(str(source), options, providers=[_PROVIDER])
+    if not external:
+        os.replace(target.with_name(OPTIMIZED_FILE), target)
+        return
+    # Weights in a file of their own, which ONNX Runtime maps into memory rather
+    # than copying: a query process holds 53 MB for them instead of 124 MB.
+    optimized = onnx.load(str(target.with_name(OPTIMIZED_FILE)))
+    target.with_name(OPTIMIZED_FILE).unlink()
+    onnx.save_model(
+        optimized,
+        str(target),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=WEIGHTS_FILE,
+        size_threshold=1024,
+    )
 
 
 def export(model: Any, folder: Path, name: str) -> dict[str, Any]:
@@ -148,29 +254,10 @@ def export(model: Any, folder: Path, name: str) -> dict[str, Any]:
         raise ModelError(f"cannot export {name!r} to ONNX: {e}") from None
     finally:
         transformer.config._attn_implementation = attention
-    # ONNX Runtime's graph fusions (attention, GELU, layer norm) done once here,
-    # not at every query process's start: the session then loads ~30% faster.
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    options.optimized_model_filepath = str(tmp / OPTIMIZED_FILE)
-    onnxruntime.InferenceSession(str(tmp / MODEL_FILE), options, providers=[_PROVIDER])
-    # Weights in a file of their own, which ONNX Runtime maps into memory rather
-    # than copying: a query process holds 53 MB for them instead of 124 MB.
-    import onnx
-
-    optimized = onnx.load(str(tmp / OPTIMIZED_FILE))
-    (tmp / MODEL_FILE).unlink()
-    (tmp / OPTIMIZED_FILE).unlink()
-    onnx.save_model(
-        optimized,
-        str(tmp / MODEL_FILE),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=WEIGHTS_FILE,
-        size_threshold=1024,
-    )
+    # The raw export stays in the cache: quantisation works on it, not on the
+    # fused graph (whose contrib operators its shape inference cannot type).
+    os.replace(tmp / MODEL_FILE, tmp / RAW_FILE)
+    _optimise(tmp / RAW_FILE, tmp / MODEL_FILE, external=True)
     settings["optimized"] = "extended"
     (tmp / TOKENIZER_FILE).write_text(model.tokenizer.backend_tokenizer.to_str())
     (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")

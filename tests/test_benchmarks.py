@@ -30,7 +30,8 @@ def test_quick_run_writes_every_result_and_the_report(tmp_path):
             "300,1000",
         ]
     )
-    for name in ("build", "quality", "fusion", "chunking", "filters", "latency", "ann", "scaling"):
+    names = ("build", "quality", "fusion", "chunking", "backends", "filters", "latency", "ann")
+    for name in (*names, "scaling"):
         assert (out / f"{name}.json").exists(), name
         assert (
             (out / f"{name}.md")

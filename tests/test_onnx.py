@@ -105,3 +105,29 @@ def test_an_index_without_an_export_uses_torch_and_can_get_one(tmp_path, real_en
     with Index.open(tmp_path / "ix") as index:
         assert index.search("NATO", k=1)[0].article_id == "nato-ap4-itpp.md"
         assert type(index.encoder).__name__ == "OnnxEncoder"
+
+
+def test_an_int8_index_is_built_and_queried_with_the_same_quantised_model(tmp_path):
+    articles = list(load_paths([SAMPLE_ARTICLES]))
+    with Index.create(tmp_path / "ix", backend="onnx-int8") as index:
+        index.add(articles)
+        quantization = index.manifest.model.onnx["quantization"]
+        assert index.manifest.model.backend == "onnx-int8"
+        assert quantization["weight_type"] == "QInt8" and quantization["per_channel"]
+        int8 = index.chunk_vectors()[1]
+    with Index.open(tmp_path / "ix") as index:
+        assert index.search("NATO Indo-Pacific", k=1)[0].article_id == "world/nato-ap4-itpp.md"
+        assert type(index.encoder).__name__ == "OnnxEncoder"
+    with Index.open(tmp_path / "ix", backend="torch") as index, pytest.raises(ModelError):
+        index.search("NATO")
+    with Index.create(tmp_path / "fp32", backend="onnx") as index:
+        index.add(articles)
+        fp32 = index.chunk_vectors()[1]
+    assert float((int8 * fp32).sum(axis=1).min()) >= 0.98
+
+
+def test_an_unknown_build_backend_is_refused(tmp_path):
+    from semsearch import BadInputError
+
+    with pytest.raises(BadInputError, match="unknown build backend 'gpu'"):
+        Index.create(tmp_path / "ix", backend="gpu")
