@@ -442,6 +442,11 @@ def info_command(index_dir: Path | None, as_json: bool) -> None:
         ("chunks", f"{info.chunks:,}"),
         ("model", f"{info.model} ({info.dim} dimensions, {info.max_tokens} tokens)"),
         ("prompts", f"query {info.query_prompt!r}, document {info.document_prompt!r}"),
+        (
+            "embedding",
+            f"built with {info.build_backend}; queries "
+            + ("on ONNX Runtime (no torch)" if info.onnx_export else "on sentence-transformers"),
+        ),
         ("chunking", f"up to {info.chunk_tokens} tokens, {info.overlap_tokens} overlap"),
         ("vector index", f"{info.index_type} (FAISS {info.faiss_factory})"),
         ("size on disk", f"{info.size_bytes / 1e6:.1f} MB"),

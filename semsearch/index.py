@@ -864,6 +864,8 @@ class Index:
             updated_at=m.updated_at,
             query_prompt=m.model.query_prompt,
             document_prompt=m.model.document_prompt,
+            build_backend=m.model.backend,
+            onnx_export=bool(m.model.onnx) and (self.path / ONNX_FOLDER).exists(),
         )
 
 

@@ -163,6 +163,10 @@ class IndexInfo:
     updated_at: str
     query_prompt: str = ""
     document_prompt: str = ""
+    build_backend: str = "sentence-transformers"
+    """What embedded the articles: sentence-transformers, onnx or onnx-int8."""
+    onnx_export: bool = False
+    """Whether queries can run on ONNX Runtime without torch."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
