@@ -159,6 +159,8 @@ while time.monotonic() < deadline:
     hits = index.search("version text", k=50, mode="keyword")
     versions = {h.text.split()[1] for h in hits}
     seen.append(f"{len(hits)} {' '.join(sorted(versions))}")
+    if len(seen) == 1:
+        open(out + ".ready", "w").close()  # the writer starts once every reader reads
     with Index.open(folder, encoder=encoder) as fresh:  # a process opening mid-write
         fresh.search("version", k=50, mode="semantic")
     if finished:
@@ -186,7 +188,11 @@ def test_readers_see_one_whole_generation_while_a_writer_updates(tmp_path, fake_
         )
         for o in outs
     ]
-    time.sleep(1.0)
+    deadline = time.monotonic() + 90
+    while not all(Path(f"{o}.ready").exists() for o in outs):
+        assert time.monotonic() < deadline, "the readers did not start"
+        assert all(r.poll() is None for r in readers), "a reader died"
+        time.sleep(0.05)
     with Index.open(folder, encoder=fake_encoder) as index:
         for v in range(1, 31):
             index.add(corpus(v))
