@@ -122,12 +122,3 @@ def remove_leftovers(folder: Path, committed: int) -> list[str]:
         path.unlink(missing_ok=True)
         removed.append(path.name)
     return removed
-
-
-def fsync_folder(folder: Path) -> None:
-    """Make renames and deletions in the folder durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

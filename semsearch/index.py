@@ -304,12 +304,12 @@ class Index:
     def _snapshot(self) -> Iterator[None]:
         """A read of one generation: the loaded vectors and a matching SQLite snapshot."""
         for _ in range(20):
-            self.refresh()
             with self._store.snapshot():
                 if self._store.meta(GENERATION) == self._generation:
                     yield
                     return
-            # A writer committed between the refresh and the snapshot: again.
+            # A writer committed since the vectors were loaded: load them, look again.
+            self.refresh()
         raise IncompatibleIndexError(f"the index at {self.path} changes too fast to read")
 
     @contextmanager
