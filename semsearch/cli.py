@@ -8,7 +8,6 @@ found); 75 another process is writing to the index (try again later).
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import textwrap
 import time
@@ -21,7 +20,13 @@ from typing import Any, TypeVar
 import click
 
 from .config import DEFAULT_K, DEFAULT_MODEL, DEFAULT_OVERLAP_TOKENS, ENV_INDEX, environment
-from .errors import BadInputError, LockedError, QueryTruncatedWarning, SemsearchError
+from .errors import (
+    BadInputError,
+    IndexExistsError,
+    LockedError,
+    QueryTruncatedWarning,
+    SemsearchError,
+)
 from .keywords import CLOSE, OPEN
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -235,7 +240,29 @@ def index_command(
     if len(skipped) == len(items):
         raise CliError(f"no articles to index in {', '.join(paths)}")
     progress = not quiet and not as_json and sys.stderr.isatty()
-    if Index.exists(folder):
+    result = None
+    if not Index.exists(folder):
+        try:
+            # Created and filled in one hold of the writer lock; if that fails, the
+            # library removes what this command made (and nothing else).
+            with (
+                Index.creating(
+                    folder,
+                    model=model,
+                    index_type=index_type,
+                    overlap_tokens=overlap_tokens,
+                    chunk_tokens=chunk_tokens,
+                    query_prompt=query_prompt,
+                    document_prompt=document_prompt,
+                    backend=backend or "torch",
+                    lock_timeout=wait_seconds,
+                ) as index,
+                index,
+            ):
+                result = index.add(items, batch_size=batch_size, progress=progress)
+        except IndexExistsError:
+            pass  # another process created it meanwhile: add to it, as to any index
+    if result is None:
         creating = {
             "--index-type": index_type != "auto",
             "--chunk-tokens": chunk_tokens,
@@ -254,28 +281,6 @@ def index_command(
             result = index.add(
                 items, batch_size=batch_size, progress=progress, prune=paths if prune else None
             )
-    else:
-        existed = folder.exists()
-        try:
-            index = Index.create(
-                folder,
-                model=model,
-                index_type=index_type,
-                overlap_tokens=overlap_tokens,
-                chunk_tokens=chunk_tokens,
-                query_prompt=query_prompt,
-                document_prompt=document_prompt,
-                backend=backend or "torch",
-            )
-            with index:
-                result = index.add(items, batch_size=batch_size, progress=progress)
-        except BaseException:
-            # Leave no half-made index behind: there was none before this command.
-            if not existed:
-                shutil.rmtree(folder, ignore_errors=True)
-            elif folder.is_dir():
-                _remove_index_files(folder)
-            raise
     # Files were read before the index was opened: count that time too.
     result = replace(
         result,
@@ -617,14 +622,6 @@ def _snippet(text: str, highlights: tuple[tuple[int, int], ...] = ()) -> list[st
     lines = textwrap.wrap(" ".join(snippet.split()), width=84)
     bold = click.style("", bold=True, fg="yellow", reset=False)
     return [line.replace(OPEN, bold).replace(CLOSE, click.style("", reset=True)) for line in lines]
-
-
-def _remove_index_files(folder: Path) -> None:
-    for pattern in ("manifest.json*", "store.sqlite*", "vectors.*.faiss", "write.lock"):
-        for file in folder.glob(pattern):
-            file.unlink()
-    for name in ("onnx", "onnx.tmp"):
-        shutil.rmtree(folder / name, ignore_errors=True)
 
 
 def main() -> None:

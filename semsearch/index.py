@@ -14,12 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,6 +49,7 @@ from .errors import (
     BadInputError,
     IncompatibleIndexError,
     IndexExistsError,
+    LockedError,
     ModelError,
     QueryTruncatedWarning,
 )
@@ -55,7 +57,7 @@ from .filters import compile_filter
 from .generations import CHECKSUM, FACTORY, GENERATION, file_checksum, vectors_file
 from .keywords import match_expression
 from .load import STDIN_NAME, FieldMap, load_paths
-from .lock import WriterLock
+from .lock import LOCK_FILE, WriterLock
 from .manifest import (
     FORMAT_VERSION,
     STORE_FILE,
@@ -114,6 +116,8 @@ class Index:
         self.backend = "auto"
         self.lock_timeout = 0.0
         """Seconds a write waits for another process's write to finish (0: fail at once)."""
+        self._creating = False  # inside Index.creating: this process holds the lock
+        self._store_id = _file_id(path / manifest.store_file)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -131,8 +135,15 @@ class Index:
         document_prompt: str | None = None,
         onnx: bool = True,
         backend: str = "torch",
+        lock_timeout: float = 0.0,
     ) -> Index:
         """Create an empty index in a folder (made if needed).
+
+        Creation is a write like any other: it holds the folder's writer lock,
+        so of several processes creating the same index at once, one creates it
+        and the others wait (``lock_timeout``) or get :class:`LockedError`, then
+        find it made (:class:`IndexExistsError`). To create and fill an index in
+        one hold of the lock, use :meth:`creating`.
 
         Args:
             path: the folder; default ``$SEMSEARCH_INDEX`` or ``indexes/default``.
@@ -153,78 +164,130 @@ class Index:
                 ``onnx-int8`` (dynamically quantised for this CPU: about 4x the
                 reference's speed, at a measured cost in quality; queries then
                 use the same int8 model). Recorded in the manifest.
+            lock_timeout: seconds to wait for another process writing to (or
+                creating) the same folder; 0 fails at once.
 
         Raises:
             IndexExistsError: if the folder already holds an index.
+            LockedError: if another process holds the writer lock past ``lock_timeout``.
             BadInputError: for an invalid index type or chunk setting.
             ModelError: if the model cannot be loaded.
         """
+        with cls.creating(
+            path,
+            model=model,
+            index_type=index_type,
+            overlap_tokens=overlap_tokens,
+            chunk_tokens=chunk_tokens,
+            encoder=encoder,
+            query_prompt=query_prompt,
+            document_prompt=document_prompt,
+            onnx=onnx,
+            backend=backend,
+            lock_timeout=lock_timeout,
+        ) as index:
+            pass
+        return index
+
+    @classmethod
+    @contextmanager
+    def creating(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        lock_timeout: float = 0.0,
+        **settings: Any,
+    ) -> Iterator[Index]:
+        """Create an index and keep its writer lock until the ``with`` block ends.
+
+        The block's writes (a first :meth:`add`) are part of the creation: no
+        other writer gets in between. If creating or the block fails, every
+        file this creation made is removed (and the folder, if it made it)
+        before the lock is released; files it did not make are never touched.
+        Other processes can open the new index once created, and write to it
+        once the block ends.
+
+        Args:
+            path: the folder, as for :meth:`create`.
+            lock_timeout: seconds to wait for another process's write; 0 fails at once.
+            settings: the keyword arguments of :meth:`create`.
+
+        Raises:
+            the errors of :meth:`create`.
+
+        Example:
+            >>> with Index.creating("indexes/news") as index, index:
+            ...     index.add(load_paths(["examples/articles"]))
+        """
         env = read_environment()
         folder = Path(path) if path is not None else env.index_dir
-        if backend not in BUILD_BACKENDS:
-            choices = ", ".join(BUILD_BACKENDS)
-            raise BadInputError(f"unknown build backend {backend!r}; use one of {choices}")
         if manifest_path(folder).exists():
             raise IndexExistsError(f"an index already exists at {folder}; open it instead")
-        if encoder is None:
-            name = canonical_model_name(model or env.model)
-            encoder = load_encoder(name, query_prompt, document_prompt)
-        elif model is not None and canonical_model_name(model) != encoder.name:
-            raise BadInputError(f"model {model!r} given with an encoder for {encoder.name!r}")
-        # Validate every setting before anything is written.
-        _chunker(encoder, overlap_tokens, chunk_tokens)
-        factory = resolve_factory(index_type, 0)
-        vectors = VectorIndex.create(factory, encoder.dim)
-        model_fingerprint = fingerprint(encoder)
-        folder.mkdir(parents=True, exist_ok=True)
+        # Everything is validated, and the model loaded, before anything is written.
+        plan = _plan_creation(env, **settings)
+        try:
+            folder.mkdir(parents=True)
+            made_folder = True
+        except FileExistsError:
+            made_folder = False
+        # If the lock is held, the holder is creating the index in this folder:
+        # nothing is removed then, not even a folder this process made.
+        with WriterLock(folder, lock_timeout, make_folder=True) as lock:
+            if manifest_path(folder).exists():  # another process created it meanwhile
+                raise IndexExistsError(f"an index already exists at {folder}; open it instead")
+            made_folder = made_folder or lock.made_folder
+            index: Index | None = None
+            try:
+                index = cls._create_locked(folder, env.cache_dir, *plan)
+                index._creating = True
+                yield index
+            except BaseException:
+                # Under the lock, with no manifest before: every index file here is this
+                # creation's (or a crashed one's), and nobody else can have written since.
+                if index is not None:
+                    index.close()
+                _remove_created(folder, made_folder)
+                raise
+            finally:
+                if index is not None:
+                    index._creating = False
+
+    @classmethod
+    def _create_locked(
+        cls,
+        folder: Path,
+        cache_dir: Path,
+        encoder: Encoder,
+        vectors: VectorIndex,
+        manifest: Manifest,
+        onnx: bool,
+        backend: str,
+    ) -> Index:
+        """Write a new index's files; the caller holds the writer lock."""
         _remove_leftovers(folder)
-        now = utc_now()
-        manifest = Manifest(
-            model=ModelInfo(
-                name=encoder.name,
-                dim=encoder.dim,
-                max_tokens=encoder.max_tokens,
-                special_tokens=encoder.special_tokens,
-                backend=encoder.backend,
-                fingerprint=model_fingerprint,
-                query_prompt=encoder.query_prompt,
-                document_prompt=encoder.document_prompt,
-            ),
-            chunker=ChunkerInfo(
-                overlap_tokens=overlap_tokens,
-                chunk_tokens=chunk_tokens,
-                max_title_tokens=MAX_TITLE_TOKENS,
-            ),
-            vectors=VectorsInfo(index_type, faiss_factory=factory, file=vectors_file(0)),
-            counts={"articles": 0, "chunks": 0},
-            created_at=now,
-            updated_at=now,
-            semsearch_version=__version__,
-            library_versions=_library_versions(),
-        )
         install = getattr(encoder, "install_onnx", None)
-        if backend != "torch" and install is None:
-            raise BadInputError(f"backend {backend!r} needs a sentence-transformers model")
         if install is not None and (onnx or backend != "torch"):
             try:
                 quantize = backend == BACKEND_INT8
-                manifest.model.onnx = install(folder / ONNX_FOLDER, env.cache_dir, quantize)
+                manifest.model.onnx = install(folder / ONNX_FOLDER, cache_dir, quantize)
             except ModelError as e:
                 if backend != "torch":
                     raise
                 # Queries will go through sentence-transformers.
-                warnings.warn(f"no ONNX export, queries will load torch: {e}", stacklevel=2)
+                warnings.warn(f"no ONNX export, queries will load torch: {e}", stacklevel=4)
         if backend != "torch":
             # The index is built, and will be queried, with the exported model.
             encoder = OnnxEncoder(folder / ONNX_FOLDER)
             manifest.model.backend = backend
             manifest.model.fingerprint = fingerprint(encoder)
         store = Store(folder / STORE_FILE, create=True)
+        factory = vectors.factory
         with store.transaction():
             vectors.write(folder / vectors_file(0))
             store.set_meta(GENERATION, 0)
             store.set_meta(FACTORY, factory)
             store.set_meta(CHECKSUM, file_checksum(folder / vectors_file(0)))
+        # Last: the manifest is what makes the folder an index for everyone else.
         write_manifest(folder, manifest)
         return cls(folder, manifest, store, vectors, encoder)
 
@@ -315,7 +378,15 @@ class Index:
     @contextmanager
     def _writing(self) -> Iterator[None]:
         """Hold the writer lock, clean up after any crashed write, and start from the latest."""
+        if self._creating:  # the creation's own first write: the lock is held already
+            yield
+            return
         with WriterLock(self.path, self.lock_timeout):
+            if _file_id(self.path / self.manifest.store_file) != self._store_id:
+                raise LockedError(
+                    f"the index at {self.path} was removed or replaced while this process "
+                    "waited to write to it (its creation failed?); run again"
+                )
             self.refresh()
             generations.remove_leftovers(self.path, self._generation)
             self._repair_manifest()
@@ -960,12 +1031,99 @@ def article_hash(article: Article) -> str:
     return hashlib.sha256(encoded.encode()).hexdigest()
 
 
+def _plan_creation(
+    env: Any,
+    *,
+    model: str | None = None,
+    index_type: str = "auto",
+    overlap_tokens: int = DEFAULT_OVERLAP_TOKENS,
+    chunk_tokens: int | None = None,
+    encoder: Encoder | None = None,
+    query_prompt: str | None = None,
+    document_prompt: str | None = None,
+    onnx: bool = True,
+    backend: str = "torch",
+) -> tuple[Encoder, VectorIndex, Manifest, bool, str]:
+    """Validate a new index's settings and load its model; writes nothing."""
+    if backend not in BUILD_BACKENDS:
+        choices = ", ".join(BUILD_BACKENDS)
+        raise BadInputError(f"unknown build backend {backend!r}; use one of {choices}")
+    if encoder is None:
+        name = canonical_model_name(model or env.model)
+        encoder = load_encoder(name, query_prompt, document_prompt)
+    elif model is not None and canonical_model_name(model) != encoder.name:
+        raise BadInputError(f"model {model!r} given with an encoder for {encoder.name!r}")
+    _chunker(encoder, overlap_tokens, chunk_tokens)
+    factory = resolve_factory(index_type, 0)
+    vectors = VectorIndex.create(factory, encoder.dim)
+    if backend != "torch" and getattr(encoder, "install_onnx", None) is None:
+        raise BadInputError(f"backend {backend!r} needs a sentence-transformers model")
+    now = utc_now()
+    manifest = Manifest(
+        model=ModelInfo(
+            name=encoder.name,
+            dim=encoder.dim,
+            max_tokens=encoder.max_tokens,
+            special_tokens=encoder.special_tokens,
+            backend=encoder.backend,
+            fingerprint=fingerprint(encoder),
+            query_prompt=encoder.query_prompt,
+            document_prompt=encoder.document_prompt,
+        ),
+        chunker=ChunkerInfo(
+            overlap_tokens=overlap_tokens,
+            chunk_tokens=chunk_tokens,
+            max_title_tokens=MAX_TITLE_TOKENS,
+        ),
+        vectors=VectorsInfo(index_type, faiss_factory=factory, file=vectors_file(0)),
+        counts={"articles": 0, "chunks": 0},
+        created_at=now,
+        updated_at=now,
+        semsearch_version=__version__,
+        library_versions=_library_versions(),
+    )
+    return encoder, vectors, manifest, onnx, backend
+
+
 def _remove_leftovers(folder: Path) -> None:
-    """Files of an earlier index creation that failed before its manifest was written."""
-    for name in (STORE_FILE, STORE_FILE + "-wal", STORE_FILE + "-shm"):
+    """Files of an earlier index creation that failed before its manifest was written.
+
+    The caller holds the writer lock and has seen no manifest.
+    """
+    for name in (STORE_FILE, STORE_FILE + "-wal", STORE_FILE + "-shm", STORE_FILE + "-journal"):
         (folder / name).unlink(missing_ok=True)
     for file in folder.glob("vectors.*.faiss"):
         file.unlink()
+    for pattern in (".tmp*", ".old-*"):  # onnx_backend.install's temporary folders
+        for tmp in folder.glob(ONNX_FOLDER + pattern):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """Which file is at ``path`` now (device and inode), or None."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _remove_created(folder: Path, made_folder: bool) -> None:
+    """Undo a failed creation: its index files, and the folder if the creation made it.
+
+    The caller holds the writer lock and there was no manifest when it took it,
+    so the index files here are this creation's. Anything else in the folder
+    (the user's files) stays, and so does the folder then.
+    """
+    manifest_path(folder).unlink(missing_ok=True)
+    manifest_path(folder).with_name(manifest_path(folder).name + ".tmp").unlink(missing_ok=True)
+    _remove_leftovers(folder)
+    shutil.rmtree(folder / ONNX_FOLDER, ignore_errors=True)
+    if made_folder:
+        # A writer waiting on this lock file notices it was removed (see lock.py).
+        (folder / LOCK_FILE).unlink(missing_ok=True)
+        with suppress(OSError):  # not empty: something that is not ours stays
+            folder.rmdir()
 
 
 def _library_versions() -> dict[str, str]:

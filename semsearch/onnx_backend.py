@@ -25,8 +25,10 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,30 +74,34 @@ def install(
     recipe = f"{identity}|export={EXPORT_VERSION}|opset={OPSET}|torch={torch.__version__}"
     key = hashlib.sha256(recipe.encode()).hexdigest()
     cached = cache / "onnx" / key[:20]
-    if not (cached / SETTINGS_FILE).exists():
-        export(model, cached, name)
+    with _cache_lock(cached):
+        if not (cached / SETTINGS_FILE).exists():
+            export(model, cached, name)
     if quantize:
         config = quantization_config()
         suffix = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:8]
         quantized = cached.with_name(f"{cached.name}-int8-{suffix}")
-        if not (quantized / SETTINGS_FILE).exists():
-            try:
-                _quantize(cached, quantized, config)
-            except Exception as e:  # onnx and ORT raise their own types
-                raise ModelError(f"cannot quantise {name!r}: {e}") from None
+        with _cache_lock(quantized):
+            if not (quantized / SETTINGS_FILE).exists():
+                try:
+                    _quantize(cached, quantized, config)
+                except Exception as e:  # onnx and ORT raise their own types
+                    raise ModelError(f"cannot quantise {name!r}: {e}") from None
         cached = quantized
     settings = {**json.loads((cached / SETTINGS_FILE).read_text()), "cache_key": cached.name}
     settings.update(query_prompt=prompts[0], document_prompt=prompts[1])
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    # The caller holds the index's writer lock: what is left of earlier installs is
+    # a crashed one's (the temporary names are unique all the same).
+    for pattern in (".tmp*", ".old-*"):
+        for leftover in folder.parent.glob(folder.name + pattern):
+            shutil.rmtree(leftover, ignore_errors=True)
+    tmp = _temporary_folder(folder)
     for file in (MODEL_FILE, WEIGHTS_FILE, TOKENIZER_FILE):
         # A copy, not a hard link: onnx refuses external data with several links.
         if (cached / file).exists():
             shutil.copyfile(cached / file, tmp / file)
     (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    _publish(tmp, folder)
     return settings
 
 
@@ -133,9 +139,7 @@ def quantization_config() -> dict[str, Any]:
 def _quantize(source: Path, target: Path, config: dict[str, Any]) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = _temporary_folder(target)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logging.disable(logging.WARNING)  # its advice to pre-process, on the root logger
@@ -155,8 +159,7 @@ def _quantize(source: Path, target: Path, config: dict[str, Any]) -> None:
     settings = json.loads((source / SETTINGS_FILE).read_text())
     settings["quantization"] = config
     (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    _publish(tmp, target)
 
 
 def _optimise(source: Path, target: Path, external: bool) -> None:
@@ -229,9 +232,7 @@ def export(model: Any, folder: Path, name: str) -> dict[str, Any]:
             return self.model(**dict(zip(inputs, values, strict=True)))[0]
 
     example = tuple(torch.ones((1, 8), dtype=torch.long) for _ in inputs)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = _temporary_folder(folder)
     axes = {n: {0: "batch", 1: "tokens"} for n in [*inputs, "hidden"]}
     attention = getattr(transformer.config, "_attn_implementation", None)
     try:
@@ -261,9 +262,58 @@ def export(model: Any, folder: Path, name: str) -> dict[str, Any]:
     settings["optimized"] = "extended"
     (tmp / TOKENIZER_FILE).write_text(model.tokenizer.backend_tokenizer.to_str())
     (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    _publish(tmp, folder)
     return settings
+
+
+def _temporary_folder(target: Path) -> Path:
+    """A new, empty folder beside ``target``, named for this process alone."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{target.name}.tmp-", dir=target.parent))
+
+
+def _publish(tmp: Path, target: Path) -> None:
+    """Put a finished folder in place of ``target`` (whose readers keep their files).
+
+    The old folder is renamed aside first, then removed: ``target`` is never
+    half-written, and a failure between the two renames leaves no target, which
+    the next export or install makes again.
+    """
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f"{target.name}.old-", dir=target.parent))
+        os.replace(target, old / target.name)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def _cache_lock(entry: Path) -> Iterator[None]:
+    """Hold ``<entry>.lock`` in the cache: one process makes an entry, others wait for it.
+
+    An export takes seconds to minutes; two processes making the same one would
+    race on its files. A waiting process finds the entry made and uses it. The
+    kernel drops the lock if its holder dies; what a dead holder left half-made
+    is a ``.tmp-*`` folder, removed here before a new attempt.
+    """
+    import fcntl
+
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(entry.with_name(entry.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if not (entry / SETTINGS_FILE).exists():
+            for leftover in entry.parent.glob(entry.name + ".tmp-*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+        yield
+    finally:
+        os.close(fd)
 
 
 class OnnxEncoder:
