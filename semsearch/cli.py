@@ -8,6 +8,7 @@ found); 75 another process is writing to the index (try again later).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import textwrap
@@ -57,6 +58,11 @@ class _Group(click.Group):
             raise CliError(str(e)) from e
         except KeyboardInterrupt:
             raise click.Abort() from None
+        except BrokenPipeError:
+            # The reader went away (`semsearch query ... | head`): not an error. Point
+            # stdout at /dev/null so the interpreter's final flush cannot fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
         except Exception as e:
             if environment().debug:
                 raise
@@ -178,7 +184,20 @@ def cli() -> None:
     "CPU, about 4x faster than torch (see benchmarks/README.md for its quality). "
     "[default: torch]",
 )
-@click.option("--strict", is_flag=True, help="Fail, writing nothing, if any input is skipped.")
+@click.option(
+    "--date-order",
+    type=click.Choice(["DMY", "MDY"]),
+    default=None,
+    help="How to read numeric dates whose day and month could be either way round, "
+    "such as 09/08/2024 (DMY: 9 August). Without it such an article is skipped with a "
+    "warning; unambiguous ones (25/08/2024) are always read.",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Fail with exit 1, writing nothing, if any input is skipped (a bad file or row, "
+    "an id given twice, an unreadable date).",
+)
 @click.option(
     "--prune",
     is_flag=True,
@@ -201,6 +220,7 @@ def index_command(
     query_prompt: str | None,
     document_prompt: str | None,
     backend: str | None,
+    date_order: str | None,
     strict: bool,
     prune: bool,
     wait_seconds: float,
@@ -225,14 +245,15 @@ def index_command(
 
     folder = index_dir or environment().index_dir
     started = time.perf_counter()
-    items = list(load_paths(paths, FieldMap.from_pairs(field_pairs)))
+    items = list(load_paths(paths, FieldMap.from_pairs(field_pairs), date_order=date_order))
     load_seconds = time.perf_counter() - started
     skipped = [i for i in items if isinstance(i, Skipped)]
     for item in skipped:
         click.echo(f"warning: skipped {item}", err=True)
     if strict and skipped:
         raise CliError(f"{len(skipped)} input(s) skipped and --strict given; nothing was written")
-    if len(skipped) == len(items):
+    # With --prune, nothing left under PATHS is news: every article read from there goes.
+    if len(skipped) == len(items) and not (prune and Index.exists(folder)):
         raise CliError(f"no articles to index in {', '.join(paths)}")
     progress = not quiet and not as_json and sys.stderr.isatty()
     if Index.exists(folder):
@@ -252,7 +273,11 @@ def index_command(
         with Index.open(folder, model=model) as index:
             index.lock_timeout = wait_seconds
             result = index.add(
-                items, batch_size=batch_size, progress=progress, prune=paths if prune else None
+                items,
+                batch_size=batch_size,
+                progress=progress,
+                prune=paths if prune else None,
+                strict=strict,
             )
     else:
         existed = folder.exists()
@@ -268,7 +293,7 @@ def index_command(
                 backend=backend or "torch",
             )
             with index:
-                result = index.add(items, batch_size=batch_size, progress=progress)
+                result = index.add(items, batch_size=batch_size, progress=progress, strict=strict)
         except BaseException:
             # Leave no half-made index behind: there was none before this command.
             if not existed:
@@ -276,6 +301,9 @@ def index_command(
             elif folder.is_dir():
                 _remove_index_files(folder)
             raise
+    # What the write itself skipped (an id given twice, no text to index).
+    for item in [s for s in result.skipped if s not in skipped]:
+        click.echo(f"warning: skipped {item}", err=True)
     # Files were read before the index was opened: count that time too.
     result = replace(
         result,
