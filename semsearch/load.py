@@ -89,6 +89,7 @@ _REMOVED = re.compile("[\x00-\x08\x0e-\x1b\x1f\x7f-\x84\x86-\x9f\ufeff\ufdd0-\uf
 # What str.splitlines() takes for a line boundary, \r\n counted once.
 _LINE_BREAKS = re.compile("\r\n?|[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # a byte that was not UTF-8 (surrogateescape)
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ def load_paths(
             # Bytes, decoded as files are: a stray byte is a warning, not a crash.
             stream = getattr(sys.stdin, "buffer", None)
             try:
-                text = _decode(stream.read(), STDIN_NAME) if stream else sys.stdin.read()
+                text = _decode(stream.read(), STDIN_NAME, rows=True) if stream else sys.stdin.read()
             except BadInputError as e:
                 yield Skipped(STDIN_NAME, e.reason)
                 continue
@@ -243,18 +244,32 @@ def _read_text(path: Path) -> str:
         data = path.read_bytes()
     except OSError as e:  # a broken link or an unreadable file must not stop the others
         raise BadInputError(f"cannot read: {e.strerror or e}", path=str(path)) from None
-    return _decode(data, str(path))
+    return _decode(data, str(path), rows=path.suffix.lower() in ROW_SUFFIXES)
 
 
-def _decode(data: bytes, name: str) -> str:
+def _decode(data: bytes, name: str, rows: bool = False) -> str:
+    """UTF-8 text; in a file of rows, bytes that are not UTF-8 are kept as escapes
+    (U+DC80-U+DCFF) so that only their rows are skipped (:func:`_undecoded`)."""
     if b"\x00" in data[:8192]:
         raise BadInputError("binary file, not text", path=name)
+    if rows:
+        return data.removeprefix(b"\xef\xbb\xbf").decode("utf-8", "surrogateescape")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise BadInputError(
             f"not valid UTF-8 (byte {e.start}); convert it to UTF-8", path=name
         ) from None
+
+
+def _undecoded(values: Iterable[str]) -> str | None:
+    """Why a row is skipped if it holds bytes that were not UTF-8, else None."""
+    for value in values:
+        bad = _ESCAPED_BYTE.search(value)
+        if bad:
+            byte = ord(bad.group()) - 0xDC00
+            return f"not valid UTF-8 (byte 0x{byte:02X} after {value[: bad.start()][-20:]!r})"
+    return None
 
 
 def _plain(text: str, name: str, rel_id: str) -> Article:
@@ -331,6 +346,10 @@ def _rows_jsonl(
     for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
+        undecoded = _undecoded([line])
+        if undecoded:
+            yield Skipped(name, undecoded, lineno)
+            continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
@@ -375,6 +394,10 @@ def _rows_csv(
                 return
             continue
         record = {k: v for k, v in record.items() if k is not None and v not in (None, "")}
+        undecoded = _undecoded([*record, *(v for v in record.values() if isinstance(v, str))])
+        if undecoded:
+            yield Skipped(name, undecoded, lineno)
+            continue
         yield _row(record, fields, name, lineno, date_order)
 
 

@@ -282,9 +282,28 @@ def test_the_same_article_typed_two_ways_is_unchanged(tmp_path, fake_encoder):
 
 
 def test_stdin_that_is_not_utf8_is_a_warning(tmp_path):
-    result = run("index", "-", "--index", str(tmp_path / "ix"), input=b'{"text": "caf\xe9"}\n')
-    assert result.exit_code == 1, result.output
-    assert "<stdin>: not valid UTF-8" in result.stderr
+    rows = b'{"text": "caf\xe9"}\n{"id": "ok", "text": "Fine."}\n'
+    result = run("index", "-", "--index", str(tmp_path / "ix"), input=rows)
+    assert result.exit_code == 3, result.output
+    assert "<stdin>:1: not valid UTF-8 (byte 0xE9 after" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        (
+            "r.jsonl",
+            b'{"id":"a","text":"A."}\n{"id":"b","text":"caf\xe9"}\n{"id":"c","text":"C."}\n',
+        ),
+        ("r.csv", b"id,text\na,A.\nb,caf\xe9\nc,C.\n"),
+    ],
+)
+def test_a_row_that_is_not_utf8_skips_that_row_only(tmp_path, name, data):
+    (tmp_path / name).write_bytes(data)
+    a, bad, c = loaded(tmp_path / name)
+    assert (a.id, c.id) == ("a", "c")
+    assert isinstance(bad, Skipped) and "not valid UTF-8 (byte 0xE9" in bad.reason
+    assert bad.line == (2 if name.endswith(".jsonl") else 3)
 
 
 # --- 4. --prune sees every spelling of a path -----------------------------------
