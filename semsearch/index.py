@@ -504,6 +504,7 @@ class Index:
             timings=clock.seconds,
             removed=len(gone),
             chunks_embedded=embedded,
+            lines_removed=sum(len(a.removed_lines) for a in fresh.values()),
         )
 
     def _embed_documents(
@@ -555,14 +556,16 @@ class Index:
         batch_size: int = DEFAULT_BATCH_SIZE,
         progress: bool = False,
         prune: bool = False,
+        clean: bool = True,
     ) -> AddResult:
         """Load files and folders (see :func:`semsearch.load_paths`) and add them.
 
         With ``prune=True``, articles once read from under these paths and gone
-        now are removed in the same write (see :meth:`add`).
+        now are removed in the same write (see :meth:`add`). ``clean=False``
+        keeps the page furniture of scraped pages (see :mod:`semsearch.clean`).
         """
         return self.add(
-            load_paths(paths, fields),
+            load_paths(paths, fields, clean=clean),
             batch_size=batch_size,
             progress=progress,
             prune=list(paths) if prune else None,
@@ -956,6 +959,7 @@ def article_hash(article: Article) -> str:
     """A hash of everything indexed about an article (not where it was read from)."""
     data = article.to_dict()
     data.pop("path", None)
+    data.pop("removed_lines", None)  # what cleaning dropped is not indexed
     encoded = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(encoded.encode()).hexdigest()
 
