@@ -7,25 +7,29 @@ paragraph), both switched off by ``load_paths(..., clean=False)``:
 as a scraped page only when one of these holds, and is otherwise left exactly
 as it is:
 
-1. *A dated by-line in the header*: one of the first three non-blank lines
-   (each at most 150 characters) holds a date set off from the words around it
-   (at the start or end of the line, after a separator such as ``|`` ``·``
-   ``-`` ``,``, glued to a word as scrapers leave it, or in a line that starts
-   with "By"), and does not read as a sentence. The line before it is the
-   headline, the one before that (if any) the site's name; the by-line gives
-   the date (numeric dates are read day first, ``09/08/2024`` is 9 August,
-   unless that is impossible), the source and the author.
+1. *A dated by-line in the header*: the second or third non-blank line
+   (short, as are those above it) holds a date set off from its words (at
+   the start or end of the line, next to a separator such as ``|`` ``·``
+   ``-`` ``,``, glued to a word as scrapers leave it, after "Published" or
+   "Updated", or anywhere in a line that starts with "By"), and does not end
+   as a sentence. The line above it is the headline, the one above that (if
+   any) the site's name. The by-line gives the date (numeric dates are read
+   day first, ``09/08/2024`` is 9 August, unless that is impossible; a month
+   name in any language dateparser knows), the source (the site's name line
+   when the by-line names none) and the author ("By NAME").
 2. *A furniture marker in the tail*: the file ends with a run of furniture
    lines that includes a known marker ("Comment (0)", "Related articles",
-   "Read more", "Same tag", "Share", "Tin liên quan", ...; see
-   ``_MARKERS``).
+   "Read more", "Same tag", "Share", a cookie banner, "Tin liên quan", ...;
+   see ``_MARKER_PHRASES``). The header is then read as for any text file.
 
-Then the header lines and the tail are removed: the tail is the longest run
-of lines at the end of the file that are each either a marker or a short
-line that is not a sentence (no closing ``.``, ``!``, ``?``) and that jusText
-does not rate as prose (``good`` or ``neargood``, with the stop words of the
-page's language). Lines inside the article (captions, pull quotes) are never
-removed, and neither is any line jusText rates as prose.
+What is removed: the site and by-line lines, marker lines right under the
+by-line ("Share this article"), and the tail: the longest run of lines at
+the end of the file that are each a marker, or a short line that does not
+end as a sentence (no closing ``.``, ``!``, ``?``) and that jusText does not
+rate as prose (``good`` or ``neargood``, with the stop words of the page's
+language). Nothing inside the article goes (captions and pull quotes stay,
+and so does a "Read more" between two paragraphs), nor any line after the
+article that ends as a sentence or reads as prose, unless it is a marker.
 
 **HTML** (:func:`strip_section_label`): trafilatura sometimes keeps the
 section label ("Cyber security") and the repeated headline as the first body
@@ -180,6 +184,8 @@ def clean_page(text: str) -> Page | None:
     for position, i in enumerate(header):
         if header[: position + 1] != filled[: position + 1]:
             break  # a long line came first: no header
+        if position == 0:
+            continue  # a by-line follows a headline
         byline = parse_byline(lines[i].strip())
         if byline is not None:
             byline_at = position
@@ -199,12 +205,8 @@ def clean_page(text: str) -> Page | None:
     kept = body[:tail]
     if not kept:
         return None
-    title_at = None
-    header_lines: set[int] = set()
-    if byline_at is not None:
-        header_lines = set(filled[: byline_at + 1])
-        if byline_at >= 1:
-            title_at = filled[byline_at - 1]
+    title_at = filled[byline_at - 1] if byline_at is not None else None
+    header_lines = set(filled[: byline_at + 1]) if byline_at is not None else set()
     source = byline.source if byline else None
     if byline is not None and source is None and byline_at == 2:
         source = lines[filled[0]].strip()

@@ -128,6 +128,7 @@ def test_lines_that_are_not_by_lines(line):
         "Harbour reopens\n\nThe harbour reopened today after repairs.\n\nReporting by Jane Doe\n",
         "Harbour reopens\n\nThe harbour reopened today.\n\nMore Stories Soon, said the mayor\n",
         "One line only, no headline and no furniture at all",
+        "By Jane Doe | March 3, 2024\n\nA by-line needs a headline above it.\n",
     ],
 )
 def test_plain_text_without_furniture_is_not_a_page(text):
