@@ -114,6 +114,18 @@ def wait_option(f: F) -> F:
     )(f)
 
 
+def clean_option(f: F) -> F:
+    return click.option(
+        "--clean/--no-clean",
+        default=True,
+        show_default=True,
+        help="Remove page furniture (site line, by-line, comment counters, related "
+        "headlines, menu words) from .txt files saved from web pages, and section labels "
+        "from HTML; the by-line gives the date and source. --no-clean reads every file as "
+        "it is. See what is removed with 'semsearch load'.",
+    )(f)
+
+
 def quiet_option(f: F) -> F:
     return click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")(f)
 
@@ -205,6 +217,7 @@ def cli() -> None:
     "(deleted files, dropped rows), in the same write. A file with a skipped input "
     "keeps its articles.",
 )
+@clean_option
 @wait_option
 @quiet_option
 @json_option
@@ -223,6 +236,7 @@ def index_command(
     date_order: str | None,
     strict: bool,
     prune: bool,
+    clean: bool,
     wait_seconds: float,
     quiet: bool,
     as_json: bool,
@@ -245,7 +259,9 @@ def index_command(
 
     folder = index_dir or environment().index_dir
     started = time.perf_counter()
-    items = list(load_paths(paths, FieldMap.from_pairs(field_pairs), date_order=date_order))
+    items = list(
+        load_paths(paths, FieldMap.from_pairs(field_pairs), date_order=date_order, clean=clean)
+    )
     load_seconds = time.perf_counter() - started
     skipped = [i for i in items if isinstance(i, Skipped)]
     for item in skipped:
@@ -320,9 +336,57 @@ def index_command(
             + (f", removed {result.removed} gone" if prune else "")
             + f" into {folder} in {result.seconds:.1f}s"
             + (f"; {len(result.skipped)} skipped" if result.skipped else "")
+            + (f"; {result.lines_removed} page line(s) removed" if result.lines_removed else "")
             + ("" if changed else "; nothing changed")
         )
     if result.skipped:
+        sys.exit(EXIT_PARTIAL)
+
+
+@cli.command("load")
+@click.argument("paths", nargs=-1, required=True)
+@click.option(
+    "--field",
+    "field_pairs",
+    multiple=True,
+    metavar="FIELD=COLUMN",
+    help="JSONL/CSV column for an article field, e.g. --field text=body (repeatable).",
+)
+@clean_option
+@json_option
+def load_command(
+    paths: tuple[str, ...], field_pairs: tuple[str, ...], clean: bool, as_json: bool
+) -> None:
+    """Show how the files in PATHS would be read, without indexing them.
+
+    For each article: its id, title, date, source, body length and the lines
+    removed as page furniture. --json prints every field, the text included.
+    Exit status 3 if some input would be skipped.
+    """
+    from .load import FieldMap, load_paths
+    from .records import Skipped
+
+    items = list(load_paths(paths, FieldMap.from_pairs(field_pairs), clean=clean))
+    articles = [i for i in items if not isinstance(i, Skipped)]
+    skipped = [i for i in items if isinstance(i, Skipped)]
+    if as_json:
+        payload = {
+            "articles": [a.to_dict() for a in articles],
+            "skipped": [s.to_dict() for s in skipped],
+        }
+        click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+    else:
+        for article in articles:
+            click.echo(f"{article.id}: {article.title or '(no title)'}")
+            where = " · ".join(v for v in (article.source, article.date) if v)
+            click.echo(f"    {where + ' · ' if where else ''}{len(article.text)} characters")
+            if article.removed_lines:
+                click.echo(f"    removed {len(article.removed_lines)} line(s):")
+                for line in article.removed_lines:
+                    click.echo(f"      - {line}")
+        for item in skipped:
+            click.echo(f"warning: skipped {item}", err=True)
+    if skipped:
         sys.exit(EXIT_PARTIAL)
 
 

@@ -519,6 +519,7 @@ class Index:
             timings=clock.seconds,
             removed=len(gone),
             chunks_embedded=embedded,
+            lines_removed=sum(len(a.removed_lines) for a in fresh.values()),
         )
 
     def _embed_documents(
@@ -570,6 +571,7 @@ class Index:
         prune: bool = False,
         strict: bool = False,
         date_order: str | None = None,
+        clean: bool = True,
     ) -> AddResult:
         """Load files and folders (see :func:`semsearch.load_paths`) and add them.
 
@@ -577,9 +579,11 @@ class Index:
         now are removed in the same write; with ``strict=True`` nothing is
         written if any input is skipped (see :meth:`add`). ``date_order``
         (``"DMY"``/``"MDY"``) reads numeric dates such as ``09/08/2024``.
+        ``clean=False`` keeps the page furniture of scraped pages (see
+        :mod:`semsearch.clean`).
         """
         return self.add(
-            load_paths(paths, fields, date_order=date_order),
+            load_paths(paths, fields, date_order=date_order, clean=clean),
             batch_size=batch_size,
             progress=progress,
             prune=list(paths) if prune else None,
@@ -997,6 +1001,7 @@ def article_hash(article: Article) -> str:
     """A hash of everything indexed about an article (not where it was read from)."""
     data = article.to_dict()
     data.pop("path", None)
+    data.pop("removed_lines", None)  # what cleaning dropped is not indexed
     encoded = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(encoded.encode()).hexdigest()
 

@@ -50,11 +50,12 @@ import re
 import sys
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 
+from .clean import clean_page, strip_section_label
 from .errors import BadInputError
 from .records import Article, Skipped
 
@@ -134,6 +135,7 @@ def load_paths(
     fields: FieldMap | None = None,
     *,
     date_order: str | None = None,
+    clean: bool = True,
 ) -> Iterator[Article | Skipped]:
     """Yield the articles in files and folders (recursively), and what was skipped.
 
@@ -147,6 +149,9 @@ def load_paths(
         date_order: ``"DMY"`` or ``"MDY"``: how to read numeric dates such as
             ``09/08/2024``; None skips an article with such a date (see
             :func:`normalize_date`).
+        clean: remove page furniture from ``.txt`` files saved from web pages and
+            section labels from HTML (see :mod:`semsearch.clean`; each article's
+            ``removed_lines`` lists what went). False reads every file as it is.
 
     Yields:
         An :class:`Article` per article read, a :class:`Skipped` per file or row
@@ -175,9 +180,13 @@ def load_paths(
         path = Path(p)
         if path.is_dir():
             for file in _walk(path):
-                yield from load_file(file, root=path, fields=fields, date_order=date_order)
+                yield from load_file(
+                    file, root=path, fields=fields, date_order=date_order, clean=clean
+                )
         else:
-            yield from load_file(path, root=path.parent, fields=fields, date_order=date_order)
+            yield from load_file(
+                path, root=path.parent, fields=fields, date_order=date_order, clean=clean
+            )
 
 
 def load_file(
@@ -186,8 +195,12 @@ def load_file(
     fields: FieldMap | None = None,
     *,
     date_order: str | None = None,
+    clean: bool = True,
 ) -> Iterator[Article | Skipped]:
-    """Yield the articles in one file (several for JSONL and CSV), or why it was skipped."""
+    """Yield the articles in one file (several for JSONL and CSV), or why it was skipped.
+
+    ``clean`` is as for :func:`load_paths`.
+    """
     fields = fields or FieldMap()
     root = root if root is not None else path.parent
     suffix = path.suffix.lower()
@@ -217,9 +230,9 @@ def load_file(
         elif suffix in MARKDOWN_SUFFIXES:
             yield _markdown(text, name, rel_id, date_order)
         elif suffix in HTML_SUFFIXES:
-            yield _html(text, name, rel_id, date_order)
+            yield _html(text, name, rel_id, date_order, clean)
         else:
-            yield _plain(text, name, rel_id)
+            yield _plain(text, name, rel_id, clean)
     except BadInputError as e:
         yield Skipped(name, e.reason, e.line)
 
@@ -272,7 +285,21 @@ def _undecoded(values: Iterable[str]) -> str | None:
     return None
 
 
-def _plain(text: str, name: str, rel_id: str) -> Article:
+def _plain(text: str, name: str, rel_id: str, clean: bool = True) -> Article:
+    page = clean_page(text) if clean else None
+    if page is not None and page.title is not None:  # a scraped page with a by-line
+        return Article(
+            id=rel_id,
+            text=page.text,
+            title=page.title,
+            date=page.date,
+            source=page.source,
+            author=page.author,
+            path=name,
+            removed_lines=page.removed,
+        )
+    if page is not None:  # furniture at the end only: the rest is read as usual
+        text = page.text
     # A short first line followed by a blank line is the headline.
     first, sep, rest = text.lstrip().partition("\n")
     title = None
@@ -280,7 +307,10 @@ def _plain(text: str, name: str, rel_id: str) -> Article:
         title, text = first.strip(), rest.strip()
     if not text.strip():
         raise BadInputError("no text after the title line")
-    return Article(id=rel_id, text=text, title=title or Path(name).stem, path=name)
+    removed = page.removed if page is not None else ()
+    return Article(
+        id=rel_id, text=text, title=title or Path(name).stem, path=name, removed_lines=removed
+    )
 
 
 def _markdown(text: str, name: str, rel_id: str, date_order: str | None = None) -> Article:
@@ -310,7 +340,9 @@ def _markdown(text: str, name: str, rel_id: str, date_order: str | None = None) 
     return _from_mapping(record, FieldMap(), default_id=rel_id, path=name, date_order=date_order)
 
 
-def _html(text: str, name: str, rel_id: str, date_order: str | None = None) -> Article:
+def _html(
+    text: str, name: str, rel_id: str, date_order: str | None = None, clean: bool = True
+) -> Article:
     import trafilatura  # heavy (lxml); only HTML needs it
 
     doc: Any = trafilatura.bare_extraction(
@@ -323,7 +355,10 @@ def _html(text: str, name: str, rel_id: str, date_order: str | None = None) -> A
     # trafilatura keeps the headline as the body's first line; the title is
     # embedded with every chunk anyway, so drop the repeat.
     first, _, rest = body.partition("\n")
-    if title and first.strip() == title.strip() and rest.strip():
+    removed: tuple[str, ...] = ()
+    if clean:  # also drops section labels ("Cyber security") above the repeat
+        body, removed = strip_section_label(body, title)
+    elif title and first.strip() == title.strip() and rest.strip():
         body = rest
     record: dict[str, Any] = {
         "title": title or Path(name).stem,
@@ -335,7 +370,8 @@ def _html(text: str, name: str, rel_id: str, date_order: str | None = None) -> A
         "tags": list(doc.tags or []) or list(doc.categories or []),
         "description": doc.description,
     }
-    return _from_mapping(record, FieldMap(), default_id=rel_id, path=name, date_order=date_order)
+    article = _from_mapping(record, FieldMap(), default_id=rel_id, path=name, date_order=date_order)
+    return replace(article, removed_lines=removed) if removed else article
 
 
 def _rows_jsonl(
