@@ -70,7 +70,6 @@ _KEYWORD_INDEX = """
 # Numbered migrations, applied in order, each in the transaction that records it:
 # SQL, or a function of the connection where rows need Python.
 MIGRATIONS: tuple[tuple[int, str | Callable[[sqlite3.Connection], None]], ...] = (
-
     (
         1,
         """
