@@ -17,8 +17,8 @@ import numpy as np
 
 from .errors import SemsearchError
 from .generations import CHECKSUM, FACTORY, GENERATION, file_checksum, vectors_file
-from .manifest import read_manifest
 from .keywords import keyword_text
+from .manifest import read_manifest
 from .store import CHUNK_TEXT_QUERY, Store
 from .vectors import VectorIndex
 
