@@ -8,6 +8,7 @@ found); 75 another process is writing to the index (try again later).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import textwrap
 import time
@@ -62,6 +63,11 @@ class _Group(click.Group):
             raise CliError(str(e)) from e
         except KeyboardInterrupt:
             raise click.Abort() from None
+        except BrokenPipeError:
+            # The reader went away (`semsearch query ... | head`): not an error. Point
+            # stdout at /dev/null so the interpreter's final flush cannot fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
         except Exception as e:
             if environment().debug:
                 raise
@@ -110,6 +116,18 @@ def wait_option(f: F) -> F:
         metavar="SECONDS",
         help="If another process is writing to the index, wait this long for it "
         "(else exit 75 at once).",
+    )(f)
+
+
+def clean_option(f: F) -> F:
+    return click.option(
+        "--clean/--no-clean",
+        default=True,
+        show_default=True,
+        help="Remove page furniture (site line, by-line, comment counters, related "
+        "headlines, menu words) from .txt files saved from web pages, and section labels "
+        "from HTML; the by-line gives the date and source. --no-clean reads every file as "
+        "it is. See what is removed with 'semsearch load'.",
     )(f)
 
 
@@ -183,7 +201,20 @@ def cli() -> None:
     "CPU, about 4x faster than torch (see benchmarks/README.md for its quality). "
     "[default: torch]",
 )
-@click.option("--strict", is_flag=True, help="Fail, writing nothing, if any input is skipped.")
+@click.option(
+    "--date-order",
+    type=click.Choice(["DMY", "MDY"]),
+    default=None,
+    help="How to read numeric dates whose day and month could be either way round, "
+    "such as 09/08/2024 (DMY: 9 August). Without it such an article is skipped with a "
+    "warning; unambiguous ones (25/08/2024) are always read.",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Fail with exit 1, writing nothing, if any input is skipped (a bad file or row, "
+    "an id given twice, an unreadable date).",
+)
 @click.option(
     "--prune",
     is_flag=True,
@@ -191,6 +222,7 @@ def cli() -> None:
     "(deleted files, dropped rows), in the same write. A file with a skipped input "
     "keeps its articles.",
 )
+@clean_option
 @wait_option
 @quiet_option
 @json_option
@@ -206,8 +238,10 @@ def index_command(
     query_prompt: str | None,
     document_prompt: str | None,
     backend: str | None,
+    date_order: str | None,
     strict: bool,
     prune: bool,
+    clean: bool,
     wait_seconds: float,
     quiet: bool,
     as_json: bool,
@@ -230,14 +264,17 @@ def index_command(
 
     folder = index_dir or environment().index_dir
     started = time.perf_counter()
-    items = list(load_paths(paths, FieldMap.from_pairs(field_pairs)))
+    items = list(
+        load_paths(paths, FieldMap.from_pairs(field_pairs), date_order=date_order, clean=clean)
+    )
     load_seconds = time.perf_counter() - started
     skipped = [i for i in items if isinstance(i, Skipped)]
     for item in skipped:
         click.echo(f"warning: skipped {item}", err=True)
     if strict and skipped:
         raise CliError(f"{len(skipped)} input(s) skipped and --strict given; nothing was written")
-    if len(skipped) == len(items):
+    # With --prune, nothing left under PATHS is news: every article read from there goes.
+    if len(skipped) == len(items) and not (prune and Index.exists(folder)):
         raise CliError(f"no articles to index in {', '.join(paths)}")
     progress = not quiet and not as_json and sys.stderr.isatty()
     result = None
@@ -259,7 +296,7 @@ def index_command(
                 ) as index,
                 index,
             ):
-                result = index.add(items, batch_size=batch_size, progress=progress)
+                result = index.add(items, batch_size=batch_size, progress=progress, strict=strict)
         except IndexExistsError:
             pass  # another process created it meanwhile: add to it, as to any index
     if result is None:
@@ -279,8 +316,15 @@ def index_command(
         with Index.open(folder, model=model) as index:
             index.lock_timeout = wait_seconds
             result = index.add(
-                items, batch_size=batch_size, progress=progress, prune=paths if prune else None
+                items,
+                batch_size=batch_size,
+                progress=progress,
+                prune=paths if prune else None,
+                strict=strict,
             )
+    # What the write itself skipped (an id given twice, no text to index).
+    for item in [s for s in result.skipped if s not in skipped]:
+        click.echo(f"warning: skipped {item}", err=True)
     # Files were read before the index was opened: count that time too.
     result = replace(
         result,
@@ -297,9 +341,57 @@ def index_command(
             + (f", removed {result.removed} gone" if prune else "")
             + f" into {folder} in {result.seconds:.1f}s"
             + (f"; {len(result.skipped)} skipped" if result.skipped else "")
+            + (f"; {result.lines_removed} page line(s) removed" if result.lines_removed else "")
             + ("" if changed else "; nothing changed")
         )
     if result.skipped:
+        sys.exit(EXIT_PARTIAL)
+
+
+@cli.command("load")
+@click.argument("paths", nargs=-1, required=True)
+@click.option(
+    "--field",
+    "field_pairs",
+    multiple=True,
+    metavar="FIELD=COLUMN",
+    help="JSONL/CSV column for an article field, e.g. --field text=body (repeatable).",
+)
+@clean_option
+@json_option
+def load_command(
+    paths: tuple[str, ...], field_pairs: tuple[str, ...], clean: bool, as_json: bool
+) -> None:
+    """Show how the files in PATHS would be read, without indexing them.
+
+    For each article: its id, title, date, source, body length and the lines
+    removed as page furniture. --json prints every field, the text included.
+    Exit status 3 if some input would be skipped.
+    """
+    from .load import FieldMap, load_paths
+    from .records import Skipped
+
+    items = list(load_paths(paths, FieldMap.from_pairs(field_pairs), clean=clean))
+    articles = [i for i in items if not isinstance(i, Skipped)]
+    skipped = [i for i in items if isinstance(i, Skipped)]
+    if as_json:
+        payload = {
+            "articles": [a.to_dict() for a in articles],
+            "skipped": [s.to_dict() for s in skipped],
+        }
+        click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+    else:
+        for article in articles:
+            click.echo(f"{article.id}: {article.title or '(no title)'}")
+            where = " · ".join(v for v in (article.source, article.date) if v)
+            click.echo(f"    {where + ' · ' if where else ''}{len(article.text)} characters")
+            if article.removed_lines:
+                click.echo(f"    removed {len(article.removed_lines)} line(s):")
+                for line in article.removed_lines:
+                    click.echo(f"      - {line}")
+        for item in skipped:
+            click.echo(f"warning: skipped {item}", err=True)
+    if skipped:
         sys.exit(EXIT_PARTIAL)
 
 

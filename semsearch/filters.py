@@ -21,7 +21,9 @@ Fields:
         that does not start with a year) never match a date condition.
     tags: membership, case-insensitive for ASCII letters: ``eq``/``in`` match
         articles with any of the tags, ``ne``/``nin`` those with none of them.
-    anything else: a key of the article's ``metadata`` (keys are case-sensitive).
+    anything else: a key of the article's ``metadata`` (keys are case-sensitive);
+        dots reach into nested objects (``region.name``), unless a key is
+        spelled with the dot itself.
         ``eq``/``in`` match a scalar value or any element of an array; a number
         matches only numbers, a string only strings, ``true``/``false`` only
         booleans. ``ne``/``nin`` are their negation (a missing key matches).
@@ -293,7 +295,7 @@ def _date_range(value: str) -> tuple[str, str | None]:
 
 
 def _metadata_sql(key: str, op: str, values: list[Any]) -> tuple[str, list[Any]]:
-    path = _json_path(key)
+    path, path_args = _json_path(key)
     if op in _RANGE_SQL:
         value = values[0]
         if isinstance(value, bool):
@@ -301,9 +303,10 @@ def _metadata_sql(key: str, op: str, values: list[Any]) -> tuple[str, list[Any]]
                 f"filter on {key!r}: {op!r} compares numbers or strings, not {value}"
             )
         kind = "'text'" if isinstance(value, str) else "'integer', 'real'"
-        compare = f"json_extract(a.metadata, ?) {_RANGE_SQL[op]} ?"
-        return f"json_type(a.metadata, ?) IN ({kind}) AND {compare}", [path, path, value]
-    tests, args = [], [path]
+        compare = f"json_extract(a.metadata, {path}) {_RANGE_SQL[op]} ?"
+        sql = f"json_type(a.metadata, {path}) IN ({kind}) AND {compare}"
+        return sql, [*path_args, *path_args, value]
+    tests, args = [], list(path_args)
     for value in values:
         if isinstance(value, bool):  # fixed SQL text chosen by the value's truth, not the value
             tests.append("m.type = 'true'" if value else "m.type = 'false'")
@@ -311,11 +314,16 @@ def _metadata_sql(key: str, op: str, values: list[Any]) -> tuple[str, list[Any]]
             kind = "'text'" if isinstance(value, str) else "'integer', 'real'"
             tests.append(f"(m.type IN ({kind}) AND m.value = ?)")
             args.append(value)
-    sql = f"EXISTS (SELECT 1 FROM json_each(a.metadata, ?) AS m WHERE {' OR '.join(tests)})"
+    sql = f"EXISTS (SELECT 1 FROM json_each(a.metadata, {path}) AS m WHERE {' OR '.join(tests)})"
     return (sql if op in ("eq", "in") else f"NOT {sql}"), args
 
 
-def _json_path(key: str) -> str:
+def _json_path(key: str) -> tuple[str, list[str]]:
+    """SQL for the JSON path of a metadata key, and its parameters.
+
+    A dot separates levels: ``region.name`` is ``{"region": {"name": ...}}``,
+    unless the article has a key spelled ``region.name`` itself, which then wins.
+    """
     # SQLite matches a quoted path label against the key as stored, escapes and
     # all, so keys that JSON escapes cannot be looked up reliably: refuse them.
     if not key:
@@ -324,7 +332,20 @@ def _json_path(key: str) -> str:
         raise BadInputError(
             f"filter key {key!r} cannot contain double quotes, backslashes or control characters"
         )
-    return f'$."{key}"'
+    literal = f'$."{key}"'
+    if "." not in key:
+        return "?", [literal]
+    parts = key.split(".")
+    if not all(parts):
+        raise BadInputError(
+            f"filter key {key!r} has an empty level; use dots between keys, e.g. region.name"
+        )
+    nested = "$" + "".join(f'."{part}"' for part in parts)
+    return "(CASE WHEN json_type(a.metadata, ?) IS NULL THEN ? ELSE ? END)", [
+        literal,
+        nested,
+        literal,
+    ]
 
 
 def _parse_where(expr: str) -> tuple[str, str, Any]:

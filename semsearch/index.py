@@ -490,6 +490,7 @@ class Index:
         batch_size: int = DEFAULT_BATCH_SIZE,
         progress: bool = False,
         prune: Sequence[str | os.PathLike[str]] | None = None,
+        strict: bool = False,
     ) -> AddResult:
         """Add articles; an article whose id is already indexed is replaced if it changed.
 
@@ -502,7 +503,14 @@ class Index:
             prune: the files and folders these articles were read from, as given to
                 :func:`load_paths`: any indexed article read from under them
                 before but absent now is removed, in the same write. Articles of
-                a file that had a skipped input this time are kept.
+                a file that had a skipped input this time are kept. Paths are
+                compared resolved (``os.path.realpath``), however they were typed.
+            strict: write nothing if any input is skipped (a bad row, a repeated
+                id, an article with no text): raise instead, before the index is
+                touched.
+
+        An id given twice in one write keeps its first article; the later one
+        is skipped, named by its file and line.
 
         Returns:
             counts of added, updated, unchanged and removed articles, chunks
@@ -510,6 +518,7 @@ class Index:
 
         Raises:
             LockedError: if another process is writing and ``lock_timeout`` passes.
+            BadInputError: with ``strict``, naming the first skipped input and the count.
         """
         started = time.perf_counter()
         clock = _StageClock()
@@ -520,7 +529,8 @@ class Index:
                 skipped.append(item)
             elif item.id in fresh:
                 first = fresh[item.id].path or "an earlier article"
-                skipped.append(Skipped(item.path or item.id, f"duplicate id {item.id!r} ({first})"))
+                reason = f"duplicate id {item.id!r}, first at {first}; this one is skipped"
+                skipped.append(_skipped(item, reason))
             else:
                 fresh[item.id] = item
         with self._writing():
@@ -538,9 +548,14 @@ class Index:
                     if chunks:
                         chunked.append((article, chunks))
                     else:
-                        skipped.append(Skipped(article.path or article.id, "no text to index"))
+                        skipped.append(_skipped(article, "no text to index"))
                 texts = (
                     [chunker.embed_text(a, c) for a, cs in chunked for c in cs] if chunker else []
+                )
+            if strict and skipped:
+                raise BadInputError(
+                    f"{len(skipped)} input(s) skipped and strict mode is on, so nothing "
+                    f"was written; the first: {skipped[0]}"
                 )
             with clock("embed"):
                 text_hashes = [_text_hash(t) for t in texts]
@@ -575,6 +590,7 @@ class Index:
             timings=clock.seconds,
             removed=len(gone),
             chunks_embedded=embedded,
+            lines_removed=sum(len(a.removed_lines) for a in fresh.values()),
         )
 
     def _embed_documents(
@@ -603,18 +619,16 @@ class Index:
     ) -> list[str]:
         """Indexed articles read from under these sources that this load did not yield."""
         # "-" is stdin, whose rows load_paths names "<stdin>:LINE".
-        roots = [
-            STDIN_NAME if os.fspath(s) == "-" else os.fspath(s).rstrip("/") or "/" for s in sources
-        ]
-        troubled = {s.path for s in skipped}
+        roots = [STDIN_NAME if os.fspath(s) == "-" else _canonical(s) for s in sources]
+        troubled = {_canonical(s.path) for s in skipped}
         gone = []
         for article_id, path in self._store.article_paths():
             if article_id in seen or path is None:
                 continue
-            file = _source_file(path)
+            file = _canonical(_source_file(path))
             if file in troubled:
                 continue
-            if any(file == root or file.startswith(root + "/") for root in roots):
+            if any(_under(file, root) for root in roots):
                 gone.append(article_id)
         return gone
 
@@ -626,17 +640,25 @@ class Index:
         batch_size: int = DEFAULT_BATCH_SIZE,
         progress: bool = False,
         prune: bool = False,
+        strict: bool = False,
+        date_order: str | None = None,
+        clean: bool = True,
     ) -> AddResult:
         """Load files and folders (see :func:`semsearch.load_paths`) and add them.
 
         With ``prune=True``, articles once read from under these paths and gone
-        now are removed in the same write (see :meth:`add`).
+        now are removed in the same write; with ``strict=True`` nothing is
+        written if any input is skipped (see :meth:`add`). ``date_order``
+        (``"DMY"``/``"MDY"``) reads numeric dates such as ``09/08/2024``.
+        ``clean=False`` keeps the page furniture of scraped pages (see
+        :mod:`semsearch.clean`).
         """
         return self.add(
-            load_paths(paths, fields),
+            load_paths(paths, fields, date_order=date_order, clean=clean),
             batch_size=batch_size,
             progress=progress,
             prune=list(paths) if prune else None,
+            strict=strict,
         )
 
     def remove(self, article_ids: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -1006,6 +1028,29 @@ def _text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _canonical(path: str | os.PathLike[str]) -> str:
+    """One spelling of a path, for comparing where articles came from.
+
+    Absolute and resolved (``./``, ``..``, repeated slashes and symbolic links,
+    as far as they exist); ``<stdin>`` stays as it is. A relative path stored
+    by an older semsearch resolves against the current directory.
+    """
+    text = os.fspath(path)
+    return text if text == STDIN_NAME else os.path.realpath(text)
+
+
+def _under(file: str, root: str) -> bool:
+    return file == root or file.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _skipped(article: Article, reason: str) -> Skipped:
+    """A Skipped for an article, named by its file and, for a row, its line."""
+    path = article.path or article.id
+    file = _source_file(path)
+    line = path[len(file) + 1 :]
+    return Skipped(file, reason, int(line) if line else None)
+
+
 def _source_file(path: str) -> str:
     """The file an article was read from: its path without a row's ``:line``."""
     file, _, line = path.rpartition(":")
@@ -1027,6 +1072,7 @@ def article_hash(article: Article) -> str:
     """A hash of everything indexed about an article (not where it was read from)."""
     data = article.to_dict()
     data.pop("path", None)
+    data.pop("removed_lines", None)  # what cleaning dropped is not indexed
     encoded = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(encoded.encode()).hexdigest()
 

@@ -18,6 +18,8 @@ class Article:
         tags: tag names, in the order given.
         metadata: every other field the source carried.
         path: where the article was read from (file, or ``file:line`` for rows).
+        removed_lines: lines of page furniture removed when the file was loaded
+            (see :mod:`semsearch.clean`); not indexed, not part of the content hash.
     """
 
     id: str
@@ -30,10 +32,12 @@ class Article:
     tags: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
+    removed_lines: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["tags"] = list(self.tags)
+        data["removed_lines"] = list(self.removed_lines)
         return data
 
 
@@ -135,6 +139,8 @@ class AddResult:
     """Articles removed because their source is gone (``prune``)."""
     chunks_embedded: int = 0
     """Chunks embedded now; the other new chunks reused a vector of the same text."""
+    lines_removed: int = 0
+    """Lines of page furniture removed from the articles read (unchanged ones included)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +20,56 @@ from typing import Any
 import numpy as np
 
 from .errors import IncompatibleIndexError
-from .keywords import CLOSE, OPEN
+from .keywords import CLOSE, OPEN, keyword_text
 from .records import Article, Chunk
 
-# Numbered migrations, applied in order, each in the transaction that records it.
-MIGRATIONS: tuple[tuple[int, str], ...] = (
+
+def _keyword_text_migration(db: sqlite3.Connection) -> None:
+    """Migration 4: keyword text (see :func:`semsearch.keywords.keyword_text`).
+
+    Chunks and titles get the derived text where it differs from their own
+    (NULL elsewhere, so English rows are indexed exactly as before); the view
+    the FTS5 table reads gives it in their place. The FTS5 table is made again
+    with combining marks as word characters (Thai, Khmer or Devanagari vowel
+    signs split words before) and rebuilt, all in the migration's transaction.
+    """
+    db.execute("ALTER TABLE chunks ADD COLUMN keyword_text TEXT")
+    db.execute("ALTER TABLE articles ADD COLUMN keyword_title TEXT")
+    titles = db.execute("SELECT pk, title FROM articles WHERE title IS NOT NULL")
+    derived = [(keyword_text(title), pk) for pk, title in titles]
+    db.executemany(
+        "UPDATE articles SET keyword_title = ? WHERE pk = ?", [d for d in derived if d[0]]
+    )
+    derived = [(keyword_text(text), chunk_id) for chunk_id, text, _ in db.execute(CHUNK_TEXT_QUERY)]
+    db.executemany("UPDATE chunks SET keyword_text = ? WHERE id = ?", [d for d in derived if d[0]])
+    for statement in _statements(_KEYWORD_INDEX):
+        db.execute(statement)
+
+
+# Every chunk's (id, text, stored keyword text).
+CHUNK_TEXT_QUERY = """
+    SELECT c.id, substr(a.text, c.start + 1, c."end" - c.start), c.keyword_text
+    FROM chunks c JOIN articles a ON a.pk = c.article_pk
+"""
+# The triggers of migration 2 read this view and write this table by name, so
+# they keep working on the new ones.
+_KEYWORD_INDEX = """
+    DROP VIEW chunk_text;
+    CREATE VIEW chunk_text AS
+        SELECT c.id AS id, coalesce(a.keyword_title, a.title) AS title,
+               coalesce(c.keyword_text, substr(a.text, c.start + 1, c."end" - c.start)) AS text
+        FROM chunks c JOIN articles a ON a.pk = c.article_pk;
+    DROP TABLE chunks_fts;
+    CREATE VIRTUAL TABLE chunks_fts USING fts5(
+        title, text, content='chunk_text', content_rowid='id',
+        tokenize='porter unicode61 remove_diacritics 2 categories ''L* N* Co M*'''
+    );
+    INSERT INTO chunks_fts (chunks_fts) VALUES ('rebuild');
+"""
+
+# Numbered migrations, applied in order, each in the transaction that records it:
+# SQL, or a function of the connection where rows need Python.
+MIGRATIONS: tuple[tuple[int, str | Callable[[sqlite3.Connection], None]], ...] = (
     (
         1,
         """
@@ -112,6 +157,7 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX chunks_text_hash ON chunks(text_hash);
         """,
     ),
+    (4, _keyword_text_migration),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -207,8 +253,11 @@ class Store:
             if version in done:
                 continue
             with self.transaction():
-                for statement in _statements(sql):
-                    self._db.execute(statement)
+                if callable(sql):
+                    sql(self._db)
+                else:
+                    for statement in _statements(sql):
+                        self._db.execute(statement)
                 self._db.execute(
                     "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
                     (version, utc_now()),
@@ -439,12 +488,15 @@ class Store:
             ),
         )
         pk = cursor.lastrowid
+        if article.title is not None and (title := keyword_text(article.title)) is not None:
+            # Before the chunks: their insert trigger indexes the title with each.
+            self._db.execute("UPDATE articles SET keyword_title = ? WHERE pk = ?", (title, pk))
         ids = np.empty(len(chunks), dtype=np.int64)
         hashes = text_hashes if text_hashes is not None else [None] * len(chunks)
         for i, (chunk, vector, text_hash) in enumerate(zip(chunks, vectors, hashes, strict=True)):
             cursor = self._db.execute(
                 'INSERT INTO chunks (article_pk, ordinal, start, "end", n_tokens, vector,'
-                " text_hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " text_hash, keyword_text) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     pk,
                     chunk.ordinal,
@@ -453,6 +505,7 @@ class Store:
                     chunk.n_tokens,
                     np.asarray(vector, dtype="<f4").tobytes(),
                     text_hash,
+                    keyword_text(article.text[chunk.start : chunk.end]),
                 ),
             )
             ids[i] = int(cursor.lastrowid or 0)

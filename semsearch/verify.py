@@ -17,8 +17,9 @@ import numpy as np
 
 from .errors import SemsearchError
 from .generations import CHECKSUM, FACTORY, GENERATION, file_checksum, vectors_file
+from .keywords import keyword_text
 from .manifest import read_manifest
-from .store import Store
+from .store import CHUNK_TEXT_QUERY, Store
 from .vectors import VectorIndex
 
 
@@ -88,6 +89,7 @@ def _verify_once(folder: Path) -> VerifyReport:
             file = folder / vectors_file(int(generation))
             checked["generation"] = int(generation)
             _check_vectors(store, file, str(factory), recorded, manifest.model.dim, problems)
+            _check_keyword_text(store, problems, checked)
             n_articles, n_chunks = store.counts()
             checked.update(articles=n_articles, chunks=n_chunks)
             if manifest.counts != {"articles": n_articles, "chunks": n_chunks}:
@@ -120,6 +122,34 @@ def _check_store(store: Store, problems: list[str], checked: dict[str, Any]) -> 
         checked["keyword_index"] = "ok"
     except sqlite3.DatabaseError as e:
         problems.append(f"the keyword index disagrees with the chunks ({e}); rebuild the index")
+
+
+def _check_keyword_text(store: Store, problems: list[str], checked: dict[str, Any]) -> None:
+    """Is each chunk's and title's stored keyword text what its text derives now?
+
+    FTS5's own check compares the index with the keyword text; this compares
+    the keyword text with the stored text (an older derivation rule, another
+    ICU dictionary, or a hand edit would make keyword search miss or mislead).
+    """
+    stale = [
+        chunk_id
+        for chunk_id, text, stored in store.execute(CHUNK_TEXT_QUERY)
+        if stored != keyword_text(text)
+    ]
+    titles = store.execute("SELECT id, title, keyword_title FROM articles")
+    stale_titles = [
+        article_id
+        for article_id, title, stored in titles
+        if stored != (keyword_text(title) if title is not None else None)
+    ]
+    checked["keyword_text"] = "ok" if not stale and not stale_titles else "stale"
+    if stale or stale_titles:
+        first = f"chunk {stale[0]}" if stale else f"article {stale_titles[0]!r}"
+        problems.append(
+            f"the keyword text of {len(stale)} chunks and {len(stale_titles)} titles differs "
+            f"from what their stored text gives (first: {first}): keyword search would miss "
+            "them; re-index those articles or rebuild the index"
+        )
 
 
 def _check_vectors(

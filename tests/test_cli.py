@@ -135,7 +135,7 @@ def test_bad_files_are_skipped_with_warnings_and_exit_3(tmp_path, real_encoder):
     assert "latin1.txt: not valid UTF-8" in err
     assert "blob.md: binary file" in err
     assert "rows.jsonl:2: invalid JSON" in err
-    assert "table.csv:1: no 'text' column (columns: id, body)" in err
+    assert "table.csv:1: no 'text' column (columns: id, body;" in err
     assert "Traceback" not in result.output
     with Index.open(tmp_path / "ix", encoder=real_encoder) as index:
         assert sorted(a for a in ("good.md", "r1") if index.get(a)) == ["good.md", "r1"]
