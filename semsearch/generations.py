@@ -16,6 +16,7 @@ it takes a new snapshot and loads the newer file.
 from __future__ import annotations
 
 import os
+import shutil
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +120,10 @@ def remove_leftovers(folder: Path, committed: int) -> list[str]:
             path.unlink(missing_ok=True)
             removed.append(path.name)
     for path in folder.glob("*.tmp"):
-        path.unlink(missing_ok=True)
+        # An older semsearch left its half-made ONNX export as a folder, onnx.tmp.
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
         removed.append(path.name)
     return removed

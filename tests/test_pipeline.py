@@ -276,3 +276,12 @@ def test_prune_with_rows_from_stdin(fake_index, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO('{"id": "r2", "text": "two"}\n'))
     result = fake_index.add(load_paths(["-"]), prune=["-"])
     assert result.removed == 1 and fake_index.get("r1") is None and len(fake_index) == 1
+
+
+def test_a_write_removes_an_old_half_made_export_folder(fake_index):
+    leftover = fake_index.path / "onnx.tmp"  # what a crash under semsearch 0.1 left
+    leftover.mkdir()
+    (leftover / "model.onnx").write_bytes(b"partial")
+    fake_index.add([make_article("a", "Alpha.")])
+    assert not leftover.exists()
+    assert fake_index.search("alpha", k=1)[0].article_id == "a"
