@@ -249,7 +249,7 @@ def index_command(
     """Add the articles in PATHS (files, folders, or - for JSONL on stdin) to the index.
 
     Creates the index if there is none. Reads .txt, .md (with YAML front
-    matter), .html, .jsonl and .csv, recursively. Articles already indexed and
+    matter), .html, .jsonl, .csv and .tsv, recursively. Articles already indexed and
     unchanged are left alone; changed ones are replaced. Skipped inputs are
     reported and make the exit status 3. The write is all or nothing: if it
     fails or is killed, the index stays as it was.
@@ -259,20 +259,23 @@ def index_command(
       semsearch index feeds/ --prune --json --wait 600 > summary.json
     """
     from .index import Index
-    from .load import FieldMap, load_paths
+    from .load import FieldMap, first_of_each_id, load_paths
     from .records import Skipped
 
     folder = index_dir or environment().index_dir
     started = time.perf_counter()
-    items = list(
-        load_paths(paths, FieldMap.from_pairs(field_pairs), date_order=date_order, clean=clean)
-    )
+    fields = FieldMap.from_pairs(field_pairs)
+    items = list(first_of_each_id(load_paths(paths, fields, date_order=date_order, clean=clean)))
     load_seconds = time.perf_counter() - started
     skipped = [i for i in items if isinstance(i, Skipped)]
     for item in skipped:
         click.echo(f"warning: skipped {item}", err=True)
     if strict and skipped:
-        raise CliError(f"{len(skipped)} input(s) skipped and --strict given; nothing was written")
+        message = f"{len(skipped)} input(s) skipped and --strict given; nothing was written"
+        if as_json:  # a pipeline reads why from stdout, as it reads a summary
+            failure = {"index": str(folder), "error": message}
+            click.echo(json.dumps({**failure, "skipped": [s.to_dict() for s in skipped]}))
+        raise CliError(message)
     # With --prune, nothing left under PATHS is news: every article read from there goes.
     if len(skipped) == len(items) and not (prune and Index.exists(folder)):
         raise CliError(f"no articles to index in {', '.join(paths)}")
@@ -300,20 +303,29 @@ def index_command(
         except IndexExistsError:
             pass  # another process created it meanwhile: add to it, as to any index
     if result is None:
-        creating = {
-            "--index-type": index_type != "auto",
-            "--chunk-tokens": chunk_tokens,
-            "--overlap": overlap_tokens != DEFAULT_OVERLAP_TOKENS,
-            "--query-prompt": query_prompt is not None,
-            "--document-prompt": document_prompt is not None,
-            "--backend": backend is not None,
-        }
-        given = [name for name, value in creating.items() if value]
-        if given:
-            raise BadInputError(
-                f"{', '.join(given)} only apply when creating an index, and {folder} exists"
-            )
         with Index.open(folder, model=model) as index:
+            # Creation options may repeat what the index was made with (the same
+            # command, run nightly, or two runs racing to create it), never change it.
+            info = index.info()
+            built_by = {"sentence-transformers": "torch"}.get(info.build_backend)
+            creating = {
+                "--index-type": (index_type, "auto", info.index_type),
+                "--chunk-tokens": (chunk_tokens, None, info.chunk_tokens),
+                "--overlap": (overlap_tokens, DEFAULT_OVERLAP_TOKENS, info.overlap_tokens),
+                "--query-prompt": (query_prompt, None, info.query_prompt),
+                "--document-prompt": (document_prompt, None, info.document_prompt),
+                "--backend": (backend, None, built_by or info.build_backend),
+            }
+            differ = [
+                f"{name} {given!r} (the index has {has!r})"
+                for name, (given, default, has) in creating.items()
+                if given != default and given != has
+            ]
+            if differ:
+                raise BadInputError(
+                    f"{folder} exists, and creation options cannot change it: "
+                    f"{', '.join(differ)}; rebuild into a new folder to change them"
+                )
             index.lock_timeout = wait_seconds
             result = index.add(
                 items,
@@ -419,7 +431,9 @@ def mode_option(f: F) -> F:
     metavar="FIELD<op>VALUE",
     help="Only articles whose field matches: source=Reuters, views>=100, lang!=de "
     "(ops = != > >= < <=; repeat a field with = for any of several values). "
-    "Fields: id, title, url, date, source, author, path, or any metadata key.",
+    "Fields: id, title, url, date, source, author, path, or any metadata key; dots "
+    "reach into nested metadata (meta.region=north). Numbers and true/false compare as "
+    'such; quote a value to compare it as text (year="2023").',
 )
 @click.option("--since", metavar="DATE", help="Only articles dated on or after DATE (YYYY-MM-DD).")
 @click.option("--until", metavar="DATE", help="Only articles dated on or before DATE (inclusive).")

@@ -56,7 +56,14 @@ from .errors import (
 from .filters import compile_filter
 from .generations import CHECKSUM, FACTORY, GENERATION, file_checksum, vectors_file
 from .keywords import match_expression
-from .load import STDIN_NAME, FieldMap, load_paths
+from .load import (
+    STDIN_NAME,
+    FieldMap,
+    first_of_each_id,
+    load_paths,
+    skipped_article,
+    source_file,
+)
 from .lock import LOCK_FILE, WriterLock
 from .manifest import (
     FORMAT_VERSION,
@@ -524,13 +531,9 @@ class Index:
         clock = _StageClock()
         fresh: dict[str, Article] = {}
         skipped: list[Skipped] = []
-        for item in clock.iterate("load", articles):
+        for item in clock.iterate("load", first_of_each_id(articles)):
             if isinstance(item, Skipped):
                 skipped.append(item)
-            elif item.id in fresh:
-                first = fresh[item.id].path or "an earlier article"
-                reason = f"duplicate id {item.id!r}, first at {first}; this one is skipped"
-                skipped.append(_skipped(item, reason))
             else:
                 fresh[item.id] = item
         with self._writing():
@@ -548,7 +551,7 @@ class Index:
                     if chunks:
                         chunked.append((article, chunks))
                     else:
-                        skipped.append(_skipped(article, "no text to index"))
+                        skipped.append(skipped_article(article, "no text to index"))
                 texts = (
                     [chunker.embed_text(a, c) for a, cs in chunked for c in cs] if chunker else []
                 )
@@ -625,7 +628,7 @@ class Index:
         for article_id, path in self._store.article_paths():
             if article_id in seen or path is None:
                 continue
-            file = _canonical(_source_file(path))
+            file = _canonical(source_file(path))
             if file in troubled:
                 continue
             if any(_under(file, root) for root in roots):
@@ -1041,20 +1044,6 @@ def _canonical(path: str | os.PathLike[str]) -> str:
 
 def _under(file: str, root: str) -> bool:
     return file == root or file.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def _skipped(article: Article, reason: str) -> Skipped:
-    """A Skipped for an article, named by its file and, for a row, its line."""
-    path = article.path or article.id
-    file = _source_file(path)
-    line = path[len(file) + 1 :]
-    return Skipped(file, reason, int(line) if line else None)
-
-
-def _source_file(path: str) -> str:
-    """The file an article was read from: its path without a row's ``:line``."""
-    file, _, line = path.rpartition(":")
-    return file if file and line.isdigit() else path
 
 
 def _chunker(encoder: Encoder, overlap_tokens: int, chunk_tokens: int | None) -> Chunker:

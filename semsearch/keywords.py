@@ -125,7 +125,9 @@ def match_expression(text: str) -> str | None:
 
 
 def _term_expression(term: str) -> str:
-    if len(term) < 2 or not _NO_SPACE.search(term):
+    # One Han or kana character is a word a reader types alone (桜 in 桜の開花),
+    # which ICU keeps joined to what follows: it matches as a prefix too.
+    if not _NO_SPACE.search(term) or (len(term) < 2 and not _SYLLABIC.fullmatch(term)):
         return f'"{term}"'
     alternatives = [f'"{term}"*']
     if len(term) <= _MAX_SPLIT and _SYLLABIC.fullmatch(term):

@@ -237,6 +237,39 @@ def load_file(
         yield Skipped(name, e.reason, e.line)
 
 
+def first_of_each_id(items: Iterable[Article | Skipped]) -> Iterator[Article | Skipped]:
+    """Pass items through, an article whose id came earlier turned into a :class:`Skipped`.
+
+    The first article of each id is kept; a later one is skipped, named by its
+    file and line, with where the first one was read.
+    """
+    first: dict[str, str] = {}
+    for item in items:
+        if isinstance(item, Article):
+            if item.id in first:
+                yield skipped_article(
+                    item,
+                    f"duplicate id {item.id!r}, first at {first[item.id]}; this one is skipped",
+                )
+                continue
+            first[item.id] = item.path or "an earlier article"
+        yield item
+
+
+def skipped_article(article: Article, reason: str) -> Skipped:
+    """A :class:`Skipped` for an article, named by its file and, for a row, its line."""
+    path = article.path or article.id
+    file = source_file(path)
+    line = path[len(file) + 1 :]
+    return Skipped(file, reason, int(line) if line else None)
+
+
+def source_file(path: str) -> str:
+    """The file an article was read from: its path without a row's ``:line``."""
+    file, _, line = path.rpartition(":")
+    return file if file and line.isdigit() else path
+
+
 def content_hash(title: str | None, text: str) -> str:
     """A short, stable hash of an article's title and text, used as its id when none is given."""
     digest = hashlib.sha256(f"{title or ''}\n{text}".encode()).hexdigest()
@@ -270,8 +303,10 @@ def _decode(data: bytes, name: str, rows: bool = False) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
+        byte = data[e.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)]
         raise BadInputError(
-            f"not valid UTF-8 (byte {e.start}); convert it to UTF-8", path=name
+            f"not valid UTF-8 (byte 0x{byte:02X} at offset {e.start}); convert it to UTF-8",
+            path=name,
         ) from None
 
 
@@ -387,7 +422,9 @@ def _rows_jsonl(
             yield Skipped(name, undecoded, lineno)
             continue
         try:
-            record = json.loads(line)
+            # strict=False: a raw control character in a string is read, then
+            # removed by the text rule, rather than losing the row.
+            record = json.loads(line, strict=False)
         except json.JSONDecodeError as e:
             yield Skipped(name, f"invalid JSON: {e.msg} (column {e.colno})", lineno)
             continue
@@ -402,7 +439,9 @@ def _rows_csv(
 ) -> Iterator[Article | Skipped]:
     csv.field_size_limit(2**31 - 1)
     delimiter = _csv_delimiter(text, fields.text)
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    # Physical lines, endings kept, so that reading can start again after a bad one.
+    lines = io.StringIO(text, newline="").readlines()
+    reader = csv.DictReader(lines, delimiter=delimiter)
     try:
         header = reader.fieldnames or []
     except csv.Error as e:
@@ -418,16 +457,31 @@ def _rows_csv(
             1,
         )
         return
+    offset = 0  # lines before the current reader's first line
     while True:
-        lineno = reader.line_num + 1
+        lineno = offset + reader.line_num + 1
         try:
             record = next(reader)
         except StopIteration:
             return
         except csv.Error as e:
             yield Skipped(name, f"cannot parse CSV: {e}", lineno)
-            if reader.line_num < lineno:  # the reader cannot move past it
+            if offset + reader.line_num < lineno:  # the reader cannot move past it
                 return
+            continue
+        last = offset + reader.line_num
+        if last > lineno and _swallowed_rows(record, lines[lineno:last], len(header), delimiter):
+            # A quote left open on this line took the rows after it as text: skip
+            # this line alone and read the rest again.
+            yield Skipped(
+                name,
+                f"a quote opened on this line runs on to line {last}, taking the rows between "
+                f"as text; this row "
+                f"is skipped and the lines after it are read again",
+                lineno,
+            )
+            offset = lineno
+            reader = csv.DictReader(lines[lineno:], fieldnames=header, delimiter=delimiter)
             continue
         record = {k: v for k, v in record.items() if k is not None and v not in (None, "")}
         undecoded = _undecoded([*record, *(v for v in record.values() if isinstance(v, str))])
@@ -435,6 +489,24 @@ def _rows_csv(
             yield Skipped(name, undecoded, lineno)
             continue
         yield _row(record, fields, name, lineno, date_order)
+
+
+def _swallowed_rows(record: dict[Any, Any], later: list[str], width: int, delimiter: str) -> bool:
+    """Whether a row read over several lines looks like an open quote that took other rows.
+
+    It does when its number of fields is not the header's and one of the later
+    lines it took has exactly the header's number of fields by itself. A
+    quoted field that really holds line breaks keeps the header's width.
+    """
+    if None not in record and None not in record.values():
+        return False
+    for line in later:
+        try:
+            if len(next(csv.reader([line], delimiter=delimiter), [])) == width:
+                return True
+        except csv.Error:
+            continue
+    return False
 
 
 _DELIMITER_NAMES = {",": "commas", "\t": "tabs", ";": "semicolons", "|": "vertical bars"}
@@ -540,7 +612,8 @@ def typed_value(value: Any) -> Any:
     """A metadata value as JSON, typed by one rule whatever the format.
 
     A string that is a JSON number (``"1500"``, ``"-2.5"``, ``"1e3"``) becomes
-    that number and ``"true"``/``"false"`` become booleans, so a CSV column
+    that number and ``true``/``false`` in any case (``TRUE`` as spreadsheets
+    write it) become booleans, so a CSV column
     filters like the same JSONL field. Strings that merely contain digits stay
     text: ``"01234"`` (a code with a leading zero), ``"1,500"``, ``"NaN"``.
     Dates become ISO text; mappings and lists are typed element by element.
@@ -550,7 +623,7 @@ def typed_value(value: Any) -> Any:
         if number:
             parsed = float(value) if number.group(1) or number.group(2) else int(value)
             return parsed if not isinstance(parsed, float) or math.isfinite(parsed) else value
-        return {"true": True, "false": False}.get(value, value)
+        return {"true": True, "false": False}.get(value.lower(), value)
     if isinstance(value, (dt.date, dt.datetime)):
         return value.isoformat()
     if isinstance(value, Mapping):

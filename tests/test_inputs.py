@@ -61,7 +61,8 @@ def test_csv_and_jsonl_rows_load_to_the_same_metadata(tmp_path):
 @pytest.mark.parametrize(
     ("value", "typed"),
     [("0", 0), ("-7", -7), ("1e3", 1000.0), ("0.5", 0.5), ("+5", "+5"), ("007", "007"),
-     ("1.", "1."), (" 12 ", 12), ("Infinity", "Infinity"), ("false", False), ("True", "True")],
+     ("1.", "1."), (" 12 ", 12), ("Infinity", "Infinity"), ("false", False), ("TRUE", True),
+     ("yes", "yes")],
 )  # fmt: skip
 def test_typed_value_rule(value, typed):
     assert typed_value(value) == typed and type(typed_value(value)) is type(typed)
@@ -391,3 +392,52 @@ def test_article_paths_are_absolute(tmp_path, monkeypatch):
     paths = {a.id: a.path for a in loaded("./docs//")}
     assert paths["a.txt"] == os.path.join(tmp_path, "docs", "a.txt")
     assert paths["r"] == os.path.join(tmp_path, "docs", "r.jsonl") + ":1"
+
+
+def test_a_quote_left_open_skips_its_row_and_the_rows_after_it_are_read_again(tmp_path):
+    (tmp_path / "q.csv").write_text(
+        'id,text,views\nr1,First.,1\nr2,"Unclosed, quote.,2\nr3,Swans.,3\nr4,"Quoted, fine.",4\n'
+        'r5,"Two\nlines, closed.",5\n'
+    )
+    results = loaded(tmp_path / "q.csv")
+    assert [getattr(r, "id", None) for r in results] == ["r1", None, "r3", "r4", "r5"]
+    assert (
+        results[1].line == 3
+        and "a quote opened on this line runs on to line 5" in results[1].reason
+    )
+    assert results[4].text == "Two\nlines, closed."
+
+
+def test_a_raw_control_character_in_a_jsonl_string_keeps_the_row(tmp_path):
+    (tmp_path / "r.jsonl").write_bytes(b'{"id": "c", "text": "bell\x07 and\ttab"}\n')
+    (article,) = loaded(tmp_path / "r.jsonl")
+    assert article.text == "bell and\ttab"
+
+
+def test_a_text_file_that_is_not_utf8_names_the_byte(tmp_path):
+    (tmp_path / "latin1.txt").write_bytes("Café crème".encode("latin-1"))
+    (skipped,) = loaded(tmp_path / "latin1.txt")
+    assert "not valid UTF-8 (byte 0xE9 at offset 3)" in skipped.reason
+
+
+def test_strict_counts_duplicates_before_writing_and_reports_json(tmp_path):
+    rows = [{"id": "a", "text": "First."}, {"id": "a", "text": "Again."}, {"text": ""}]
+    path = write_jsonl(tmp_path / "dup.jsonl", rows)
+    result = run("index", str(path), "--index", str(tmp_path / "ix"), "--strict", "--json")
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["error"].startswith("2 input(s) skipped")
+    assert sorted(s["line"] for s in report["skipped"]) == [2, 3]
+    assert not (tmp_path / "ix").exists()
+
+
+def test_creation_options_may_repeat_what_the_index_was_made_with(tmp_path):
+    (tmp_path / "a.txt").write_text("Flood warnings for the coast.\n")
+    index = str(tmp_path / "ix")
+    options = ["--backend", "onnx-int8", "--chunk-tokens", "128", "--overlap", "16"]
+    assert run("index", str(tmp_path / "a.txt"), "--index", index, *options).exit_code == 0
+    result = run("index", str(tmp_path / "a.txt"), "--index", index, *options)
+    assert result.exit_code == 0, result.output
+    result = run("index", str(tmp_path / "a.txt"), "--index", index, "--backend", "torch")
+    assert result.exit_code == 1
+    assert "--backend 'torch' (the index has 'onnx-int8')" in result.stderr

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from semsearch import Index
+from semsearch import Article, Index
 from semsearch.cli import cli
 from semsearch.embed import Encoder
 from semsearch.keywords import _FOLD, _derive, keyword_text, match_expression
@@ -248,3 +248,10 @@ def test_verify_notices_a_keyword_index_out_of_step(fake_index):
     db.close()
     problems = verify(fake_index.path).problems
     assert any("keyword index disagrees" in p for p in problems)
+
+
+def test_a_single_kanji_finds_the_word_it_begins(fake_encoder, tmp_path):
+    with Index.create(tmp_path / "ix", encoder=fake_encoder) as index:
+        index.add([Article("ja", "桜の開花が始まりました。", title="桜の開花")])
+        (hit,) = index.search("桜", mode="keyword")
+        assert hit.article_id == "ja" and hit.text[slice(*hit.highlights[0])].startswith("桜")
