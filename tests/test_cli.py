@@ -178,7 +178,9 @@ def test_creation_options_on_an_existing_index_are_refused(sample_index_dir):
     args = ["--index", str(sample_index_dir), "--index-type", "hnsw"]
     result = run("index", str(SAMPLE_ARTICLES), *args)
     assert result.exit_code == 1
-    assert "only apply when creating an index" in result.stderr
+    assert "creation options cannot change it: --index-type 'hnsw' (the index has 'auto')" in (
+        result.stderr
+    )
 
 
 def test_failure_halfway_leaves_the_index_as_it_was(sample_index_dir, tmp_path, monkeypatch):
