@@ -441,3 +441,25 @@ def test_creation_options_may_repeat_what_the_index_was_made_with(tmp_path):
     result = run("index", str(tmp_path / "a.txt"), "--index", index, "--backend", "torch")
     assert result.exit_code == 1
     assert "--backend 'torch' (the index has 'onnx-int8')" in result.stderr
+
+
+def test_prune_of_a_folder_leaves_a_sibling_with_the_same_prefix(tmp_path, fake_encoder):
+    make_docs(tmp_path / "arts")
+    (tmp_path / "arts2").mkdir()
+    (tmp_path / "arts2" / "x.txt").write_text("Article x about rivers.\n")
+    with Index.create(tmp_path / "ix", encoder=fake_encoder) as ix:
+        ix.add_paths([tmp_path / "arts2", tmp_path / "arts"])
+        (tmp_path / "arts" / "a.txt").unlink()
+        result = ix.add_paths([tmp_path / "arts"], prune=True)
+        assert result.removed == 1  # a.txt, and not arts2/x.txt, whose path shares the prefix
+        assert ix.get("x.txt") is not None and ix.get("a.txt") is None
+
+
+def test_the_same_folder_through_another_path_embeds_nothing(tmp_path, fake_encoder, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    make_docs(tmp_path / "docs")
+    (tmp_path / "sub").mkdir()
+    with Index.create(tmp_path / "ix", encoder=fake_encoder) as ix:
+        ix.add_paths(["docs"])
+        result = ix.add_paths(["./sub/../docs/"])
+    assert (result.unchanged, result.updated, result.chunks_embedded) == (3, 0, 0)
