@@ -12,24 +12,33 @@ as it is:
    the start or end of the line, next to a separator such as ``|`` ``·``
    ``-`` ``,``, glued to a word as scrapers leave it, after "Published" or
    "Updated", or anywhere in a line that starts with "By"), and does not end
-   as a sentence. The line above it is the headline, the one above that (if
+   as a sentence. A time after the date ("14:30 Uhr", "2:30 pm", "à 08h15")
+   is dropped. The line above it is the headline, the one above that (if
    any) the site's name. The by-line gives the date (numeric dates are read
-   day first, ``09/08/2024`` is 9 August, unless that is impossible; a month
-   name in any language dateparser knows), the source (the site's name line
-   when the by-line names none) and the author ("By NAME").
+   in the ``date_order`` given, else day first, ``09/08/2024`` is 9 August,
+   unless that is impossible; a month name in any language dateparser
+   knows), the source (the site's name line when the by-line names none) and
+   the author ("By NAME"). "By", "Published"/"Updated" and the words before a
+   time are tables by language: ``_BY_WORDS``, ``_LABEL_WORDS``, ``_TIME``.
 2. *A furniture marker in the tail*: the file ends with a run of furniture
    lines that includes a known marker ("Comment (0)", "Related articles",
-   "Read more", "Same tag", "Share", a cookie banner, "Tin liên quan", ...;
-   see ``_MARKER_PHRASES``). The header is then read as for any text file.
+   "Same tag", "Share", a cookie banner, "Tin liên quan", "Kommentare (3)",
+   "À lire aussi", ...; ``_MARKER_TABLE``, by language: English, Vietnamese,
+   German, French, Spanish, Italian, Portuguese, Dutch). The header is then
+   read as for any text file.
 
 What is removed: the site and by-line lines, marker lines right under the
-by-line ("Share this article"), and the tail: the longest run of lines at
-the end of the file that are each a marker, or a short line that does not
-end as a sentence (no closing ``.``, ``!``, ``?``) and that jusText does not
-rate as prose (``good`` or ``neargood``, with the stop words of the page's
-language). Nothing inside the article goes (captions and pull quotes stay,
-and so does a "Read more" between two paragraphs), nor any line after the
-article that ends as a sentence or reads as prose, unless it is a marker.
+by-line ("Share this article"), and the tail. The tail is the longest run of
+lines at the end of the file that are each a marker, or a short line that
+does not end as a sentence (no closing ``.``, ``!``, ``?``) and that jusText
+does not rate as prose (``good`` or ``neargood``, with the stop words of the
+page's language), cut to start at its first marker (or at a link label such
+as "Source" right before it, ``_LABEL_MARKERS``); a run without a marker is
+no tail. So a by-line alone never removes the end of a text, and short lines
+before the first marker (a list's last items, a poem's last lines) stay.
+Nothing inside the article goes (captions and pull quotes stay, and so does
+a "Read more" between two paragraphs), nor any line after the article that
+ends as a sentence or reads as prose, unless it is a marker.
 
 **HTML** (:func:`strip_section_label`): trafilatura sometimes keeps the
 section label ("Cyber security") and the repeated headline as the first body
@@ -494,18 +503,20 @@ def _tail(lines: list[str], body: list[int]) -> int:
     """Where the furniture at the end of ``body`` starts (``len(body)`` if none).
 
     The tail is the run of furniture lines at the end, cut to start at its first
-    marker or link label ("Source"), and only if it holds a marker: short lines
-    before the first marker (a list's last items, a poem's last lines) stay.
+    marker (or a link label such as "Source" right before it), and only if it
+    holds a marker: short lines before that (a list's last items, a poem's last
+    lines) stay.
     """
     prose = _prose(lines, body)
     run = len(body)
     while run > 0 and _is_furniture(lines[body[run - 1]], prose[run - 1]):
         run -= 1
-    tail = body[run:]
-    if not any(_is_marker(lines[i]) for i in tail):
+    first = next((k for k in range(run, len(body)) if _is_marker(lines[body[k]])), None)
+    if first is None:
         return len(body)
-    starts = (k for k, i in enumerate(tail) if _is_marker(lines[i]) or _is_label(lines[i]))
-    return run + next(starts)
+    if first > run and _is_label(lines[body[first - 1]]):
+        first -= 1
+    return first
 
 
 def _is_label(line: str) -> bool:
