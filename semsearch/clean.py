@@ -231,13 +231,14 @@ _BY_WORDS = {
     "de": "von",
     "fr": "par",
     "es, pt": "por",
-    "it": "di|da",
+    "it": "di",
     "nl": "door",
     "sv, no": "av",
     "da": "af",
     "pl": "przez",
 }
 _BY = re.compile(r"^(?:" + "|".join(_BY_WORDS.values()) + r")\s+", re.I)
+_BY_ALWAYS = {"by", "bởi", "theo"}  # never the start of a name
 # "Published" / "Updated" before a by-line's date, by language, with the word that
 # may follow ("on", "am", "le", ...).
 _LABEL_WORDS = {
@@ -429,10 +430,15 @@ def parse_byline(line: str, date_order: str | None = None) -> _Byline | None:
     parts = [p.strip(" ,;:-–—()[]") for p in _SEPARATORS.split(rest)]
     author = source = None
     parts = [_WEEKDAY_AT_END.sub("", p).strip(" ,") for p in parts]
-    for part in (p for p in parts if p):
-        if _BY.match(part) and author is None:
+    named = [p for p in parts if p and not _WEEKDAY.fullmatch(p) and not _LABEL.fullmatch(p)]
+    for part in named:
+        # "By" starts an author; a by-word of another language ("Von", "Par", "Door")
+        # also starts names ("Door County Pulse"), so only beside a source.
+        word = _BY.match(part)
+        always = word is not None and word.group(0).strip().lower() in _BY_ALWAYS
+        if word and author is None and (always or len(named) > 1):
             author = _BY.sub("", part).strip() or None
-        elif source is None and not _WEEKDAY.fullmatch(part) and not _LABEL.fullmatch(part):
+        elif source is None:
             source = _undouble(part)
     return _Byline(date=date, source=source, author=author)
 

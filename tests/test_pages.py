@@ -143,6 +143,9 @@ def test_french_page_published_label_with_time_and_tail():
             ("2024-03-03", "The Daily Ledger", "Jane Doe"),
         ),
         ("The Daily Ledger | 03/03/2024 3pm", ("2024-03-03", "The Daily Ledger", None)),
+        # "Door", "Von", "Par" also start names: an author only beside a source.
+        ("Door County Pulse | 09/08/2024", ("2024-08-09", "Door County Pulse", None)),
+        ("Da Nang Today | 09/08/2024", ("2024-08-09", "Da Nang Today", None)),
     ],
 )
 def test_by_lines_in_other_languages_and_with_times(line, expected):
