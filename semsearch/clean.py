@@ -12,24 +12,33 @@ as it is:
    the start or end of the line, next to a separator such as ``|`` ``·``
    ``-`` ``,``, glued to a word as scrapers leave it, after "Published" or
    "Updated", or anywhere in a line that starts with "By"), and does not end
-   as a sentence. The line above it is the headline, the one above that (if
+   as a sentence. A time after the date ("14:30 Uhr", "2:30 pm", "à 08h15")
+   is dropped. The line above it is the headline, the one above that (if
    any) the site's name. The by-line gives the date (numeric dates are read
-   day first, ``09/08/2024`` is 9 August, unless that is impossible; a month
-   name in any language dateparser knows), the source (the site's name line
-   when the by-line names none) and the author ("By NAME").
+   in the ``date_order`` given, else day first, ``09/08/2024`` is 9 August,
+   unless that is impossible; a month name in any language dateparser
+   knows), the source (the site's name line when the by-line names none) and
+   the author ("By NAME"). "By", "Published"/"Updated" and the words before a
+   time are tables by language: ``_BY_WORDS``, ``_LABEL_WORDS``, ``_TIME``.
 2. *A furniture marker in the tail*: the file ends with a run of furniture
    lines that includes a known marker ("Comment (0)", "Related articles",
-   "Read more", "Same tag", "Share", a cookie banner, "Tin liên quan", ...;
-   see ``_MARKER_PHRASES``). The header is then read as for any text file.
+   "Same tag", "Share", a cookie banner, "Tin liên quan", "Kommentare (3)",
+   "À lire aussi", ...; ``_MARKER_TABLE``, by language: English, Vietnamese,
+   German, French, Spanish, Italian, Portuguese, Dutch). The header is then
+   read as for any text file.
 
 What is removed: the site and by-line lines, marker lines right under the
-by-line ("Share this article"), and the tail: the longest run of lines at
-the end of the file that are each a marker, or a short line that does not
-end as a sentence (no closing ``.``, ``!``, ``?``) and that jusText does not
-rate as prose (``good`` or ``neargood``, with the stop words of the page's
-language). Nothing inside the article goes (captions and pull quotes stay,
-and so does a "Read more" between two paragraphs), nor any line after the
-article that ends as a sentence or reads as prose, unless it is a marker.
+by-line ("Share this article"), and the tail. The tail is the longest run of
+lines at the end of the file that are each a marker, or a short line that
+does not end as a sentence (no closing ``.``, ``!``, ``?``) and that jusText
+does not rate as prose (``good`` or ``neargood``, with the stop words of the
+page's language), cut to start at its first marker (or at a link label such
+as "Source" right before it, ``_LABEL_MARKERS``); a run without a marker is
+no tail. So a by-line alone never removes the end of a text, and short lines
+before the first marker (a list's last items, a poem's last lines) stay.
+Nothing inside the article goes (captions and pull quotes stay, and so does
+a "Read more" between two paragraphs), nor any line after the article that
+ends as a sentence or reads as prose, unless it is a marker.
 
 **HTML** (:func:`strip_section_label`): trafilatura sometimes keeps the
 section label ("Cyber security") and the repeated headline as the first body
@@ -54,84 +63,227 @@ _BYLINE_MAX_CHARS = 120
 _FURNITURE_MAX_CHARS = 150
 _LABEL_MAX_CHARS = 60
 
-# Whole lines (case-insensitive, after trimming) that only page furniture is made of.
-_MARKER_PHRASES = [
-    # English
-    r"(?:\d+\s+)?comments?(?:\s*\(\d+\))?",
-    r"(?:leave|add|post|write) a (?:comment|reply)",
-    r"comments are closed",
-    r"related(?: articles?| stories| posts| news| content| coverage| topics)?",
-    r"read (?:more|next|also)(?: on \S+)?",
-    r"more (?:stories|news|from [\w .'&-]{1,40})",
-    r"see also",
-    r"you (?:may|might) also (?:like|be interested in)",
-    r"recommended(?: for you| stories| articles)?",
-    r"most (?:read|popular|viewed|shared)",
-    r"(?:trending|popular)(?: now| news| stories)?",
-    r"(?:latest|top) (?:news|stories|headlines)",
-    r"same (?:tag|category|author|topic|section)",
-    r"tags?:?(?:\s.{0,100})?",
-    r"share(?: this)?(?: article| story| post| page)?(?: on [\w ]{1,20})?:?",
-    r"(?:facebook|twitter|x|linkedin|whatsapp|telegram|pinterest|reddit|email|e-mail|print"
-    r"|copy link|zalo)",
-    r"follow us(?: on [\w ,]{1,40})?:?",
-    r"(?:subscribe|sign up)(?: now| today)?(?: (?:to|for) .{0,60})?[.!]?",
-    r"(?:get|join) our (?:free )?newsletter.{0,60}",
-    r"newsletter",
-    r"(?:advertisement|advertising|sponsored(?: content)?|ads?)",
-    r"no (?:data|videos?(?: available)?|comments?(?: yet)?)",
-    r"back to top",
-    r"(?:log|sign) in(?: to comment)?",
-    r"listen to this article",
-    r"\d+ min(?:ute)?s? read",
-    # Vietnamese
-    r"tin (?:liên quan|cùng chuyên mục|mới(?: nhất)?|nổi bật|khác|đọc nhiều)",
-    r"cùng (?:chuyên mục|tác giả|thẻ|chủ đề)",
-    r"(?:xem|đọc) (?:thêm|tiếp|nhiều(?: nhất)?)",
-    r"bình luận(?:\s*\(\d+\))?",
-    r"chia sẻ",
-    r"từ khóa:?(?:\s.{0,100})?",
-    r"quảng cáo",
-    r"theo dõi(?: chúng tôi)?(?: trên .{1,30})?",
-    r"đăng (?:ký|nhập)(?: .{0,60})?",
-    r"(?:chưa|không) có (?:dữ liệu|bình luận|video)(?: nào)?",
-]
+# Whole lines (case-insensitive, after trimming) that only page furniture is made of,
+# by language: comment counters, share buttons, "related" and "read also" lists,
+# "you may also like", newsletter and subscribe calls, advertising labels, menus.
+_MARKER_TABLE: dict[str, list[str]] = {
+    "en": [
+        r"(?:\d+\s+)?comments?(?:\s*\(\d+\))?",
+        r"(?:leave|add|post|write) a (?:comment|reply)",
+        r"comments are closed",
+        r"related(?: articles?| stories| posts| news| content| coverage| topics)?",
+        r"read (?:more|next|also)(?: on \S+)?",
+        r"more (?:stories|news|from [\w .'&-]{1,40})",
+        r"see also",
+        r"you (?:may|might) also (?:like|be interested in)",
+        r"recommended(?: for you| stories| articles)?",
+        r"most (?:read|popular|viewed|shared)",
+        r"(?:trending|popular)(?: now| news| stories)?",
+        r"(?:latest|top) (?:news|stories|headlines)",
+        r"same (?:tag|category|author|topic|section)",
+        r"tags?:?(?:\s.{0,100})?",
+        r"share(?: this)?(?: article| story| post| page)?(?: on [\w ]{1,20})?:?",
+        r"(?:facebook|twitter|x|linkedin|whatsapp|telegram|pinterest|reddit|email|e-mail|print"
+        r"|copy link|zalo)",
+        r"follow us(?: on [\w ,]{1,40})?:?",
+        r"(?:subscribe|sign up)(?: now| today)?(?: (?:to|for) .{0,60})?[.!]?",
+        r"(?:get|join) our (?:free )?newsletter.{0,60}",
+        r"newsletter",
+        r"(?:advertisement|advertising|sponsored(?: content)?|ads?)",
+        r"no (?:data|videos?(?: available)?|comments?(?: yet)?)",
+        r"back to top",
+        r"(?:log|sign) in(?: to comment)?",
+        r"listen to this article",
+        r"\d+ min(?:ute)?s? read",
+    ],
+    "vi": [
+        r"tin (?:liên quan|cùng chuyên mục|mới(?: nhất)?|nổi bật|khác|đọc nhiều)",
+        r"cùng (?:chuyên mục|tác giả|thẻ|chủ đề)",
+        r"(?:xem|đọc) (?:thêm|tiếp|nhiều(?: nhất)?)",
+        r"bình luận(?:\s*\(\d+\))?",
+        r"chia sẻ",
+        r"từ khóa:?(?:\s.{0,100})?",
+        r"quảng cáo",
+        r"theo dõi(?: chúng tôi)?(?: trên .{1,30})?",
+        r"đăng (?:ký|nhập)(?: .{0,60})?",
+        r"(?:chưa|không) có (?:dữ liệu|bình luận|video)(?: nào)?",
+    ],
+    "de": [
+        r"(?:\d+\s+)?kommentare?(?:\s*\(\d+\))?",
+        r"(?:jetzt )?kommentieren",
+        r"(?:artikel |beitrag )?teilen(?: auf [\w ]{1,20})?:?",
+        r"(?:das|dies) könnte (?:sie|dich) auch interessieren",
+        r"(?:auch|ebenfalls) interessant",
+        r"(?:lesen sie|lies) (?:auch|mehr|weiter)",
+        r"(?:weiterlesen|mehr lesen|mehr zum thema)",
+        r"(?:mehr|weitere) (?:artikel|nachrichten|meldungen|aus [\w .'&-]{1,40})",
+        r"(?:verwandte|ähnliche) (?:artikel|themen|beiträge)",
+        r"(?:meistgelesen|am meisten gelesen|empfohlen)",
+        r"newsletter (?:abonnieren|bestellen)(?: .{0,60})?",
+        r"(?:jetzt )?abonnieren(?: .{0,60})?",
+        r"(?:anzeige|werbung)",
+        r"(?:schlagwörter|themen):?(?:\s.{0,100})?",
+        r"(?:zurück )?nach oben",
+        r"drucken",
+        r"(?:anmelden|einloggen|registrieren)",
+    ],
+    "fr": [
+        r"(?:\d+\s+)?commentaires?(?:\s*\(\d+\))?",
+        r"(?:laisser|ajouter|écrire) un commentaire",
+        r"partager(?: (?:cet article|l'article))?(?: sur [\w ]{1,20})?:?",
+        r"(?:à )?lire (?:aussi|également|la suite|plus)",
+        r"(?:articles?|sujets?) (?:liés|similaires|associés)",
+        r"sur le même (?:sujet|thème)",
+        r"vous (?:aimerez|pourriez) (?:aussi|également)(?: aimer)?",
+        r"(?:ces articles peuvent|cela pourrait) vous intéresser",
+        r"(?:les )?plus (?:lus|populaires)",
+        r"(?:abonnez-vous|inscrivez-vous)(?: .{0,60})?",
+        r"(?:publicité|annonce)",
+        r"mots?-clés?:?(?:\s.{0,100})?",
+        r"retour en haut(?: de (?:la )?page)?",
+        r"(?:imprimer|se connecter)",
+    ],
+    "es": [
+        r"(?:\d+\s+)?comentarios?(?:\s*\(\d+\))?",
+        r"(?:deja|dejar|escribe) (?:un|tu) comentario",
+        r"compartir(?: (?:este artículo|la noticia))?(?: en [\w ]{1,20})?:?",
+        r"(?:lee|leer|lea) (?:también|más)",
+        r"(?:noticias|artículos) relacionad[oa]s",
+        r"(?:también )?(?:te|le) (?:puede|podría) interesar",
+        r"(?:lo )?más (?:leído|visto)s?",
+        r"(?:suscríbete|suscribirse|regístrate)(?: .{0,60})?",
+        r"boletín(?: .{0,40})?",
+        r"publicidad",
+        r"etiquetas:?(?:\s.{0,100})?",
+        r"volver (?:arriba|al inicio)",
+    ],
+    "it": [
+        r"(?:\d+\s+)?commenti(?:\s*\(\d+\))?",
+        r"(?:lascia un commento|commenta)",
+        r"condividi(?: (?:l'articolo|su [\w ]{1,20}))?:?",
+        r"leggi (?:anche|di più|tutto)",
+        r"(?:articoli|notizie) correlat[ie]",
+        r"(?:ti )?potrebbe (?:anche )?interessarti",
+        r"ti potrebbe(?:ro)? (?:anche )?interessare",
+        r"(?:i )?più lett[ie]",
+        r"iscriviti(?: .{0,60})?",
+        r"pubblicità",
+        r"torna su",
+    ],
+    "pt": [
+        r"(?:\d+\s+)?comentários?(?:\s*\(\d+\))?",
+        r"(?:deixe|deixar|escreva) (?:um|seu) comentário",
+        r"(?:compartilh|partilh)(?:e|ar)(?: (?:esta notícia|no [\w ]{1,20}))?:?",
+        r"leia (?:também|mais)",
+        r"(?:notícias|artigos|matérias) relacionad[oa]s",
+        r"(?:veja|saiba) (?:também|mais)",
+        r"você (?:também )?pode (?:gostar|se interessar)",
+        r"(?:as |os )?mais lid[oa]s",
+        r"(?:assine|inscreva-se)(?: .{0,60})?",
+        r"publicidade",
+        r"voltar ao topo",
+    ],
+    "nl": [
+        r"(?:\d+\s+)?reacties?(?:\s*\(\d+\))?",
+        r"(?:plaats|schrijf) een reactie",
+        r"(?:delen|deel (?:dit )?(?:artikel|bericht))(?: op [\w ]{1,20})?:?",
+        r"lees (?:ook|meer|verder)",
+        r"gerelateerde (?:artikelen|berichten|nieuws)",
+        r"(?:dit )?vind je (?:misschien )?ook (?:leuk|interessant)",
+        r"meest gelezen",
+        r"(?:abonneer|schrijf je in)(?: .{0,60})?",
+        r"nieuwsbrief(?: .{0,40})?",
+        r"advertentie",
+        r"terug naar boven",
+    ],
+}
+_MARKER_PHRASES = [phrase for phrases in _MARKER_TABLE.values() for phrase in phrases]
+# A lone label where the page had a link ("Source" above "Comment (0)"): furniture only
+# next to a marker, so it may start a tail but never licenses removing one.
+_LABEL_MARKERS = re.compile(r"(?:source|nguồn|quelle|fuente|fonte|bron|källa|kilde|źródło)", re.I)
 _MARKERS = re.compile(r"(?:" + "|".join(_MARKER_PHRASES) + r")", re.I)
 # A cookie or consent banner: about cookies, and asking the reader to do something.
 _COOKIES = re.compile(r"\bcookies?\b", re.I)
-_CONSENT = re.compile(r"\b(?:accept|agree|consent|cookie (?:policy|settings|preferences))\b", re.I)
+_CONSENT = re.compile(
+    r"\b(?:accept|agree|consent|cookie (?:policy|settings|preferences)"
+    r"|akzeptieren|zustimmen|einverstanden|accepter|j'accepte|aceptar|acepto|accetta|accetto"
+    r"|aceitar|aceito|accepteren|akkoord|chấp nhận|đồng ý)\b",
+    re.I,
+)
 _SENTENCE_END = re.compile(r"[.!?…。！？][\"'”’»)\]]*$")
 _SEPARATORS = re.compile(r"\s*(?:[|·•—–]|\s-\s|^-\s)\s*")
 _WEEKDAY = re.compile(
     r"(?:mon|tues?|wed(?:nes)?|thu(?:rs)?|fri|sat(?:ur)?|sun)(?:day)?\.?"
-    r"|thứ (?:hai|ba|tư|năm|sáu|bảy|2|3|4|5|6|7)|chủ nhật",
+    r"|thứ (?:hai|ba|tư|năm|sáu|bảy|2|3|4|5|6|7)|chủ nhật"
+    r"|montag|dienstag|mittwoch|donnerstag|freitag|samstag|sonnabend|sonntag"
+    r"|lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche"
+    r"|lunes|martes|miércoles|jueves|viernes|sábado|domingo"
+    r"|lunedì|martedì|mercoledì|giovedì|venerdì|sabato|domenica"
+    r"|(?:segunda|terça|quarta|quinta|sexta)-feira"
+    r"|maandag|dinsdag|woensdag|donderdag|vrijdag|zaterdag|zondag",
     re.I,
 )
 _WEEKDAY_AT_END = re.compile(r"(?:^|\s)(?:" + _WEEKDAY.pattern + r"),?$", re.I)
-_BY = re.compile(r"^(?:by|bởi|theo)\s+", re.I)
+# "By" at the start of a by-line, by language.
+_BY_WORDS = {
+    "en": "by",
+    "vi": "bởi|theo",
+    "de": "von",
+    "fr": "par",
+    "es, pt": "por",
+    "it": "di",
+    "nl": "door",
+    "sv, no": "av",
+    "da": "af",
+    "pl": "przez",
+}
+_BY = re.compile(r"^(?:" + "|".join(_BY_WORDS.values()) + r")\s+", re.I)
+_BY_ALWAYS = {"by", "bởi", "theo"}  # never the start of a name
+# "Published" / "Updated" before a by-line's date, by language, with the word that
+# may follow ("on", "am", "le", ...).
+_LABEL_WORDS = {
+    "en": "published|updated|posted|last updated",
+    "vi": "đăng|đăng lúc|cập nhật",
+    "de": "veröffentlicht|aktualisiert|zuletzt aktualisiert|erschienen|stand",
+    "fr": "publié|publiée|mis à jour|modifié",
+    "es": "publicado|actualizado",
+    "pt": "publicado|atualizado",
+    "it": "pubblicato|aggiornato",
+    "nl": "gepubliceerd|bijgewerkt|geplaatst",
+    "sv, no, da": "publicerad|uppdaterad|publisert|oppdatert|publiceret|opdateret",
+    "pl": "opublikowano|zaktualizowano",
+}
+_LABEL_TEXT = (
+    r"(?:" + "|".join(_LABEL_WORDS.values()) + r")"
+    r"(?: (?:on|ngày|am|le|el|em|il|op|den|dnia))?:?"
+)
+_LABEL = re.compile(_LABEL_TEXT, re.I)
+# A time after a by-line's date: "14:30", "14:30 Uhr", "2:30 pm", "à 08h15", "08h15",
+# "um 14.30 Uhr", "3pm", with the word before it ("at", "um", "à", ...) and a zone.
 _TIME = re.compile(
-    r"(?:,\s*)?\b\d{1,2}[:h]\d{2}(?::\d{2})?\s*(?:[ap]\.?m\.?)?(?:\s*\(?(?:gmt|utc)[+-]?\d*\)?)?",
+    r"(?:,\s*)?(?:\b(?:at|um|à|a las|a la|às|alle|ore|om|kl\.?|klo|lúc|godz\.)\s*)?"
+    r"(?:\b\d{1,2}[:h]\d{2}(?::\d{2})?|\b\d{1,2}\.\d{2}(?=\s*uhr\b)|\b\d{1,2}(?=\s?[ap]\.?m\.?))"
+    r"(?:\s*(?:[ap]\.?m\.?|uhr\b|h\b|hrs?\b|horas\b))?"
+    r"(?:\s*\(?(?:gmt|utc|cet|cest|mez|mesz)\s*[+-]?\d*\)?)?",
     re.I,
 )
 _NUMERIC_DATE = re.compile(r"(?<!\d)(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})(?!\d)")
 _ISO_DATE = re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})(?!\d)")
-# "3 March 2024", "March 3, 2024", "Mar. 3rd 2024", "9 tháng 8, 2024" (checked by dateparser).
+# "3 March 2024", "March 3, 2024", "Mar. 3rd 2024", "9 tháng 8, 2024", "3. April 2024",
+# "1er septembre 2023", "5 de septiembre de 2023" (each checked by dateparser).
 _WORD_DATE = re.compile(
-    r"(?<!\w)(?:\d{1,2}(?:st|nd|rd|th)?\.?\s+(?:tháng\s+\d{1,2}|[^\W\d_]{3,9}\.?),?"
-    r"(?:\s+năm)?\s+\d{4}"
-    r"|[^\W\d_]{3,9}\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4})(?!\d)"
+    r"(?<!\w)(?:\d{1,2}(?:st|nd|rd|th|er|º)?\.?\s+(?:de\s+)?(?:tháng\s+\d{1,2}|[^\W\d_]{3,10}\.?),?"
+    r"(?:\s+(?:năm|de|del))?\s+\d{4}"
+    r"|[^\W\d_]{3,10}\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4})(?!\d)"
 )
 # Where a date is set off from the words of a by-line: at an end of the line, after
 # or before a separator, glued to a word (as scrapers join a link and a date), or
 # after a label such as "Updated".
 _OFFSET_BEFORE = re.compile(
     r"(?:^\s*|[|·•—–,:(\[-]\s*|[^\W\d_]"
-    r"|^\s*(?:published|updated|posted|last updated|đăng|đăng lúc|cập nhật)(?: on| ngày)?:?\s*"
+    r"|^\s*" + _LABEL_TEXT + r"\s*"
     r"|^\s*(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*\.?,\s*)$",
     re.I,
-)
-_LABEL = re.compile(
-    r"(?:published|updated|posted|last updated|đăng|đăng lúc|cập nhật)(?: on| ngày)?:?", re.I
 )
 _OFFSET_AFTER = re.compile(r"^\s*(?:$|[|·•—–,)\]-])")
 
@@ -165,11 +317,14 @@ class _Byline:
     author: str | None
 
 
-def clean_page(text: str) -> Page | None:
+def clean_page(text: str, date_order: str | None = None) -> Page | None:
     """Split a scraped page into its article and its furniture.
 
     Args:
         text: the whole file.
+        date_order: ``"DMY"`` or ``"MDY"``: how to read a by-line's numeric date
+            whose day and month could be either way round (``09/08/2024``); None
+            reads it day first. A date impossible in that order is read the other way.
 
     Returns:
         The cleaned page, or None when the text is not a scraped page by the
@@ -186,7 +341,7 @@ def clean_page(text: str) -> Page | None:
             break  # a long line came first: no header
         if position == 0:
             continue  # a by-line follows a headline
-        byline = parse_byline(lines[i].strip())
+        byline = parse_byline(lines[i].strip(), date_order)
         if byline is not None:
             byline_at = position
             break
@@ -195,12 +350,8 @@ def clean_page(text: str) -> Page | None:
     if byline_at is not None:
         while body and _is_marker(lines[body[0]]):
             body = body[1:]
-    prose = _prose(lines, body)
-    tail = len(body)
-    while tail > 0 and _is_furniture(lines[body[tail - 1]], prose[tail - 1]):
-        tail -= 1
-    has_marker = any(_is_marker(lines[i]) for i in body[tail:])
-    if byline is None and not has_marker:
+    tail = _tail(lines, body)
+    if byline is None and tail == len(body):
         return None
     kept = body[:tail]
     if not kept:
@@ -254,15 +405,19 @@ def strip_section_label(body: str, title: str | None) -> tuple[str, tuple[str, .
     return "\n".join(lines[at + 1 :]), tuple(label for label in labels if label)
 
 
-def parse_byline(line: str) -> _Byline | None:
+def parse_byline(line: str, date_order: str | None = None) -> _Byline | None:
     """Read a by-line: a short line with a date set off from its words.
+
+    Args:
+        line: the line, trimmed.
+        date_order: as for :func:`clean_page`.
 
     Returns:
         Its date, source and author, or None if the line is not a by-line.
     """
     if len(line) > _BYLINE_MAX_CHARS or _SENTENCE_END.search(line):
         return None
-    found = _find_date(line)
+    found = _find_date(line, date_order)
     if found is None:
         return None
     date, start, end = found
@@ -275,19 +430,28 @@ def parse_byline(line: str) -> _Byline | None:
     parts = [p.strip(" ,;:-–—()[]") for p in _SEPARATORS.split(rest)]
     author = source = None
     parts = [_WEEKDAY_AT_END.sub("", p).strip(" ,") for p in parts]
-    for part in (p for p in parts if p):
-        if _BY.match(part) and author is None:
+    named = [p for p in parts if p and not _WEEKDAY.fullmatch(p) and not _LABEL.fullmatch(p)]
+    for part in named:
+        # "By" starts an author; a by-word of another language ("Von", "Par", "Door")
+        # also starts names ("Door County Pulse"), so only beside a source.
+        word = _BY.match(part)
+        always = word is not None and word.group(0).strip().lower() in _BY_ALWAYS
+        if word and author is None and (always or len(named) > 1):
             author = _BY.sub("", part).strip() or None
-        elif source is None and not _WEEKDAY.fullmatch(part) and not _LABEL.fullmatch(part):
+        elif source is None:
             source = _undouble(part)
     return _Byline(date=date, source=source, author=author)
 
 
-def _find_date(line: str) -> tuple[str, int, int] | None:
+def _find_date(line: str, date_order: str | None = None) -> tuple[str, int, int] | None:
     """The first date in a line, as ISO text, and where it is."""
     for match in _NUMERIC_DATE.finditer(line):
-        day, month, year = (int(g) for g in match.groups())
-        for d, m in ((day, month), (month, day)):  # day first, as most of the world writes
+        first, second, year = (int(g) for g in match.groups())
+        # Day first unless told otherwise, as most of the world writes.
+        orders = [(first, second), (second, first)]
+        if date_order == "MDY":
+            orders.reverse()
+        for d, m in orders:
             iso = _valid(year, m, d)
             if iso:
                 return iso, match.start(), match.end()
@@ -296,7 +460,7 @@ def _find_date(line: str) -> tuple[str, int, int] | None:
         if iso:
             return iso, match.start(), match.end()
     for match in _WORD_DATE.finditer(line):
-        parsed = _dateparser(match.group(0))
+        parsed = _dateparser(match.group(0), date_order or "DMY")
         if parsed:
             return parsed, match.start(), match.end()
     return None
@@ -312,11 +476,11 @@ def _valid(year: int, month: int, day: int) -> str | None:
 
 
 @functools.lru_cache(maxsize=1024)
-def _dateparser(text: str) -> str | None:
+def _dateparser(text: str, order: str) -> str | None:
     import dateparser  # only by-lines with a month name need it
 
     settings = {
-        "DATE_ORDER": "DMY",
+        "DATE_ORDER": order,
         "STRICT_PARSING": True,
         "REQUIRE_PARTS": ["day", "month", "year"],
     }
@@ -339,6 +503,30 @@ def _is_marker(line: str) -> bool:
     if _MARKERS.fullmatch(line):
         return True
     return len(line) <= 300 and bool(_COOKIES.search(line) and _CONSENT.search(line))
+
+
+def _tail(lines: list[str], body: list[int]) -> int:
+    """Where the furniture at the end of ``body`` starts (``len(body)`` if none).
+
+    The tail is the run of furniture lines at the end, cut to start at its first
+    marker (or a link label such as "Source" right before it), and only if it
+    holds a marker: short lines before that (a list's last items, a poem's last
+    lines) stay.
+    """
+    prose = _prose(lines, body)
+    run = len(body)
+    while run > 0 and _is_furniture(lines[body[run - 1]], prose[run - 1]):
+        run -= 1
+    first = next((k for k in range(run, len(body)) if _is_marker(lines[body[k]])), None)
+    if first is None:
+        return len(body)
+    if first > run and _is_label(lines[body[first - 1]]):
+        first -= 1
+    return first
+
+
+def _is_label(line: str) -> bool:
+    return bool(_LABEL_MARKERS.fullmatch(line.strip().rstrip(":")))
 
 
 def _is_furniture(line: str, prose: bool) -> bool:

@@ -207,7 +207,8 @@ def cli() -> None:
     default=None,
     help="How to read numeric dates whose day and month could be either way round, "
     "such as 09/08/2024 (DMY: 9 August). Without it such an article is skipped with a "
-    "warning; unambiguous ones (25/08/2024) are always read.",
+    "warning (a scraped page's by-line is read day first); unambiguous ones (25/08/2024) "
+    "are always read.",
 )
 @click.option(
     "--strict",
@@ -369,10 +370,22 @@ def index_command(
     metavar="FIELD=COLUMN",
     help="JSONL/CSV column for an article field, e.g. --field text=body (repeatable).",
 )
+@click.option(
+    "--date-order",
+    type=click.Choice(["DMY", "MDY"]),
+    default=None,
+    help="As for index: how to read numeric dates such as 09/08/2024 (DMY: 9 August). "
+    "Without it such an article is skipped with a warning (a scraped page's by-line is "
+    "read day first); unambiguous ones (25/08/2024) are always read.",
+)
 @clean_option
 @json_option
 def load_command(
-    paths: tuple[str, ...], field_pairs: tuple[str, ...], clean: bool, as_json: bool
+    paths: tuple[str, ...],
+    field_pairs: tuple[str, ...],
+    date_order: str | None,
+    clean: bool,
+    as_json: bool,
 ) -> None:
     """Show how the files in PATHS would be read, without indexing them.
 
@@ -383,7 +396,9 @@ def load_command(
     from .load import FieldMap, load_paths
     from .records import Skipped
 
-    items = list(load_paths(paths, FieldMap.from_pairs(field_pairs), clean=clean))
+    items = list(
+        load_paths(paths, FieldMap.from_pairs(field_pairs), date_order=date_order, clean=clean)
+    )
     articles = [i for i in items if not isinstance(i, Skipped)]
     skipped = [i for i in items if isinstance(i, Skipped)]
     if as_json:

@@ -232,7 +232,7 @@ def load_file(
         elif suffix in HTML_SUFFIXES:
             yield _html(text, name, rel_id, date_order, clean)
         else:
-            yield _plain(text, name, rel_id, clean)
+            yield _plain(text, name, rel_id, clean, date_order)
     except BadInputError as e:
         yield Skipped(name, e.reason, e.line)
 
@@ -320,8 +320,10 @@ def _undecoded(values: Iterable[str]) -> str | None:
     return None
 
 
-def _plain(text: str, name: str, rel_id: str, clean: bool = True) -> Article:
-    page = clean_page(text) if clean else None
+def _plain(
+    text: str, name: str, rel_id: str, clean: bool = True, date_order: str | None = None
+) -> Article:
+    page = clean_page(text, date_order) if clean else None
     if page is not None and page.title is not None:  # a scraped page with a by-line
         return Article(
             id=rel_id,

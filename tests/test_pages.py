@@ -81,6 +81,168 @@ def test_vietnamese_page_furniture_words_and_weekday_by_line():
         assert furniture not in article.text
 
 
+def test_german_page_by_line_with_time_gives_author_source_and_date():
+    article = load_one(PAGES / "german.txt")
+    assert article.title == "Neue Fährverbindung nach Usedom startet im Mai"
+    assert (article.author, article.source, article.date) == (
+        "Hans Müller",
+        "Nordkurier",
+        "2024-04-03",
+    )
+    assert article.text.startswith("Ab dem ersten Mai")
+    assert article.text.endswith("einem guten Tag für die Region.")
+    for furniture in ("Kommentare (3)", "Teilen", "interessieren", "Radweg", "Cookies", "Politik"):
+        assert furniture not in article.text
+
+
+def test_french_page_published_label_with_time_and_tail():
+    article = load_one(PAGES / "french.txt")
+    assert article.title == "Le port de Brest inaugure un terminal pour les ferries"
+    assert (article.date, article.source) == ("2023-09-05", "Le Courrier du Littoral")
+    assert article.text.endswith("pour le mois prochain.")
+    assert article.removed_lines == (
+        "Le Courrier du Littoral",
+        "Publié le 5 septembre 2023 à 08h15",
+        "Partager",
+        "Facebook",
+        "À lire aussi",
+        "Les vendanges commencent plus tôt cette année",
+        "Un festival de jazz sur la plage",
+        "Commentaires (0)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("Publicado el 5 de septiembre de 2023, 14:30", ("2023-09-05", None, None)),
+        (
+            "Por Ana Ruiz | El Diario | 5 de septiembre de 2023",
+            ("2023-09-05", "El Diario", "Ana Ruiz"),
+        ),
+        ("Pubblicato il 5 settembre 2023 alle 14:30", ("2023-09-05", None, None)),
+        (
+            "Di Marco Rossi | La Gazzetta | 05/09/2023 ore 8:15",
+            ("2023-09-05", "La Gazzetta", "Marco Rossi"),
+        ),
+        ("Atualizado em 1 de março de 2024 às 10h30", ("2024-03-01", None, None)),
+        (
+            "Door Jan de Vries | Het Dagblad | 12 maart 2024 om 10:05",
+            ("2024-03-12", "Het Dagblad", "Jan de Vries"),
+        ),
+        ("Av Eva Berg | Dagbladet | 12.03.2024", ("2024-03-12", "Dagbladet", "Eva Berg")),
+        (
+            "Przez Jan Kowalski | Gazeta | 12.03.2024 godz. 10:05",
+            ("2024-03-12", "Gazeta", "Jan Kowalski"),
+        ),
+        ("Mittwoch, 3. April 2024", ("2024-04-03", None, None)),
+        ("Veröffentlicht am 3. April 2024 um 14.30 Uhr", ("2024-04-03", None, None)),
+        ("Mis à jour le 1er septembre 2023", ("2023-09-01", None, None)),
+        (
+            "By Jane Doe | The Daily Ledger | March 3, 2024, 2:30 pm",
+            ("2024-03-03", "The Daily Ledger", "Jane Doe"),
+        ),
+        ("The Daily Ledger | 03/03/2024 3pm", ("2024-03-03", "The Daily Ledger", None)),
+        # "Door", "Von", "Par" also start names: an author only beside a source.
+        ("Door County Pulse | 09/08/2024", ("2024-08-09", "Door County Pulse", None)),
+        ("Da Nang Today | 09/08/2024", ("2024-08-09", "Da Nang Today", None)),
+    ],
+)
+def test_by_lines_in_other_languages_and_with_times(line, expected):
+    byline = parse_byline(line)
+    assert byline is not None
+    assert (byline.date, byline.source, byline.author) == expected
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        "Kommentare (3)",
+        "Das könnte Sie auch interessieren",
+        "Teilen",
+        "Newsletter abonnieren",
+        "Commentaires (12)",
+        "À lire aussi",
+        "Partager",
+        "Vous aimerez aussi",
+        "Comentarios (2)",
+        "Te puede interesar",
+        "Compartir",
+        "Noticias relacionadas",
+        "Commenti (4)",
+        "Leggi anche",
+        "Condividi",
+        "Potrebbe interessarti",
+        "Comentários (1)",
+        "Leia também",
+        "Compartilhe",
+        "Você também pode gostar",
+        "Reacties (5)",
+        "Lees ook",
+        "Delen",
+        "Dit vind je misschien ook leuk",
+        "Nieuwsbrief",
+        "Nous utilisons des cookies pour améliorer votre expérience. Accepter",
+    ],
+)
+def test_tail_markers_in_other_languages(marker):
+    text = f"Harbour reopens\n\nThe harbour reopened today after repairs.\n\n{marker}\nMenu\n"
+    page = clean_page(text)
+    assert page is not None
+    assert page.text.endswith("after repairs.") and page.removed == (marker, "Menu")
+
+
+def test_date_order_reaches_the_by_line():
+    (dmy,) = load_paths([PAGES / "us-dates.txt"])
+    (mdy,) = load_paths([PAGES / "us-dates.txt"], date_order="MDY")
+    (given_dmy,) = load_paths([PAGES / "us-dates.txt"], date_order="DMY")
+    assert isinstance(dmy, Article) and isinstance(mdy, Article) and isinstance(given_dmy, Article)
+    assert (dmy.date, mdy.date, given_dmy.date) == ("2024-08-09", "2024-09-08", "2024-08-09")
+    assert (
+        parse_byline("By Jane Doe | 03/15/2024", "DMY").date == "2024-03-15"
+    )  # impossible: swapped
+    assert parse_byline("By Jane Doe | 15/03/2024", "MDY").date == "2024-03-15"
+
+
+def test_cli_load_takes_date_order():
+    page = str(PAGES / "us-dates.txt")
+    result = CliRunner().invoke(cli, ["load", page, "--date-order", "MDY", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["articles"][0]["date"] == "2024-09-08"
+    result = CliRunner().invoke(cli, ["load", page, "--json"])
+    assert json.loads(result.stdout)["articles"][0]["date"] == "2024-08-09"
+
+
+def test_a_report_with_a_by_line_keeps_its_closing_list():
+    article = load_one(PAGES / "report.txt")
+    assert (article.title, article.date, article.source) == (
+        "Quarterly report",
+        "2024-03-31",
+        "Sales Team",
+    )
+    assert article.text.endswith("Next steps\nHire two engineers\nOpen Lisbon office")
+    assert article.removed_lines == ("Sales Team | 2024-03-31",)
+
+
+@pytest.mark.parametrize(
+    "ending",
+    [
+        "Next steps\nHire two engineers\nOpen Lisbon office",  # a list's last items
+        "and the tide went out\nand the gulls were quiet",  # a poem's last lines
+        "Sources\nCity budget office\nHarbour authority",  # a label that is not a marker
+        "Source\nHarbour authority",  # "Source" goes only right before a marker
+    ],
+)
+def test_short_lines_at_the_end_stay_unless_a_marker_follows(ending):
+    head = "Harbour reopens\n\nBy Ana Ruiz | 2024-05-01\n\nThe harbour reopened today.\n\n"
+    page = clean_page(head + ending + "\n")
+    assert page is not None and page.text.endswith(ending)
+    assert clean_page("Harbour reopens\n\nThe harbour reopened today.\n\n" + ending) is None
+    page = clean_page(head + ending + "\n\nShare\nRelated stories\nFerry fares rise\n")
+    assert page is not None and page.text.endswith(ending)
+    assert page.removed[1:] == ("Share", "Related stories", "Ferry fares rise")
+
+
 def test_clean_false_reads_the_page_as_it_is():
     article = load_one(PAGES / "coastal.txt", clean=False)
     assert article.title == "Harborline.example - Cổng thông tin du lịch Việt Nam"
@@ -199,7 +361,8 @@ def test_removed_lines_are_not_part_of_the_content_hash(fake_index):
     assert first.lines_removed == sum(len(a.removed_lines) for a in load_paths([PAGES]))
     assert first.lines_removed > 40
     again = fake_index.add(load_paths([PAGES]))
-    assert (again.unchanged, again.added, again.updated) == (5, 0, 0)
+    files = len(list(PAGES.glob("*.txt")))
+    assert (again.unchanged, again.added, again.updated) == (files, 0, 0)
     stored = fake_index.get("coastal.txt")
     assert stored is not None and stored.text.endswith(COASTAL_BODY_END)
 
