@@ -393,12 +393,11 @@ def load_command(
     removed as page furniture. --json prints every field, the text included.
     Exit status 3 if some input would be skipped.
     """
-    from .load import FieldMap, load_paths
+    from .load import FieldMap, first_of_each_id, load_paths
     from .records import Skipped
 
-    items = list(
-        load_paths(paths, FieldMap.from_pairs(field_pairs), date_order=date_order, clean=clean)
-    )
+    fields = FieldMap.from_pairs(field_pairs)
+    items = list(first_of_each_id(load_paths(paths, fields, date_order=date_order, clean=clean)))
     articles = [i for i in items if not isinstance(i, Skipped)]
     skipped = [i for i in items if isinstance(i, Skipped)]
     if as_json:

@@ -463,3 +463,15 @@ def test_the_same_folder_through_another_path_embeds_nothing(tmp_path, fake_enco
         ix.add_paths(["docs"])
         result = ix.add_paths(["./sub/../docs/"])
     assert (result.unchanged, result.updated, result.chunks_embedded) == (3, 0, 0)
+
+
+def test_load_command_names_a_repeated_id(tmp_path):
+    rows = [{"id": "a", "text": "First."}, {"id": "a", "text": "Again."}]
+    path = write_jsonl(tmp_path / "dup.jsonl", rows)
+    result = run("load", str(path), "--json")
+    assert result.exit_code == 3, result.output
+    report = json.loads(result.stdout)
+    assert [a["text"] for a in report["articles"]] == ["First."]
+    assert (
+        report["skipped"][0]["line"] == 2 and "duplicate id 'a'" in report["skipped"][0]["reason"]
+    )
