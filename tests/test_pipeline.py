@@ -158,17 +158,23 @@ from semsearch import Index
 from tests.conftest import FakeEncoder
 folder, done, out = sys.argv[1], sys.argv[2], sys.argv[3]
 encoder, seen = FakeEncoder(), []
-index = Index.open(folder, encoder=encoder)
+
+def result(label, index, mode):
+    hits = index.search("version text", k=50, mode=mode)
+    versions = {h.text.split()[1] for h in hits}
+    seen.append(f"{label}-{mode} {len(hits)} {' '.join(sorted(versions))}")
+
+index = Index.open(folder, encoder=encoder)  # one reader for the whole run
 deadline = time.monotonic() + 60
 while time.monotonic() < deadline:
     finished = __import__("os").path.exists(done)
-    hits = index.search("version text", k=50, mode="keyword")
-    versions = {h.text.split()[1] for h in hits}
-    seen.append(f"{len(hits)} {' '.join(sorted(versions))}")
-    if len(seen) == 1:
+    for mode in ("keyword", "semantic", "hybrid"):
+        result("long", index, mode)
+    if len(seen) == 3:
         open(out + ".ready", "w").close()  # the writer starts once every reader reads
     with Index.open(folder, encoder=encoder) as fresh:  # a process opening mid-write
-        fresh.search("version", k=50, mode="semantic")
+        for mode in ("semantic", "hybrid"):
+            result("fresh", fresh, mode)
     if finished:
         break
 open(out, "w").write("\\n".join(seen))
@@ -206,17 +212,37 @@ def test_readers_see_one_whole_generation_while_a_writer_updates(tmp_path, fake_
                 index.remove(["a19"])
                 index.add(corpus(v))
     done.touch()
-    seen = set()
+    seen: dict[str, set[str]] = {}
     for reader, out in zip(readers, outs, strict=True):
         assert reader.wait(timeout=90) == 0, reader.stderr.read().decode()[-2000:]
         lines = out.read_text().splitlines()
         assert lines
         for line in lines:
-            count, *versions = line.split()
-            assert len(versions) == 1, line  # never two generations in one result
-            assert int(count) in (19, 20)
-            seen |= set(versions)
-    assert len(seen) > 2  # the readers did read while the writer wrote
+            label, count, *versions = line.split()
+            # Never two generations in one result, nor a vector file behind SQLite.
+            assert len(versions) == 1 and int(count) in (19, 20), line
+            seen.setdefault(label, set()).update(versions)
+    assert len(seen) == 5  # keyword, semantic, hybrid (long-lived); semantic, hybrid (fresh)
+    assert all(len(versions) > 2 for versions in seen.values()), seen  # read while written
+    assert "v30" in seen["long-semantic"]  # the long-lived reader followed every commit
+
+
+def test_a_long_lived_index_searches_what_another_process_committed(tmp_path, fake_encoder):
+    folder = tmp_path / "ix"
+    with Index.create(folder, encoder=fake_encoder) as index:
+        index.add(_articles(OLD))
+    with Index.open(folder, encoder=fake_encoder) as reader:
+        assert {h.article_id for h in reader.search("orchards apples", k=3)} <= set(OLD)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        for action in ("add", "remove"):  # a3-a5 replaced, a6-a7 added; then a0-a1 removed
+            run = [sys.executable, "-c", _WRITER, str(folder), action]
+            assert subprocess.run(run, cwd=ROOT, env=env, timeout=120).returncode == 0
+        for mode in ("semantic", "hybrid"):  # the same object, never reopened
+            hits = reader.search("new orchards and apples", k=5, mode=mode)
+            assert {h.article_id: h.text for h in hits} == {i: NEW[i] for i in NEW}, mode
+            old = reader.search("old harbours and ferries", k=10, mode=mode, group=False)
+            assert sorted(h.article_id for h in old) == ["a2", *NEW], mode
+            assert {h.text for h in old} & set(OLD.values()) == {OLD["a2"]}, mode
 
 
 @pytest.mark.parametrize("how", ["truncate", "overwrite-start", "overwrite-middle"])
