@@ -293,11 +293,28 @@ def test_bad_filters_and_fts5_are_one_line_errors(sample_index_dir, options, mes
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("text", ['"NATO', "NEAR(a b)", "-x:y*", "'; DROP TABLE chunks; --"])
-def test_hostile_query_text_is_searched_as_text(sample_index_dir, text):
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('"NATO', "NATO"),
+        ("NEAR(a b)", "near"),
+        ("-x:y*", ""),
+        ("'; DROP TABLE chunks; --", "drop table chunks"),
+    ],
+)
+def test_hostile_query_text_is_searched_as_text(sample_index_dir, text, words):
     # "--" ends the options, as for any command, so a query may start with "-".
-    result = run("query", "--index", str(sample_index_dir), "--mode", "keyword", "--", text)
+    args = ["--index", str(sample_index_dir), "--mode", "keyword", "--json"]
+    result = run("query", *args, "--", text)
     assert result.exit_code == 0, result.output
+    hits = [(h["article_id"], h["score"], h["highlights"]) for h in json.loads(result.stdout)]
+    expected = json.loads(run("query", *args, words).stdout) if words else []
+    assert hits == [(h["article_id"], h["score"], h["highlights"]) for h in expected]
+    assert bool(hits) == bool(words)
+    if words == "NATO":
+        assert hits[0][0] == AP4
+    with Index.open(sample_index_dir) as index:  # no table was dropped
+        assert len(index) == 40 and index.search("NATO", k=1, mode="keyword")
 
 
 def test_a_long_query_gets_a_note_on_stderr(sample_index_dir):
