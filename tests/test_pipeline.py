@@ -7,6 +7,7 @@ test the index's bookkeeping, not search quality).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -266,11 +267,32 @@ def test_a_damaged_file_gives_a_clear_error(tmp_path, fake_encoder, name, how):
             index.search("harbours", k=5)
             index.search("harbours", k=5, mode="keyword")
     except SemsearchError as e:
-        assert name.split(".")[0] in str(e) or "store" in str(e), e
+        # One line naming the damaged file itself (not just "the store").
+        assert isinstance(e, IncompatibleIndexError), repr(e)
+        assert f"{file} is damaged" in str(e) and "\n" not in str(e), e
     else:
         # Only bytes SQLite does not read on these paths can go unnoticed; verify finds them.
         assert name == "store.sqlite" and how == "overwrite-middle"
     assert not verify(folder).ok
+
+
+@pytest.mark.xfail(
+    strict=True, reason="found in issue 11's review: open-time damage errors give no advice yet"
+)
+@pytest.mark.parametrize("name", ["manifest.json", "store.sqlite", "vectors"])
+def test_a_damaged_file_error_says_what_to_do(tmp_path, fake_encoder, name):
+    folder = tmp_path / "ix"
+    with Index.create(folder, encoder=fake_encoder) as index:
+        index.add(_articles(OLD))
+    file = next(folder.glob("vectors.*.faiss")) if name == "vectors" else folder / name
+    file.write_bytes(file.read_bytes()[:100])
+    damaged = f"{re.escape(str(file))} is damaged"
+    with (
+        pytest.raises(IncompatibleIndexError, match=damaged) as e,
+        Index.open(folder, encoder=fake_encoder) as index,
+    ):
+        index.search("harbours", k=5)
+    assert re.search(r"semsearch verify|rebuild", str(e.value)), e.value
 
 
 def test_a_newer_format_is_refused(fake_index):
