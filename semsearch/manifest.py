@@ -1,8 +1,15 @@
-"""The index folder's ``manifest.json``: what the index is and how to read it.
+"""The index folder's ``manifest.json`` and the names of the folder's files.
 
-It is written last and atomically (temporary file, fsync, rename), so a
-folder with a readable manifest holds a complete index. :func:`read_manifest`
-refuses formats it does not know.
+The manifest says what the index is and how to read it. It is written last
+and atomically (temporary file, fsync, rename), so a folder with a readable
+manifest holds a complete index. :func:`read_manifest` refuses formats it
+does not know.
+
+The folder's files are named here and nowhere else: ``manifest.json``,
+``store.sqlite`` (with SQLite's ``-wal``, ``-shm`` and ``-journal``) and one
+``vectors.<generation>.faiss`` per generation (see :mod:`semsearch.commit`).
+The writer lock (``write.lock``, :mod:`semsearch.lock`) and the ONNX export
+(``onnx/``, :mod:`semsearch.onnx_backend`) are named by their own modules.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 VECTORS_FILE = "vectors.faiss"
 STORE_FILE = "store.sqlite"
+_VECTORS_GLOB = "vectors.*.faiss"
 
 
 @dataclass
@@ -75,6 +83,21 @@ class Manifest:
 
 def manifest_path(folder: Path) -> Path:
     return folder / MANIFEST
+
+
+def vectors_file(generation: int) -> str:
+    """The name of a generation's FAISS file."""
+    return f"vectors.{generation}.faiss"
+
+
+def vector_files(folder: Path) -> list[Path]:
+    """Every generation's FAISS file in the folder (committed or left by a crash), sorted."""
+    return sorted(folder.glob(_VECTORS_GLOB))
+
+
+def store_files(store_file: str = STORE_FILE) -> tuple[str, ...]:
+    """The SQLite database's file names: the database and its journals."""
+    return tuple(store_file + suffix for suffix in ("", "-wal", "-shm", "-journal"))
 
 
 def read_manifest(folder: Path) -> Manifest:

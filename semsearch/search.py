@@ -18,7 +18,7 @@ the matching articles, never the matching few of an unfiltered top ``k``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,18 +145,38 @@ def _semantic(
         picked = _pick(scores[order], ids[order], articles[order], k, group)
         return [_Ranked(score, chunk_id, semantic=score) for score, chunk_id in picked]
     only = scope.ids if scope is not None else None
+
+    def best(n: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, ids = vectors.search(query[None, :], n, only)
+        keep = ids[0] >= 0
+        return scores[0][keep], ids[0][keep]
+
     limit = vectors.ntotal if only is None else len(only)
+    picked = _until_k(best, limit, store, k, group)
+    return [_Ranked(score, chunk_id, semantic=score) for score, chunk_id in picked]
+
+
+def _until_k(
+    best: Callable[[int], tuple[np.ndarray, np.ndarray]],
+    limit: int,
+    store: Store,
+    k: int,
+    group: bool,
+) -> list[tuple[float, int]]:
+    """The k best (score, chunk id), or the k best articles' best chunks.
+
+    ``best(n)`` gives the n best chunks, best first (scores, ids), of ``limit``
+    in all. Grouping by article, more are asked for until k distinct articles
+    are found or all ``limit`` were given.
+    """
     fetch = min(limit, max(k * _FETCH_FACTOR, _MIN_FETCH) if group else k)
     while True:
-        scores, ids = vectors.search(query[None, :], fetch, only)
-        scores, ids = scores[0], ids[0]
-        keep = ids >= 0
-        scores, ids = scores[keep], ids[keep]
-        article_of = store.chunk_articles(ids) if group else {}
+        scores, ids = best(fetch)
+        article_of = store.chunk_articles(ids.tolist()) if group else {}
         articles = np.asarray([article_of.get(int(i), -1) for i in ids], dtype=np.int64)
-        best = _pick(scores, ids, articles, k, group)
-        if len(best) >= k or fetch >= limit:
-            return [_Ranked(score, chunk_id, semantic=score) for score, chunk_id in best]
+        picked = _pick(scores, ids, articles, k, group)
+        if len(picked) >= k or fetch >= limit:
+            return picked
         fetch = min(limit, fetch * _FETCH_FACTOR)
 
 
@@ -207,15 +227,8 @@ class KeywordMatches:
 
     def ranking(self, store: Store, k: int, group: bool) -> list[_Ranked]:
         """The k best articles (their best chunks), or the k best chunks."""
-        fetch = max(k * _FETCH_FACTOR, _MIN_FETCH) if group else k
-        while True:
-            ids, scores = self.ids[:fetch], self.scores[:fetch]
-            article_of = store.chunk_articles(ids.tolist()) if group else {}
-            articles = np.asarray([article_of.get(int(i), -1) for i in ids], dtype=np.int64)
-            best = _pick(scores, ids, articles, k, group)
-            if len(best) >= k or fetch >= len(self.ids):
-                return [_Ranked(score, chunk_id, keyword=score) for score, chunk_id in best]
-            fetch *= _FETCH_FACTOR
+        picked = _until_k(lambda n: (self.scores[:n], self.ids[:n]), len(self.ids), store, k, group)
+        return [_Ranked(score, chunk_id, keyword=score) for score, chunk_id in picked]
 
 
 # -- hybrid ------------------------------------------------------------------------

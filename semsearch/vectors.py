@@ -45,11 +45,6 @@ def resolve_factory(index_type: str, n_vectors: int) -> str:
     return kind
 
 
-def validate_factory(factory: str, dim: int) -> None:
-    """Raise BadInputError unless FAISS can build the factory at this dimension."""
-    VectorIndex.create(factory, dim)
-
-
 class VectorIndex:
     """A FAISS index of unit vectors under 64-bit ids."""
 

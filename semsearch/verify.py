@@ -8,17 +8,16 @@ the first, so that a pipeline can log what is wrong before rebuilding.
 from __future__ import annotations
 
 import sqlite3
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .commit import CHECKSUM, FACTORY, GENERATION, Moved, file_checksum, retry
 from .errors import SemsearchError
-from .generations import CHECKSUM, FACTORY, GENERATION, file_checksum, vectors_file
 from .keywords import keyword_text
-from .manifest import read_manifest
+from .manifest import read_manifest, vector_files, vectors_file
 from .store import CHUNK_TEXT_QUERY, Store
 from .vectors import VectorIndex
 
@@ -40,24 +39,17 @@ class VerifyReport:
         return {"ok": self.ok, **asdict(self)}
 
 
-class _Moved(Exception):
-    """A writer switched generations while this check was reading."""
-
-
 def verify(folder: Path) -> VerifyReport:
     """Check the index in ``folder``; every problem found is in the report.
 
     Raises:
         IndexNotFoundError: if the folder holds no index at all.
     """
-    missing = ""
-    for _ in range(20):
-        try:
-            return _verify_once(folder)
-        except _Moved as e:
-            missing = str(e)
-            time.sleep(0.01)
-    return VerifyReport(str(folder), problems=[missing])
+    return retry(
+        lambda: _verify_once(folder),
+        pause=0.01,
+        give_up=lambda moved: VerifyReport(str(folder), problems=[str(moved)]),
+    )
 
 
 def _verify_once(folder: Path) -> VerifyReport:
@@ -98,7 +90,7 @@ def _verify_once(folder: Path) -> VerifyReport:
                     f"{n_chunks} chunks): a write was interrupted after its commit; the next "
                     "write rewrites the manifest"
                 )
-        for extra in sorted(folder.glob("vectors.*.faiss")):
+        for extra in vector_files(folder):
             if extra.name != vectors_file(int(generation)):
                 notes.append(
                     f"{extra.name} is left from an interrupted write; the next write removes it"
@@ -164,7 +156,7 @@ def _check_vectors(
         checksum = file_checksum(file)
     except FileNotFoundError:
         # Gone: damage, or a writer committed and cleaned up since the snapshot began.
-        raise _Moved(f"{file} is missing (the commit names it)") from None
+        raise Moved(f"{file} is missing (the commit names it)") from None
     if recorded is not None and checksum != recorded:
         problems.append(f"{file} does not match the size and checksum its commit recorded")
         return

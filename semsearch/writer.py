@@ -1,0 +1,409 @@
+"""The write side of an index: creation, and change = diff + prune + chunk + embed.
+
+A :class:`Writer` works on a :class:`~semsearch.reader.Reader`'s index. Each
+write takes the folder's writer lock (:mod:`semsearch.lock`), picks up the
+latest generation and cleans up after any crashed write
+(:func:`semsearch.commit.recover`), then prepares everything before touching
+the index: it compares the articles with what is stored (by content hash),
+finds what was pruned, chunks what changed and embeds the chunks, reusing the
+stored vector of any chunk text it has embedded before. The result is a
+:class:`~semsearch.commit.Change`, which :func:`semsearch.commit.commit`
+applies as one generation; the reader then reads that generation.
+
+Stage timings (``load``, ``diff``, ``chunk``, ``embed``, ``sqlite``, ``faiss``)
+go into :attr:`AddResult.timings`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__, commit
+from .chunk import MAX_TITLE_TOKENS
+from .commit import Change, NewArticle, StageClock, failpoint
+from .config import DEFAULT_OVERLAP_TOKENS, canonical_model_name
+from .config import environment as read_environment
+from .embed import Encoder, fingerprint, load_encoder
+from .errors import BadInputError, LockedError, ModelError
+from .load import STDIN_NAME, first_of_each_id, skipped_article, source_file
+from .lock import WriterLock
+from .manifest import ChunkerInfo, Manifest, ModelInfo, VectorsInfo, vectors_file, write_manifest
+from .onnx_backend import FOLDER as ONNX_FOLDER
+from .onnx_backend import OnnxEncoder
+from .reader import BACKEND_INT8, Reader, make_chunker
+from .records import AddResult, Article, Chunk, Skipped
+from .store import Store, utc_now
+from .vectors import VectorIndex, resolve_factory
+
+BUILD_BACKENDS = ("torch", "onnx", "onnx-int8")
+
+
+class Writer:
+    """Writes to the index a reader reads; every write holds the folder's writer lock.
+
+    Args:
+        reader: the index; after each commit it reads the new generation.
+        lock_timeout: seconds a write waits for another process's write (0: fail at once).
+    """
+
+    def __init__(self, reader: Reader, lock_timeout: float = 0.0) -> None:
+        self.reader = reader
+        self.lock_timeout = lock_timeout
+        self.holds_lock = False
+        """Inside ``Index.creating``: this process holds the lock already."""
+        self._store_id = _file_id(reader.path / reader.manifest.store_file)
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the writer lock, clean up after any crashed write, and start from the latest."""
+        if self.holds_lock:  # the creation's own first write: the lock is held already
+            yield
+            return
+        reader = self.reader
+        with WriterLock(reader.path, self.lock_timeout):
+            if _file_id(reader.path / reader.manifest.store_file) != self._store_id:
+                raise LockedError(
+                    f"the index at {reader.path} was removed or replaced while this process "
+                    "waited to write to it (its creation failed?); run again"
+                )
+            with reader._lock:
+                reader.refresh()
+                reader.manifest = commit.recover(
+                    reader.path, reader._store, reader._generation, reader.manifest
+                )
+            yield
+
+    def _commit(self, change: Change, clock: StageClock | None = None) -> int:
+        """Apply a change as the next generation; returns the chunks removed."""
+        reader = self.reader
+        with reader._lock:  # no read of this index in between: its state is changing
+            current = commit.Generation(reader._generation, reader._vectors)
+            try:
+                done = commit.commit(
+                    reader.path, reader._store, current, reader.manifest, change, clock
+                )
+            except BaseException:
+                # The loaded vectors may be half-changed; the committed file is intact.
+                dim = reader.manifest.model.dim
+                reader._adopt(commit.load_generation(reader.path, reader._store, dim))
+                raise
+            reader._adopt(done.generation, done.manifest)
+        return done.chunks_removed
+
+    def add(
+        self,
+        articles: Iterable[Article | Skipped],
+        *,
+        batch_size: int,
+        progress: bool,
+        prune: Sequence[str | os.PathLike[str]] | None,
+        strict: bool,
+    ) -> AddResult:
+        """The write behind :meth:`semsearch.Index.add` (see there)."""
+        started = time.perf_counter()
+        clock = StageClock()
+        fresh: dict[str, Article] = {}
+        skipped: list[Skipped] = []
+        for item in clock.iterate("load", first_of_each_id(articles)):
+            if isinstance(item, Skipped):
+                skipped.append(item)
+            else:
+                fresh[item.id] = item
+        reader = self.reader
+        with self.writing():
+            with clock("diff"), reader._lock:
+                hashes = {a.id: article_hash(a) for a in fresh.values()}
+                stored = reader._store.content_hashes(list(hashes))
+                todo = [a for a in fresh.values() if stored.get(a.id) != hashes[a.id]]
+                gone = self._gone(prune, set(fresh), skipped) if prune is not None else []
+            chunker = reader.chunker() if todo else None
+            chunked: list[tuple[Article, list[Chunk]]] = []
+            with clock("chunk"):
+                for article in todo:
+                    assert chunker is not None
+                    chunks = chunker.chunks(article)
+                    if chunks:
+                        chunked.append((article, chunks))
+                    else:
+                        skipped.append(skipped_article(article, "no text to index"))
+                texts = (
+                    [chunker.embed_text(a, c) for a, cs in chunked for c in cs] if chunker else []
+                )
+            if strict and skipped:
+                raise BadInputError(
+                    f"{len(skipped)} input(s) skipped and strict mode is on, so nothing "
+                    f"was written; the first: {skipped[0]}"
+                )
+            with clock("embed"):
+                text_hashes = [_text_hash(t) for t in texts]
+                vectors, embedded = self._embed_documents(texts, text_hashes, batch_size, progress)
+            failpoint("after-embed")
+            replaced = [a.id for a, _ in chunked if a.id in stored]
+            insert, start = [], 0
+            for article, chunks in chunked:
+                end = start + len(chunks)
+                digest, part = hashes[article.id], slice(start, end)
+                insert.append(NewArticle(article, digest, chunks, vectors[part], text_hashes[part]))
+                start = end
+            change = Change(insert=insert, drop=replaced + gone)
+            removed = self._commit(change, clock) if chunked or gone else 0
+        return AddResult(
+            added=len(chunked) - len(replaced),
+            updated=len(replaced),
+            unchanged=len(fresh) - len(todo),
+            chunks_added=len(texts),
+            chunks_removed=removed,
+            skipped=tuple(skipped),
+            seconds=time.perf_counter() - started,
+            timings=clock.seconds,
+            removed=len(gone),
+            chunks_embedded=embedded,
+            lines_removed=sum(len(a.removed_lines) for a in fresh.values()),
+        )
+
+    def _embed_documents(
+        self, texts: list[str], text_hashes: list[str], batch_size: int, progress: bool
+    ) -> tuple[np.ndarray, int]:
+        """Vectors for chunk texts: reused where this index embedded the same text, else new.
+
+        Returns the vectors and how many were embedded now.
+        """
+        reader = self.reader
+        dim = reader.manifest.model.dim
+        vectors = np.zeros((len(texts), dim), dtype=np.float32)
+        with reader._lock:
+            cached = reader._store.cached_vectors(sorted(set(text_hashes)), dim)
+        # One embedding per distinct new text, however many chunks share it.
+        todo = {h: i for i, h in reversed(list(enumerate(text_hashes))) if h not in cached}
+        if todo:
+            fresh = reader.encoder.encode_documents(
+                [texts[i] for i in todo.values()], batch_size=batch_size, progress=progress
+            )
+            cached.update(zip(todo, fresh, strict=True))
+        for i, h in enumerate(text_hashes):
+            vectors[i] = cached[h]
+        return vectors, len(todo)
+
+    def _gone(
+        self, sources: Sequence[str | os.PathLike[str]], seen: set[str], skipped: list[Skipped]
+    ) -> list[str]:
+        """Indexed articles read from under these sources that this load did not yield."""
+        # "-" is stdin, whose rows load_paths names "<stdin>:LINE".
+        roots = [STDIN_NAME if os.fspath(s) == "-" else _canonical(s) for s in sources]
+        troubled = {_canonical(s.path) for s in skipped}
+        gone = []
+        for article_id, path in self.reader._store.article_paths():
+            if article_id in seen or path is None:
+                continue
+            file = _canonical(source_file(path))
+            if file in troubled:
+                continue
+            if any(_under(file, root) for root in roots):
+                gone.append(article_id)
+        return gone
+
+    def remove(self, article_ids: Iterable[str]) -> tuple[list[str], list[str]]:
+        """The write behind :meth:`semsearch.Index.remove`: (removed ids, ids not found)."""
+        wanted = list(dict.fromkeys(article_ids))
+        with self.writing():
+            with self.reader._lock:
+                present = self.reader._store.content_hashes(wanted)
+            removed = [i for i in wanted if i in present]
+            missing = [i for i in wanted if i not in present]
+            if removed:
+                self._commit(Change(drop=removed))
+        return removed, missing
+
+    def rebuild(self, index_type: str | None = None) -> None:
+        """The write behind :meth:`semsearch.Index.rebuild`."""
+        if index_type is not None:
+            # Refuse an invalid type before touching anything.
+            n = self.reader._vectors.ntotal
+            VectorIndex.create(resolve_factory(index_type, n), self.reader.manifest.model.dim)
+        with self.writing():
+            self._commit(Change(rebuild=True, index_type=index_type))
+
+    def export_onnx(self) -> bool:
+        """The write behind :meth:`semsearch.Index.export_onnx`."""
+        reader = self.reader
+        encoder = load_encoder(*reader._model_key())
+        install = getattr(encoder, "install_onnx", None)
+        if install is None:
+            return False
+        with self.writing():
+            try:
+                reader.manifest.model.onnx = install(
+                    reader.path / ONNX_FOLDER, read_environment().cache_dir
+                )
+            except ModelError:
+                return False
+            write_manifest(reader.path, reader.manifest)
+        return True
+
+
+# -- creating an index ---------------------------------------------------------------
+
+
+@dataclass
+class CreationPlan:
+    """A new index's settings, validated, with its model loaded; nothing written yet."""
+
+    encoder: Encoder
+    vectors: VectorIndex
+    manifest: Manifest
+    onnx: bool
+    backend: str
+
+
+def plan_creation(
+    env: Any,
+    *,
+    model: str | None = None,
+    index_type: str = "auto",
+    overlap_tokens: int = DEFAULT_OVERLAP_TOKENS,
+    chunk_tokens: int | None = None,
+    encoder: Encoder | None = None,
+    query_prompt: str | None = None,
+    document_prompt: str | None = None,
+    onnx: bool = True,
+    backend: str = "torch",
+) -> CreationPlan:
+    """Validate a new index's settings and load its model; writes nothing.
+
+    Takes the keyword arguments of :meth:`semsearch.Index.create`.
+
+    Raises:
+        BadInputError: for an unknown backend, an invalid index type or chunk setting.
+        ModelError: if the model cannot be loaded.
+    """
+    if backend not in BUILD_BACKENDS:
+        choices = ", ".join(BUILD_BACKENDS)
+        raise BadInputError(f"unknown build backend {backend!r}; use one of {choices}")
+    if encoder is None:
+        name = canonical_model_name(model or env.model)
+        encoder = load_encoder(name, query_prompt, document_prompt)
+    elif model is not None and canonical_model_name(model) != encoder.name:
+        raise BadInputError(f"model {model!r} given with an encoder for {encoder.name!r}")
+    make_chunker(encoder, overlap_tokens, chunk_tokens)
+    factory = resolve_factory(index_type, 0)
+    vectors = VectorIndex.create(factory, encoder.dim)
+    if backend != "torch" and getattr(encoder, "install_onnx", None) is None:
+        raise BadInputError(f"backend {backend!r} needs a sentence-transformers model")
+    now = utc_now()
+    manifest = Manifest(
+        model=ModelInfo(
+            name=encoder.name,
+            dim=encoder.dim,
+            max_tokens=encoder.max_tokens,
+            special_tokens=encoder.special_tokens,
+            backend=encoder.backend,
+            fingerprint=fingerprint(encoder),
+            query_prompt=encoder.query_prompt,
+            document_prompt=encoder.document_prompt,
+        ),
+        chunker=ChunkerInfo(
+            overlap_tokens=overlap_tokens,
+            chunk_tokens=chunk_tokens,
+            max_title_tokens=MAX_TITLE_TOKENS,
+        ),
+        vectors=VectorsInfo(index_type, faiss_factory=factory, file=vectors_file(0)),
+        counts={"articles": 0, "chunks": 0},
+        created_at=now,
+        updated_at=now,
+        semsearch_version=__version__,
+        library_versions=_library_versions(),
+    )
+    return CreationPlan(encoder, vectors, manifest, onnx, backend)
+
+
+def create_locked(folder: Path, cache_dir: Path, plan: CreationPlan) -> tuple[Store, Encoder]:
+    """Write a new index's files; the caller holds the writer lock and has seen no manifest.
+
+    Returns the open store and the encoder that builds the index (the ONNX
+    export's, for an ONNX build backend). The manifest, written last, is
+    what makes the folder an index for everyone else.
+    """
+    commit.remove_failed_creation(folder)
+    encoder, manifest, backend = plan.encoder, plan.manifest, plan.backend
+    install = getattr(encoder, "install_onnx", None)
+    if install is not None and (plan.onnx or backend != "torch"):
+        try:
+            quantize = backend == BACKEND_INT8
+            manifest.model.onnx = install(folder / ONNX_FOLDER, cache_dir, quantize)
+        except ModelError as e:
+            if backend != "torch":
+                raise
+            # Queries will go through sentence-transformers.
+            warnings.warn(f"no ONNX export, queries will load torch: {e}", stacklevel=4)
+    if backend != "torch":
+        # The index is built, and will be queried, with the exported model.
+        encoder = OnnxEncoder(folder / ONNX_FOLDER)
+        manifest.model.backend = backend
+        manifest.model.fingerprint = fingerprint(encoder)
+    store = commit.initialize(folder, plan.vectors)
+    write_manifest(folder, manifest)
+    return store, encoder
+
+
+# -- identity of articles and paths ----------------------------------------------------
+
+
+def article_hash(article: Article) -> str:
+    """A hash of everything indexed about an article (not where it was read from)."""
+    data = article.to_dict()
+    data.pop("path", None)
+    data.pop("removed_lines", None)  # what cleaning dropped is not indexed
+    encoded = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def _text_hash(text: str) -> str:
+    """Key of the embedding cache: the exact text embedded (model and prompt are the index's)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _canonical(path: str | os.PathLike[str]) -> str:
+    """One spelling of a path, for comparing where articles came from.
+
+    Absolute and resolved (``./``, ``..``, repeated slashes and symbolic links,
+    as far as they exist); ``<stdin>`` stays as it is. A relative path stored
+    by an older semsearch resolves against the current directory.
+    """
+    text = os.fspath(path)
+    return text if text == STDIN_NAME else os.path.realpath(text)
+
+
+def _under(file: str, root: str) -> bool:
+    return file == root or file.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """Which file is at ``path`` now (device and inode), or None."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in ("faiss-cpu", "numpy", "sentence-transformers", "torch", "transformers"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return versions
