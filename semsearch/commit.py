@@ -40,7 +40,7 @@ from typing import BinaryIO, TypeVar
 
 import numpy as np
 
-from .errors import IncompatibleIndexError
+from .errors import IncompatibleIndexError, damaged
 from .lock import LOCK_FILE
 from .manifest import (
     FORMAT_VERSION,
@@ -135,7 +135,7 @@ def _load_once(folder: Path, store: Store, dim: int) -> Generation:
         factory = store.meta(FACTORY)
         recorded = store.meta(CHECKSUM)
         if number is None or factory is None:
-            raise IncompatibleIndexError(f"{store.path} has no commit record; it is damaged")
+            raise damaged(store.path, "it has no commit record")
         path = folder / vectors_file(int(number))
         try:
             # Opened once: checked and read through the same open file, which
@@ -163,11 +163,9 @@ def _check_file(path: Path, file: BinaryIO, recorded: dict[str, int] | None) -> 
         return
     size = os.fstat(file.fileno()).st_size
     if size != recorded["size"]:
-        raise IncompatibleIndexError(
-            f"{path} is damaged: {size} bytes, but {recorded['size']} were committed"
-        )
+        raise damaged(path, f"{size} bytes, but {recorded['size']} were committed")
     if _crc32(file) != recorded["crc32"]:
-        raise IncompatibleIndexError(f"{path} is damaged: its checksum does not match the commit")
+        raise damaged(path, "its checksum does not match the commit")
     file.seek(0)
 
 

@@ -19,6 +19,9 @@ Messages say what is wrong and what to do about it, on one line.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 
 class SemsearchError(Exception):
     """Root of every error semsearch raises on purpose."""
@@ -34,6 +37,20 @@ class IndexExistsError(SemsearchError):
 
 class IncompatibleIndexError(SemsearchError):
     """The index cannot be used as asked: another model, a newer format, or damaged files."""
+
+
+def damaged(path: str | os.PathLike[str], reason: str) -> IncompatibleIndexError:
+    """The error for a damaged file of an index: which file, why, and what to do.
+
+    Args:
+        path: the damaged file, inside its index folder.
+        reason: what is wrong with it, e.g. "its checksum does not match the commit".
+    """
+    folder = Path(path).parent
+    return IncompatibleIndexError(
+        f"{path} is damaged: {reason}; `semsearch verify --index {folder}` lists every "
+        "problem; restore the folder from a backup or build the index again"
+    )
 
 
 class ModelError(SemsearchError):

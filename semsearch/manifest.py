@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import IncompatibleIndexError, IndexNotFoundError
+from .errors import IncompatibleIndexError, IndexNotFoundError, damaged
 
 # 2: prompts in the model section; the store gained its keyword index (schema 2).
 # 3: the model section records the ONNX export used for queries.
@@ -113,9 +113,9 @@ def read_manifest(folder: Path) -> Manifest:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise IncompatibleIndexError(f"{path} is damaged: {e}") from None
+        raise damaged(path, str(e)) from None
     if not isinstance(data, dict):
-        raise IncompatibleIndexError(f"{path} is damaged: not a JSON object")
+        raise damaged(path, "not a JSON object")
     version = data.get("format_version")
     if not isinstance(version, int):
         raise IncompatibleIndexError(f"{path} has no format version; it is not a semsearch index")
@@ -138,7 +138,7 @@ def read_manifest(folder: Path) -> Manifest:
             format_version=version,
         )
     except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise IncompatibleIndexError(f"{path} is damaged: missing or bad field {e}") from None
+        raise damaged(path, f"missing or bad field {e}") from None
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> None:

@@ -31,7 +31,13 @@ from .commit import GENERATION, Generation, Moved, load_generation, retry
 from .config import BACKENDS, DEFAULT_K, canonical_model_name
 from .config import environment as read_environment
 from .embed import BACKEND_SENTENCE_TRANSFORMERS, Encoder, load_encoder, prompt_tokens, same_model
-from .errors import BadInputError, IncompatibleIndexError, ModelError, QueryTruncatedWarning
+from .errors import (
+    BadInputError,
+    IncompatibleIndexError,
+    ModelError,
+    QueryTruncatedWarning,
+    damaged,
+)
 from .filters import compile_filter
 from .keywords import match_expression
 from .manifest import Manifest, read_manifest
@@ -315,10 +321,13 @@ class Reader:
             with self._lock:
                 if self._store.counts()[1] == 0:
                     return [[] for _ in texts]
-            with _fts5_errors_are_the_users(keyword_syntax == "fts5"):
+            with _fts5_errors_are_the_users(keyword_syntax == "fts5", self._store.path):
                 prepared = self._prepare(texts, mode, keyword_syntax)
         # One generation: FAISS and SQLite as one commit left them, whatever writers do.
-        with _fts5_errors_are_the_users(keyword_syntax == "fts5"), self._snapshot():
+        with (
+            _fts5_errors_are_the_users(keyword_syntax == "fts5", self._store.path),
+            self._snapshot(),
+        ):
             return search(
                 self._vectors,
                 self._store,
@@ -426,7 +435,7 @@ def make_chunker(encoder: Encoder, overlap_tokens: int, chunk_tokens: int | None
 
 
 @contextmanager
-def _fts5_errors_are_the_users(user_syntax: bool) -> Iterator[None]:
+def _fts5_errors_are_the_users(user_syntax: bool, store: Path) -> Iterator[None]:
     """An FTS5 expression the user wrote that SQLite rejects is bad input, not a crash."""
     try:
         yield
@@ -435,6 +444,4 @@ def _fts5_errors_are_the_users(user_syntax: bool) -> Iterator[None]:
             raise BadInputError(f"invalid FTS5 query: {e}") from None
         raise
     except sqlite3.DatabaseError as e:  # SQLITE_CORRUPT and its kin, found while reading
-        raise IncompatibleIndexError(
-            f"the index's store is damaged: {e}; run semsearch verify"
-        ) from None
+        raise damaged(store, str(e)) from None

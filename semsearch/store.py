@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import IncompatibleIndexError
+from .errors import IncompatibleIndexError, damaged
 from .keywords import CLOSE, OPEN, keyword_text
 from .records import Article, Chunk
 
@@ -205,7 +205,7 @@ class Store:
             self._db.execute("PRAGMA synchronous = FULL")
             self._migrate()
         except sqlite3.DatabaseError as e:
-            raise IncompatibleIndexError(f"{path} is damaged or not SQLite: {e}") from None
+            raise damaged(path, f"not an SQLite database ({e})") from None
 
     def close(self) -> None:
         self._db.close()

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .config import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_FACTORY, HNSW_THRESHOLD, IndexType
-from .errors import BadInputError, IncompatibleIndexError
+from .errors import BadInputError, IncompatibleIndexError, damaged
 
 # IVF default probes: enough for recall near exact on typical embedding sets.
 IVF_NPROBE = 16
@@ -109,7 +109,7 @@ class VectorIndex:
                 index = faiss.read_index(faiss.PyCallbackIOReader(file.read))
         except RuntimeError as e:
             reason = _faiss_reason(e)
-            raise IncompatibleIndexError(f"{path} is damaged or not FAISS: {reason}") from None
+            raise damaged(path, f"not a FAISS index ({reason})") from None
         if not isinstance(index, faiss.IndexIDMap2) and _ivf(index) is None:
             raise IncompatibleIndexError(f"{path} is not a semsearch vector index (no id map)")
         return cls(index, factory)
