@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from semsearch import Article, Index, Skipped, load_paths
 from semsearch.cli import cli
 from semsearch.errors import BadInputError
-from semsearch.load import normalize_date, normalize_text, typed_value
 from semsearch.manifest import STORE_FILE
+from semsearch.values import normalize_date, normalize_text, typed_value
 
 
 def run(*args: str, input: str | bytes | None = None):
