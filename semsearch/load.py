@@ -31,7 +31,6 @@ from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 
-from .clean import clean_page, strip_section_label
 from .errors import BadInputError
 from .records import Article, Skipped
 from .values import (
@@ -290,6 +289,8 @@ def _undecoded(values: Iterable[str]) -> str | None:
 def _plain(
     text: str, name: str, rel_id: str, clean: bool = True, date_order: str | None = None
 ) -> Article:
+    from .clean import clean_page  # its tables cost 13 ms to compile: not on the query path
+
     page = clean_page(text, date_order) if clean else None
     if page is not None and page.title is not None:  # a scraped page with a by-line
         return Article(
@@ -361,6 +362,8 @@ def _html(
     first, _, rest = body.partition("\n")
     removed: tuple[str, ...] = ()
     if clean:  # also drops section labels ("Cyber security") above the repeat
+        from .clean import strip_section_label
+
         body, removed = strip_section_label(body, title)
     elif title and first.strip() == title.strip() and rest.strip():
         body = rest
