@@ -119,6 +119,28 @@ def wait_option(f: F) -> F:
     )(f)
 
 
+def field_option(f: F) -> F:
+    return click.option(
+        "--field",
+        "field_pairs",
+        multiple=True,
+        metavar="FIELD=COLUMN",
+        help="JSONL/CSV column for an article field, e.g. --field text=body (repeatable).",
+    )(f)
+
+
+def date_order_option(f: F) -> F:
+    return click.option(
+        "--date-order",
+        type=click.Choice(["DMY", "MDY"]),
+        default=None,
+        help="How to read numeric dates whose day and month could be either way round, "
+        "such as 09/08/2024 (DMY: 9 August). Without it such an article is skipped with a "
+        "warning (a scraped page's by-line is read day first); unambiguous ones (25/08/2024) "
+        "are always read.",
+    )(f)
+
+
 def clean_option(f: F) -> F:
     return click.option(
         "--clean/--no-clean",
@@ -166,13 +188,7 @@ def cli() -> None:
     default=None,
     help="New index only: cap on a chunk's tokens. [default: the model's maximum]",
 )
-@click.option(
-    "--field",
-    "field_pairs",
-    multiple=True,
-    metavar="FIELD=COLUMN",
-    help="JSONL/CSV column for an article field, e.g. --field text=body (repeatable).",
-)
+@field_option
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
@@ -201,15 +217,7 @@ def cli() -> None:
     "CPU, about 4x faster than torch (see benchmarks/README.md for its quality). "
     "[default: torch]",
 )
-@click.option(
-    "--date-order",
-    type=click.Choice(["DMY", "MDY"]),
-    default=None,
-    help="How to read numeric dates whose day and month could be either way round, "
-    "such as 09/08/2024 (DMY: 9 August). Without it such an article is skipped with a "
-    "warning (a scraped page's by-line is read day first); unambiguous ones (25/08/2024) "
-    "are always read.",
-)
+@date_order_option
 @click.option(
     "--strict",
     is_flag=True,
@@ -363,21 +371,8 @@ def index_command(
 
 @cli.command("load")
 @click.argument("paths", nargs=-1, required=True)
-@click.option(
-    "--field",
-    "field_pairs",
-    multiple=True,
-    metavar="FIELD=COLUMN",
-    help="JSONL/CSV column for an article field, e.g. --field text=body (repeatable).",
-)
-@click.option(
-    "--date-order",
-    type=click.Choice(["DMY", "MDY"]),
-    default=None,
-    help="As for index: how to read numeric dates such as 09/08/2024 (DMY: 9 August). "
-    "Without it such an article is skipped with a warning (a scraped page's by-line is "
-    "read day first); unambiguous ones (25/08/2024) are always read.",
-)
+@field_option
+@date_order_option
 @clean_option
 @json_option
 def load_command(
