@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         folder = args.root / f"bench-{dataset.name}-{backend}"
         shutil.rmtree(folder, ignore_errors=True)
         started = time.perf_counter()
-        with Index.create(folder, backend=backend, index_type="flat") as index:
+        with Index.create(folder, build_backend=backend, index_type="flat") as index:
             setup = time.perf_counter() - started
             result = index.add(articles, batch_size=32)
             vectors[backend] = index.chunk_vectors()[1]

@@ -23,10 +23,10 @@ import click
 from .config import DEFAULT_K, DEFAULT_MODEL, DEFAULT_OVERLAP_TOKENS, ENV_INDEX, environment
 from .errors import (
     BadInputError,
-    IndexExistsError,
     LockedError,
     QueryTruncatedWarning,
     SemsearchError,
+    SettingsConflictError,
 )
 from .keywords import CLOSE, OPEN
 
@@ -169,6 +169,17 @@ def cli() -> None:
     """
 
 
+_CREATION_OPTIONS = {
+    "model": "--model",
+    "index_type": "--index-type",
+    "overlap_tokens": "--overlap",
+    "chunk_tokens": "--chunk-tokens",
+    "query_prompt": "--query-prompt",
+    "document_prompt": "--document-prompt",
+    "build_backend": "--backend",
+}
+
+
 @cli.command("index")
 @click.argument("paths", nargs=-1, required=True)
 @index_option
@@ -210,12 +221,13 @@ def cli() -> None:
 )
 @click.option(
     "--backend",
-    type=click.Choice(["torch", "onnx", "onnx-int8"]),
+    type=click.Choice(["auto", "torch", "onnx", "onnx-int8"]),
     default=None,
-    help="New index only: what embeds the articles. torch: sentence-transformers (the "
-    "reference); onnx: the same vectors from ONNX Runtime; onnx-int8: quantised for this "
-    "CPU, about 4x faster than torch (see benchmarks/README.md for its quality). "
-    "[default: torch]",
+    help="New index only: what embeds the articles. onnx: the model exported to ONNX "
+    "Runtime, the same vectors as torch at about 1.8x the speed; torch: "
+    "sentence-transformers (the reference); onnx-int8: quantised for this CPU, about 3x "
+    "faster than torch (see benchmarks/README.md for its quality); auto: onnx where the "
+    "model exports, else torch with a warning. [default: auto]",
 )
 @date_order_option
 @click.option(
@@ -289,53 +301,19 @@ def index_command(
     if len(skipped) == len(items) and not (prune and Index.exists(folder)):
         raise CliError(f"no articles to index in {', '.join(paths)}")
     progress = not quiet and not as_json and sys.stderr.isatty()
-    result = None
-    if not Index.exists(folder):
-        try:
-            # Created and filled in one hold of the writer lock; if that fails, the
-            # library removes what this command made (and nothing else).
-            with (
-                Index.creating(
-                    folder,
-                    model=model,
-                    index_type=index_type,
-                    overlap_tokens=overlap_tokens,
-                    chunk_tokens=chunk_tokens,
-                    query_prompt=query_prompt,
-                    document_prompt=document_prompt,
-                    backend=backend or "torch",
-                    lock_timeout=wait_seconds,
-                ) as index,
-                index,
-            ):
-                result = index.add(items, batch_size=batch_size, progress=progress, strict=strict)
-        except IndexExistsError:
-            pass  # another process created it meanwhile: add to it, as to any index
-    if result is None:
-        with Index.open(folder, model=model) as index:
-            # Creation options may repeat what the index was made with (the same
-            # command, run nightly, or two runs racing to create it), never change it.
-            info = index.info()
-            built_by = {"sentence-transformers": "torch"}.get(info.build_backend)
-            creating = {
-                "--index-type": (index_type, "auto", info.index_type),
-                "--chunk-tokens": (chunk_tokens, None, info.chunk_tokens),
-                "--overlap": (overlap_tokens, DEFAULT_OVERLAP_TOKENS, info.overlap_tokens),
-                "--query-prompt": (query_prompt, None, info.query_prompt),
-                "--document-prompt": (document_prompt, None, info.document_prompt),
-                "--backend": (backend, None, built_by or info.build_backend),
-            }
-            differ = [
-                f"{name} {given!r} (the index has {has!r})"
-                for name, (given, default, has) in creating.items()
-                if given != default and given != has
-            ]
-            if differ:
-                raise BadInputError(
-                    f"{folder} exists, and creation options cannot change it: "
-                    f"{', '.join(differ)}; rebuild into a new folder to change them"
-                )
-            index.lock_timeout = wait_seconds
+    settings = {
+        "model": model,
+        "index_type": index_type,
+        "overlap_tokens": overlap_tokens,
+        "chunk_tokens": chunk_tokens,
+        "query_prompt": query_prompt,
+        "document_prompt": document_prompt,
+        "build_backend": backend or "auto",
+    }
+    try:
+        # A new index is created and filled in one hold of the writer lock; if that
+        # fails, the library removes what this command made (and nothing else).
+        with Index.open_or_create(folder, lock_timeout=wait_seconds, **settings) as index:
             result = index.add(
                 items,
                 batch_size=batch_size,
@@ -343,6 +321,12 @@ def index_command(
                 prune=paths if prune else None,
                 strict=strict,
             )
+    except SettingsConflictError as e:
+        differ = [f"{_CREATION_OPTIONS[n]} {g!r} (the index has {h!r})" for n, g, h in e.conflicts]
+        raise BadInputError(
+            f"{folder} exists, and creation options cannot change it: "
+            f"{', '.join(differ)}; rebuild into a new folder to change them"
+        ) from None
     # What the write itself skipped (an id given twice, no text to index).
     for item in [s for s in result.skipped if s not in skipped]:
         click.echo(f"warning: skipped {item}", err=True)
@@ -505,7 +489,7 @@ def query_command(
         text = sys.stdin.read()
     spec = parse_cli_filter(where, since, until, tags, json_filter)
     with (
-        Index.open(index_dir, backend=backend) as index,
+        Index.open(index_dir, query_backend=backend) as index,
         warnings.catch_warnings(record=True) as caught,
     ):
         warnings.simplefilter("always", QueryTruncatedWarning)
@@ -692,11 +676,7 @@ def eval_command(
     data = load_beir(dataset, split)
     folder = index_dir or Path("indexes") / f"eval-{data.name}"
     progress = not quiet and not as_json and sys.stderr.isatty()
-    if Index.exists(folder):
-        index = Index.open(folder, model=model)
-    else:
-        index = Index.create(folder, model=model, index_type=index_type)
-    with index:
+    with Index.open_or_create(folder, model=model, index_type=index_type) as index:
         added = index.add(data.corpus(), progress=progress)
         if not quiet and not as_json:
             click.echo(

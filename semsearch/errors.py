@@ -79,6 +79,27 @@ class BadInputError(SemsearchError):
         super().__init__(f"{where}: {message}" if where else message)
 
 
+class SettingsConflictError(BadInputError):
+    """Creation settings given for an index that was made with others.
+
+    Attributes:
+        folder: the index folder.
+        conflicts: ``(setting, given, has)`` for each, by the keyword names of
+            :meth:`semsearch.Index.create`.
+    """
+
+    def __init__(self, folder: str, conflicts: list[tuple[str, object, object]]) -> None:
+        self.folder = folder
+        self.conflicts = conflicts
+        listed = ", ".join(
+            f"{name} {given!r} (the index has {has!r})" for name, given, has in conflicts
+        )
+        super().__init__(
+            f"{folder} exists, and creation options cannot change it: {listed}; "
+            "rebuild into a new folder to change them"
+        )
+
+
 class LockedError(SemsearchError):
     """Another process holds the index's writer lock; the message names it."""
 

@@ -16,8 +16,9 @@ The folder holds ``manifest.json`` (what the index is), ``store.sqlite``
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from .commit import remove_created
 from .config import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP_TOKENS
 from .config import environment as read_environment
 from .embed import Encoder
-from .errors import IndexExistsError
+from .errors import IndexExistsError, SettingsConflictError
 from .load import FieldMap, load_paths
 from .lock import WriterLock
 from .manifest import Manifest, manifest_path
@@ -33,7 +34,7 @@ from .reader import Reader
 from .records import AddResult, Article, Skipped
 from .store import Store
 from .vectors import VectorIndex
-from .writer import Writer, create_locked, plan_creation
+from .writer import CreationSettings, Writer, create_locked, plan_creation
 
 
 class Index(Reader):
@@ -88,8 +89,9 @@ class Index(Reader):
         query_prompt: str | None = None,
         document_prompt: str | None = None,
         onnx: bool = True,
-        backend: str = "torch",
+        build_backend: str = "auto",
         lock_timeout: float = 0.0,
+        backend: str | None = None,
     ) -> Index:
         """Create an empty index in a folder (made if needed).
 
@@ -97,7 +99,8 @@ class Index(Reader):
         so of several processes creating the same index at once, one creates it
         and the others wait (``lock_timeout``) or get :class:`LockedError`, then
         find it made (:class:`IndexExistsError`). To create and fill an index in
-        one hold of the lock, use :meth:`creating`.
+        one hold of the lock, use :meth:`creating`; to open it if it exists,
+        :meth:`open_or_create`.
 
         Args:
             path: the folder; default ``$SEMSEARCH_INDEX`` or ``indexes/default``.
@@ -106,26 +109,31 @@ class Index(Reader):
                 ``hnsw``, or any FAISS factory string such as ``IVF1024,Flat``.
             overlap_tokens: tokens of whole sentences shared by consecutive chunks.
             chunk_tokens: cap on a chunk's tokens (default: what the model reads).
-            encoder: an already loaded encoder (overrides ``model`` and the prompts).
+            encoder: an already loaded encoder (overrides ``model`` and the prompts);
+                with ``build_backend="auto"`` it embeds the articles as it is.
             query_prompt, document_prompt: text put before each query or passage for
                 models that expect it (e5: ``"query: "`` and ``"passage: "``).
                 Default: the model's own configured prompts, if any. Recorded in
                 the manifest and used for every later query.
             onnx: also export the model to ONNX (once per machine, cached) so that
                 queries run on ONNX Runtime without importing torch.
-            backend: what embeds the articles: ``torch`` (sentence-transformers,
-                the reference), ``onnx`` (the same vectors from ONNX Runtime) or
-                ``onnx-int8`` (dynamically quantised for this CPU: about 4x the
-                reference's speed, at a measured cost in quality; queries then
-                use the same int8 model). Recorded in the manifest.
+            build_backend: what embeds the articles (:class:`~semsearch.config.Backend`):
+                ``auto`` (the default: ``onnx`` where the model exports, else
+                ``torch`` with a warning saying why), ``torch``
+                (sentence-transformers, the reference), ``onnx`` (the same
+                vectors from ONNX Runtime, 1.8x the speed) or ``onnx-int8``
+                (dynamically quantised for this CPU: about 3x, at a measured
+                cost in quality; queries then use the same int8 model).
+                Recorded in the manifest.
             lock_timeout: seconds to wait for another process writing to (or
                 creating) the same folder; 0 fails at once.
+            backend: the former name of ``build_backend`` (deprecated).
 
         Raises:
             IndexExistsError: if the folder already holds an index.
             LockedError: if another process holds the writer lock past ``lock_timeout``.
-            BadInputError: for an invalid index type or chunk setting.
-            ModelError: if the model cannot be loaded.
+            BadInputError: for an unknown build backend, an invalid index type or chunk setting.
+            ModelError: if the model cannot be loaded, or an asked ONNX backend exported.
         """
         with cls.creating(
             path,
@@ -137,6 +145,7 @@ class Index(Reader):
             query_prompt=query_prompt,
             document_prompt=document_prompt,
             onnx=onnx,
+            build_backend=build_backend,
             backend=backend,
             lock_timeout=lock_timeout,
         ) as index:
@@ -178,7 +187,8 @@ class Index(Reader):
         if manifest_path(folder).exists():
             raise IndexExistsError(f"an index already exists at {folder}; open it instead")
         # Everything is validated, and the model loaded, before anything is written.
-        plan = plan_creation(env, **settings)
+        creation, encoder, onnx = _creation_settings(settings)
+        plan = plan_creation(env, creation, encoder=encoder, onnx=onnx)
         try:
             folder.mkdir(parents=True)
             made_folder = True
@@ -206,6 +216,59 @@ class Index(Reader):
             finally:
                 if index is not None:
                     index._writer.holds_lock = False
+
+    @classmethod
+    @contextmanager
+    def open_or_create(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        lock_timeout: float = 0.0,
+        **settings: Any,
+    ) -> Iterator[Index]:
+        """Open the index in a folder, creating it first if there is none; closed at the end.
+
+        The call a pipeline repeats every night. A new index is made as by
+        :meth:`creating`: the block's first :meth:`add` is part of the
+        creation, and if the block fails what this call made is removed. For
+        an existing index, creation settings may repeat what it was made with
+        (defaults spelt out count as not given) but never change it. If
+        another process creates the index meanwhile, it is opened like any other.
+
+        Args:
+            path: the folder, as for :meth:`create`.
+            lock_timeout: seconds a write waits for another process's write; 0 fails at once.
+            settings: the keyword arguments of :meth:`create`.
+
+        Raises:
+            SettingsConflictError: (a :class:`BadInputError`) if the index exists and
+                was made with other settings; ``conflicts`` lists them.
+            the errors of :meth:`create` and :meth:`open`.
+
+        Example:
+            >>> with Index.open_or_create("indexes/news", index_type="flat") as index:
+            ...     index.add_paths(["feeds/"], prune=True)
+        """
+        folder = Path(path) if path is not None else read_environment().index_dir
+        with ExitStack() as stack:
+            index: Index | None = None
+            if not cls.exists(folder):
+                # If another process creates it meanwhile, it is opened below as any index.
+                with suppress(IndexExistsError):
+                    index = stack.enter_context(
+                        cls.creating(folder, lock_timeout=lock_timeout, **settings)
+                    )
+            if index is None:
+                creation, encoder, _ = _creation_settings(settings)
+                index = cls.open(folder, model=creation.model, encoder=encoder)
+                stack.enter_context(index)
+                conflicts = creation.conflicts(index.manifest)
+                if conflicts:
+                    raise SettingsConflictError(str(folder), conflicts)
+                index.lock_timeout = lock_timeout
+            else:
+                stack.enter_context(index)
+            yield index
 
     @staticmethod
     def exists(path: str | os.PathLike[str] | None = None) -> bool:
@@ -303,3 +366,22 @@ class Index(Reader):
         Returns whether an export was made (False if the model cannot be exported).
         """
         return self._writer.export_onnx()
+
+
+def _creation_settings(
+    settings: dict[str, Any],
+) -> tuple[CreationSettings, Encoder | None, bool]:
+    """:meth:`Index.create`'s keyword arguments as (settings, encoder, onnx)."""
+    settings = dict(settings)
+    encoder = settings.pop("encoder", None)
+    onnx = bool(settings.pop("onnx", True))
+    old = settings.pop("backend", None)
+    if old is not None:
+        warnings.warn(
+            "Index.create(backend=) is now build_backend=", DeprecationWarning, stacklevel=4
+        )
+        settings["build_backend"] = old
+    try:
+        return CreationSettings(**settings), encoder, onnx
+    except TypeError as e:
+        raise TypeError(f"Index.create() got an unexpected argument: {e}") from None

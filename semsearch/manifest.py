@@ -29,6 +29,9 @@ MANIFEST = "manifest.json"
 VECTORS_FILE = "vectors.faiss"
 STORE_FILE = "store.sqlite"
 _VECTORS_GLOB = "vectors.*.faiss"
+# Manifests spell the torch build backend "sentence-transformers" (formats 1-3,
+# which older semsearch reads); in memory it is Backend.TORCH like everywhere else.
+_RECORDED_TORCH = "sentence-transformers"
 
 
 @dataclass
@@ -38,6 +41,7 @@ class ModelInfo:
     max_tokens: int
     special_tokens: int
     backend: str
+    """What embedded the articles: a :class:`semsearch.config.Backend` value."""
     normalized: bool = True
     fingerprint: list[float] = field(default_factory=list)
     query_prompt: str = ""
@@ -78,7 +82,10 @@ class Manifest:
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["model"]["backend"] == "torch":
+            data["model"]["backend"] = _RECORDED_TORCH
+        return data
 
 
 def manifest_path(folder: Path) -> Path:
@@ -126,7 +133,7 @@ def read_manifest(folder: Path) -> Manifest:
         )
     try:
         return Manifest(
-            model=ModelInfo(**data["model"]),
+            model=_model_info(data["model"]),
             chunker=ChunkerInfo(**data["chunker"]),
             vectors=VectorsInfo(**data["vectors"]),
             counts={str(k): int(v) for k, v in data["counts"].items()},
@@ -139,6 +146,13 @@ def read_manifest(folder: Path) -> Manifest:
         )
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise damaged(path, f"missing or bad field {e}") from None
+
+
+def _model_info(data: dict[str, Any]) -> ModelInfo:
+    model = ModelInfo(**data)
+    if model.backend == _RECORDED_TORCH:
+        model.backend = "torch"
+    return model
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> None:

@@ -34,11 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from .config import DEFAULT_BATCH_SIZE
+from .config import DEFAULT_BATCH_SIZE, Backend
 from .errors import MissingDependencyError, ModelError
 
-BACKEND_ONNX = "onnx"
 FOLDER = "onnx"
+"""The index folder's subfolder holding its export; named here and nowhere else."""
 MODEL_FILE = "model.onnx"
 SETTINGS_FILE = "encoder.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -324,7 +324,8 @@ class OnnxEncoder:
         ModelError: if the folder is not an export of :func:`export`.
     """
 
-    backend = BACKEND_ONNX
+    backend = Backend.ONNX.value
+    """``onnx``; ``onnx-int8`` for a quantised export."""
 
     def __init__(self, folder: Path) -> None:
         try:
@@ -349,6 +350,8 @@ class OnnxEncoder:
         except (OSError, ValueError, RuntimeError) as e:
             raise ModelError(f"cannot load the ONNX model in {folder}: {e}") from None
         self.settings = settings
+        if settings.get("quantization"):
+            self.backend = Backend.ONNX_INT8.value
         self.name: str = settings["model"]
         self.dim: int = int(settings["dim"])
         self.max_tokens: int = int(settings["max_seq_length"])

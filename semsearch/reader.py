@@ -28,28 +28,24 @@ import numpy as np
 
 from .chunk import Chunker
 from .commit import GENERATION, Generation, Moved, load_generation, retry
-from .config import BACKENDS, DEFAULT_K, canonical_model_name
+from .config import DEFAULT_K, QUERY_BACKENDS, Backend, canonical_model_name
 from .config import environment as read_environment
-from .embed import BACKEND_SENTENCE_TRANSFORMERS, Encoder, load_encoder, prompt_tokens, same_model
+from .embed import ONNX_FOLDER, Encoder, backend_named, check_encoder, prompt_tokens, query_encoder
 from .errors import (
     BadInputError,
     IncompatibleIndexError,
-    ModelError,
     QueryTruncatedWarning,
     damaged,
 )
 from .filters import compile_filter
 from .keywords import match_expression
 from .manifest import Manifest, read_manifest
-from .onnx_backend import FOLDER as ONNX_FOLDER
-from .onnx_backend import OnnxEncoder
 from .records import Article, Hit, IndexInfo
 from .search import DEFAULT_MODE, HYBRID_WEIGHT, MODES, Query, search
 from .store import Store
 from .vectors import VectorIndex
 
 R = TypeVar("R", bound="Reader")
-BACKEND_INT8 = "onnx-int8"
 
 
 class Reader:
@@ -75,7 +71,7 @@ class Reader:
         self._encoder = encoder
         self._generation = generation
         self._lock = threading.RLock()
-        self.backend = "auto"
+        self.query_backend = Backend.AUTO
         """What embeds queries: ``auto``, ``onnx`` or ``torch`` (see :meth:`open`)."""
 
     @classmethod
@@ -85,6 +81,7 @@ class Reader:
         *,
         model: str | None = None,
         encoder: Encoder | None = None,
+        query_backend: str | None = None,
         backend: str | None = None,
     ) -> R:
         """Open an existing index. The model loads on first use, not here.
@@ -93,19 +90,26 @@ class Reader:
             path: the folder; default ``$SEMSEARCH_INDEX`` or ``indexes/default``.
             model: if given, must be the model the index was built with.
             encoder: an already loaded encoder for that model.
-            backend: ``auto`` (ONNX Runtime if the index has an export, else
+            query_backend: what embeds queries (:class:`~semsearch.config.Backend`):
+                ``auto`` (ONNX Runtime if the index has an export, else
                 sentence-transformers), ``onnx`` or ``torch``; default
                 ``$SEMSEARCH_BACKEND`` or auto.
+            backend: the former name of ``query_backend`` (deprecated).
 
         Raises:
+            BadInputError: for an unknown query backend.
             IndexNotFoundError: if there is no index in the folder.
             IncompatibleIndexError: for another model, a newer format, or damaged files.
         """
         env = read_environment()
         folder = Path(path) if path is not None else env.index_dir
-        backend = backend or env.backend
-        if backend not in BACKENDS:
-            raise BadInputError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+        if backend is not None:
+            warnings.warn(
+                "Index.open(backend=) is now query_backend=", DeprecationWarning, stacklevel=2
+            )
+        chosen = backend_named(
+            query_backend or backend or env.backend, QUERY_BACKENDS, "query backend"
+        )
         manifest = read_manifest(folder)
         built_with = manifest.model.name
         for asked in (model, encoder.name if encoder is not None else None):
@@ -122,9 +126,9 @@ class Reader:
             raise
         manifest.vectors.faiss_factory = current.vectors.factory
         reader = cls(folder, manifest, store, current.vectors, generation=current.number)
-        reader.backend = backend
+        reader.query_backend = chosen
         if encoder is not None:
-            reader._check_encoder(encoder)
+            check_encoder(encoder, manifest.model, folder)
             reader._encoder = encoder
         return reader
 
@@ -186,41 +190,13 @@ class Reader:
     def encoder(self) -> Encoder:
         """The index's model, loaded (and checked against the manifest) on first use."""
         if self._encoder is None:
-            recorded = self.manifest.model
-            exported = self.path / ONNX_FOLDER
-            if recorded.backend == BACKEND_INT8 and self.backend == "torch":
-                raise ModelError(
-                    f"the index at {self.path} was built with the int8 ONNX model; "
-                    "its queries must use it too (backend onnx or auto)"
-                )
-            if self.backend != "torch" and recorded.onnx and exported.exists():
-                encoder: Encoder = OnnxEncoder(exported)
-            elif self.backend == "onnx" or recorded.backend != BACKEND_SENTENCE_TRANSFORMERS:
-                raise ModelError(f"the index at {self.path} has no ONNX export; rebuild it")
-            else:
-                encoder = load_encoder(*self._model_key())
-            self._check_encoder(encoder)
-            self._encoder = encoder
+            self._encoder = query_encoder(self.path, self.manifest.model, self.query_backend)
         return self._encoder
 
-    def _check_encoder(self, encoder: Encoder) -> None:
-        recorded = self.manifest.model
-        if encoder.dim != recorded.dim or not same_model(recorded.fingerprint, encoder):
-            raise IncompatibleIndexError(
-                f"model {encoder.name!r} does not give the vectors the index at {self.path} "
-                "was built with (the model files changed?); rebuild the index"
-            )
-        prompts = (encoder.query_prompt, encoder.document_prompt)
-        if prompts != (recorded.query_prompt, recorded.document_prompt):
-            raise IncompatibleIndexError(
-                f"the index at {self.path} was built with query prompt "
-                f"{recorded.query_prompt!r} and document prompt {recorded.document_prompt!r}, "
-                f"not {prompts[0]!r} and {prompts[1]!r}"
-            )
-
-    def _model_key(self) -> tuple[str, str, str]:
-        recorded = self.manifest.model
-        return recorded.name, recorded.query_prompt, recorded.document_prompt
+    @property
+    def backend(self) -> str:
+        """The former name of :attr:`query_backend` (deprecated)."""
+        return self.query_backend.value
 
     def chunker(self) -> Chunker:
         """The chunker with this index's settings."""

@@ -20,10 +20,9 @@ import hashlib
 import json
 import os
 import time
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,21 +31,26 @@ import numpy as np
 from . import __version__, commit
 from .chunk import MAX_TITLE_TOKENS
 from .commit import Change, NewArticle, StageClock, failpoint
-from .config import DEFAULT_OVERLAP_TOKENS, canonical_model_name
+from .config import BUILD_BACKENDS, DEFAULT_OVERLAP_TOKENS, Backend, canonical_model_name
 from .config import environment as read_environment
-from .embed import Encoder, fingerprint, load_encoder
+from .embed import (
+    ONNX_FOLDER,
+    Encoder,
+    ExportableEncoder,
+    backend_named,
+    build_encoder,
+    check_build_backend,
+    fingerprint,
+    load_encoder,
+)
 from .errors import BadInputError, LockedError, ModelError
 from .load import STDIN_NAME, first_of_each_id, skipped_article, source_file
 from .lock import WriterLock
 from .manifest import ChunkerInfo, Manifest, ModelInfo, VectorsInfo, vectors_file, write_manifest
-from .onnx_backend import FOLDER as ONNX_FOLDER
-from .onnx_backend import OnnxEncoder
-from .reader import BACKEND_INT8, Reader, make_chunker
+from .reader import Reader, make_chunker
 from .records import AddResult, Article, Chunk, Skipped
 from .store import Store, utc_now
 from .vectors import VectorIndex, resolve_factory
-
-BUILD_BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
 class Writer:
@@ -237,13 +241,13 @@ class Writer:
     def export_onnx(self) -> bool:
         """The write behind :meth:`semsearch.Index.export_onnx`."""
         reader = self.reader
-        encoder = load_encoder(*reader._model_key())
-        install = getattr(encoder, "install_onnx", None)
-        if install is None:
+        model = reader.manifest.model
+        encoder = load_encoder(model.name, model.query_prompt, model.document_prompt)
+        if not isinstance(encoder, ExportableEncoder):
             return False
         with self.writing():
             try:
-                reader.manifest.model.onnx = install(
+                model.onnx = encoder.install_onnx(
                     reader.path / ONNX_FOLDER, read_environment().cache_dir
                 )
             except ModelError:
@@ -255,6 +259,55 @@ class Writer:
 # -- creating an index ---------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class CreationSettings:
+    """What an index is created with: fixed for its life, recorded in its manifest.
+
+    ``None`` means not given: the default when an index is created, and
+    whatever the index has when one is opened by
+    :meth:`semsearch.Index.open_or_create`. The fields are the keyword
+    arguments of :meth:`semsearch.Index.create` of the same names.
+    """
+
+    model: str | None = None
+    index_type: str | None = None
+    overlap_tokens: int | None = None
+    chunk_tokens: int | None = None
+    query_prompt: str | None = None
+    document_prompt: str | None = None
+    build_backend: str | None = None
+
+    def conflicts(self, manifest: Manifest) -> list[tuple[str, Any, Any]]:
+        """The given settings an existing index was not made with: ``(name, given, has)``.
+
+        A setting equal to its default counts as not given, so a command run
+        the same way every night, defaults spelt out, still matches.
+        """
+        m = manifest.model
+        has = {
+            "model": m.name,
+            "index_type": manifest.vectors.index_type,
+            "overlap_tokens": manifest.chunker.overlap_tokens,
+            "chunk_tokens": manifest.chunker.chunk_tokens or m.max_tokens,
+            "query_prompt": m.query_prompt,
+            "document_prompt": m.document_prompt,
+            "build_backend": m.backend,
+        }
+        defaults: dict[str, Any] = {"index_type": "auto", "overlap_tokens": DEFAULT_OVERLAP_TOKENS}
+        differ = []
+        for field in fields(self):
+            given = getattr(self, field.name)
+            if given is None or given == defaults.get(field.name):
+                continue
+            if field.name == "model":
+                given = canonical_model_name(given)
+            if field.name == "build_backend" and given == Backend.AUTO:
+                continue
+            if given != has[field.name]:
+                differ.append((field.name, given, has[field.name]))
+        return differ
+
+
 @dataclass
 class CreationPlan:
     """A new index's settings, validated, with its model loaded; nothing written yet."""
@@ -263,43 +316,40 @@ class CreationPlan:
     vectors: VectorIndex
     manifest: Manifest
     onnx: bool
-    backend: str
+    backend: Backend
+    given: bool
+    """Whether the caller gave the encoder object (then it builds the index as it is)."""
 
 
 def plan_creation(
     env: Any,
+    settings: CreationSettings,
     *,
-    model: str | None = None,
-    index_type: str = "auto",
-    overlap_tokens: int = DEFAULT_OVERLAP_TOKENS,
-    chunk_tokens: int | None = None,
     encoder: Encoder | None = None,
-    query_prompt: str | None = None,
-    document_prompt: str | None = None,
     onnx: bool = True,
-    backend: str = "torch",
 ) -> CreationPlan:
     """Validate a new index's settings and load its model; writes nothing.
-
-    Takes the keyword arguments of :meth:`semsearch.Index.create`.
 
     Raises:
         BadInputError: for an unknown backend, an invalid index type or chunk setting.
         ModelError: if the model cannot be loaded.
     """
-    if backend not in BUILD_BACKENDS:
-        choices = ", ".join(BUILD_BACKENDS)
-        raise BadInputError(f"unknown build backend {backend!r}; use one of {choices}")
+    backend = backend_named(settings.build_backend or Backend.AUTO, BUILD_BACKENDS, "build backend")
+    given = encoder is not None
+    model = settings.model
     if encoder is None:
         name = canonical_model_name(model or env.model)
-        encoder = load_encoder(name, query_prompt, document_prompt)
+        encoder = load_encoder(name, settings.query_prompt, settings.document_prompt)
     elif model is not None and canonical_model_name(model) != encoder.name:
         raise BadInputError(f"model {model!r} given with an encoder for {encoder.name!r}")
-    make_chunker(encoder, overlap_tokens, chunk_tokens)
+    overlap_tokens = (
+        DEFAULT_OVERLAP_TOKENS if settings.overlap_tokens is None else settings.overlap_tokens
+    )
+    index_type = settings.index_type or "auto"
+    make_chunker(encoder, overlap_tokens, settings.chunk_tokens)
     factory = resolve_factory(index_type, 0)
     vectors = VectorIndex.create(factory, encoder.dim)
-    if backend != "torch" and getattr(encoder, "install_onnx", None) is None:
-        raise BadInputError(f"backend {backend!r} needs a sentence-transformers model")
+    check_build_backend(encoder, backend)
     now = utc_now()
     manifest = Manifest(
         model=ModelInfo(
@@ -314,7 +364,7 @@ def plan_creation(
         ),
         chunker=ChunkerInfo(
             overlap_tokens=overlap_tokens,
-            chunk_tokens=chunk_tokens,
+            chunk_tokens=settings.chunk_tokens,
             max_title_tokens=MAX_TITLE_TOKENS,
         ),
         vectors=VectorsInfo(index_type, faiss_factory=factory, file=vectors_file(0)),
@@ -324,36 +374,29 @@ def plan_creation(
         semsearch_version=__version__,
         library_versions=_library_versions(),
     )
-    return CreationPlan(encoder, vectors, manifest, onnx, backend)
+    return CreationPlan(encoder, vectors, manifest, onnx, backend, given)
 
 
 def create_locked(folder: Path, cache_dir: Path, plan: CreationPlan) -> tuple[Store, Encoder]:
     """Write a new index's files; the caller holds the writer lock and has seen no manifest.
 
     Returns the open store and the encoder that builds the index (the ONNX
-    export's, for an ONNX build backend). The manifest, written last, is
-    what makes the folder an index for everyone else.
+    export's, for an ONNX build backend: see :func:`semsearch.embed.build_encoder`).
+    The manifest, written last, is what makes the folder an index for everyone else.
     """
     commit.remove_failed_creation(folder)
-    encoder, manifest, backend = plan.encoder, plan.manifest, plan.backend
-    install = getattr(encoder, "install_onnx", None)
-    if install is not None and (plan.onnx or backend != "torch"):
-        try:
-            quantize = backend == BACKEND_INT8
-            manifest.model.onnx = install(folder / ONNX_FOLDER, cache_dir, quantize)
-        except ModelError as e:
-            if backend != "torch":
-                raise
-            # Queries will go through sentence-transformers.
-            warnings.warn(f"no ONNX export, queries will load torch: {e}", stacklevel=4)
-    if backend != "torch":
+    manifest = plan.manifest
+    chosen = build_encoder(
+        plan.encoder, folder, cache_dir, plan.backend, export=plan.onnx, given=plan.given
+    )
+    manifest.model.onnx = chosen.onnx
+    if chosen.encoder is not plan.encoder:
         # The index is built, and will be queried, with the exported model.
-        encoder = OnnxEncoder(folder / ONNX_FOLDER)
-        manifest.model.backend = backend
-        manifest.model.fingerprint = fingerprint(encoder)
+        manifest.model.backend = chosen.backend
+        manifest.model.fingerprint = fingerprint(chosen.encoder)
     store = commit.initialize(folder, plan.vectors)
     write_manifest(folder, manifest)
-    return store, encoder
+    return store, chosen.encoder
 
 
 # -- identity of articles and paths ----------------------------------------------------

@@ -19,8 +19,9 @@ from click.testing import CliRunner
 
 from semsearch import Index
 from semsearch.cli import EXIT_LOCKED, cli
-from semsearch.errors import LockedError
+from semsearch.errors import LockedError, SettingsConflictError
 from semsearch.lock import LOCK_FILE, WriterLock
+from tests.conftest import make_article
 
 WRITERS = 4
 ROUNDS = 2
@@ -169,3 +170,33 @@ def test_a_writer_waiting_on_a_removed_lock_file_takes_the_new_one(tmp_path):
         pass
     release.set()
     thread.join()
+
+
+def test_open_or_create_creates_then_opens_and_refuses_other_settings(tmp_path, fake_encoder):
+    folder = tmp_path / "ix"
+    article = make_article("a", "Alpha beta gamma.")
+    with Index.open_or_create(folder, encoder=fake_encoder, index_type="flat") as index:
+        assert index._writer.holds_lock  # the first add is part of the creation
+        index.add([article])
+    # Again, as a nightly job would: the same settings, or defaults spelt out, open it.
+    for settings in ({"index_type": "flat"}, {"index_type": "auto", "overlap_tokens": 32}, {}):
+        with Index.open_or_create(folder, encoder=fake_encoder, **settings) as index:
+            assert not index._writer.holds_lock and len(index) == 1
+    changed = {"index_type": "hnsw", "chunk_tokens": 9}
+    with (
+        pytest.raises(SettingsConflictError) as caught,
+        Index.open_or_create(folder, encoder=fake_encoder, **changed),
+    ):
+        pass
+    assert caught.value.conflicts == [
+        ("index_type", "hnsw", "flat"),
+        ("chunk_tokens", 9, fake_encoder.max_tokens),
+    ]
+    assert "index_type 'hnsw' (the index has 'flat')" in str(caught.value)
+
+
+def test_open_or_create_removes_what_it_made_when_the_block_fails(tmp_path, fake_encoder):
+    folder = tmp_path / "ix"
+    with pytest.raises(RuntimeError), Index.open_or_create(folder, encoder=fake_encoder):
+        raise RuntimeError("the first add failed")
+    assert not folder.exists()

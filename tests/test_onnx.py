@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from semsearch import Index, ModelError, load_paths
+from semsearch import BadInputError, Index, ModelError, load_paths
 from semsearch.onnx_backend import OnnxEncoder
 from tests.conftest import ROOT, SAMPLE_ARTICLES
 
@@ -42,8 +42,8 @@ def test_the_export_tokenises_as_the_model_does(sample_index, real_encoder):
 
 
 def test_both_backends_rank_alike(sample_index_dir):
-    fast = Index.open(sample_index_dir, backend="onnx")
-    reference = Index.open(sample_index_dir, backend="torch")
+    fast = Index.open(sample_index_dir, query_backend="onnx")
+    reference = Index.open(sample_index_dir, query_backend="torch")
     with fast, reference:
         for case in QUERIES:
             ours = fast.search(case["query"], k=5)
@@ -97,7 +97,7 @@ def test_an_index_without_an_export_uses_torch_and_can_get_one(tmp_path, real_en
     articles = list(load_paths([SAMPLE_ARTICLES / "world"]))
     with Index.create(tmp_path / "ix", encoder=real_encoder, onnx=False) as index:
         index.add(articles)
-    with Index.open(tmp_path / "ix", backend="onnx") as index, pytest.raises(ModelError):
+    with Index.open(tmp_path / "ix", query_backend="onnx") as index, pytest.raises(ModelError):
         index.search("NATO")
     with Index.open(tmp_path / "ix") as index:
         assert type(index.encoder).__name__ == "SentenceTransformerEncoder"
@@ -109,7 +109,7 @@ def test_an_index_without_an_export_uses_torch_and_can_get_one(tmp_path, real_en
 
 def test_an_int8_index_is_built_and_queried_with_the_same_quantised_model(tmp_path):
     articles = list(load_paths([SAMPLE_ARTICLES]))
-    with Index.create(tmp_path / "ix", backend="onnx-int8") as index:
+    with Index.create(tmp_path / "ix", build_backend="onnx-int8") as index:
         index.add(articles)
         quantization = index.manifest.model.onnx["quantization"]
         assert index.manifest.model.backend == "onnx-int8"
@@ -118,16 +118,80 @@ def test_an_int8_index_is_built_and_queried_with_the_same_quantised_model(tmp_pa
     with Index.open(tmp_path / "ix") as index:
         assert index.search("NATO Indo-Pacific", k=1)[0].article_id == "world/nato-ap4-itpp.md"
         assert type(index.encoder).__name__ == "OnnxEncoder"
-    with Index.open(tmp_path / "ix", backend="torch") as index, pytest.raises(ModelError):
+    with Index.open(tmp_path / "ix", query_backend="torch") as index, pytest.raises(ModelError):
         index.search("NATO")
-    with Index.create(tmp_path / "fp32", backend="onnx") as index:
+    with Index.create(tmp_path / "fp32", build_backend="onnx") as index:
         index.add(articles)
         fp32 = index.chunk_vectors()[1]
     assert float((int8 * fp32).sum(axis=1).min()) >= 0.98
 
 
 def test_an_unknown_build_backend_is_refused(tmp_path):
-    from semsearch import BadInputError
-
     with pytest.raises(BadInputError, match="unknown build backend 'gpu'"):
-        Index.create(tmp_path / "ix", backend="gpu")
+        Index.create(tmp_path / "ix", build_backend="gpu")
+
+
+def test_the_default_build_is_the_onnx_export_with_the_reference_vectors(tmp_path, real_encoder):
+    articles = list(load_paths([SAMPLE_ARTICLES / "world"]))
+    with Index.create(tmp_path / "ix") as index:  # the model by name: the library loads it
+        index.add(articles)
+        assert type(index.encoder).__name__ == "OnnxEncoder"
+        assert index.info().build_backend == "onnx"
+        vectors = index.chunk_vectors()[1]
+        chunker = index.chunker()
+    reference = real_encoder.encode_documents(
+        [chunker.embed_text(a, c) for a in articles for c in chunker.chunks(a)]
+    )
+    assert len(vectors) == len(reference) > 5
+    # Each stored vector is sentence-transformers' vector of some chunk, to 4 decimals.
+    assert float((vectors @ reference.T).max(axis=1).min()) >= 0.9999
+    recorded = json.loads((tmp_path / "ix" / "manifest.json").read_text())["model"]["backend"]
+    assert recorded == "onnx"
+    # The same vectors: sentence-transformers may embed its queries.
+    with Index.open(tmp_path / "ix", query_backend="torch") as index:
+        assert index.search("NATO Indo-Pacific", k=1)[0].article_id == "nato-ap4-itpp.md"
+        assert type(index.encoder).__name__ == "SentenceTransformerEncoder"
+
+
+def test_auto_falls_back_to_torch_with_a_warning_when_the_export_fails(tmp_path, monkeypatch):
+    from semsearch.embed import SentenceTransformerEncoder
+
+    def fail(*args, **kwargs):
+        raise ModelError("cannot export this model")
+
+    monkeypatch.setattr(SentenceTransformerEncoder, "install_onnx", fail)
+    with pytest.warns(UserWarning, match="no ONNX export .cannot export this model.; articles"):
+        index = Index.create(tmp_path / "ix")
+    with index:
+        index.add(load_paths([SAMPLE_ARTICLES / "world"]))
+        assert type(index.encoder).__name__ == "SentenceTransformerEncoder"
+        assert index.info().build_backend == "torch" and not index.info().onnx_export
+        assert index.search("NATO Indo-Pacific", k=1)[0].article_id == "nato-ap4-itpp.md"
+    # The manifest keeps the spelling older semsearch reads.
+    recorded = json.loads((tmp_path / "ix" / "manifest.json").read_text())["model"]["backend"]
+    assert recorded == "sentence-transformers"
+    with pytest.raises(ModelError, match="cannot export this model"):
+        Index.create(tmp_path / "explicit", build_backend="onnx")
+    assert not (tmp_path / "explicit" / "manifest.json").exists()
+
+
+def test_a_given_encoder_or_no_export_builds_with_torch_silently(tmp_path, real_encoder, recwarn):
+    with Index.create(tmp_path / "given", encoder=real_encoder) as index:
+        assert index.encoder is real_encoder and index.info().onnx_export
+        assert index.manifest.model.backend == "torch"
+    with Index.create(tmp_path / "plain", onnx=False) as index:
+        assert type(index.encoder).__name__ == "SentenceTransformerEncoder"
+        assert not index.info().onnx_export
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+
+
+def test_backend_is_the_old_name_of_build_and_query_backend(tmp_path, sample_index_dir):
+    with pytest.warns(DeprecationWarning, match="build_backend"):
+        Index.create(tmp_path / "ix", backend="torch").close()
+    assert Index.open(tmp_path / "ix").manifest.model.backend == "torch"
+    with pytest.warns(DeprecationWarning, match="query_backend"):
+        index = Index.open(sample_index_dir, backend="torch")
+    with index:
+        assert index.query_backend == "torch" and index.backend == "torch"
+    with pytest.raises(BadInputError, match="unknown query backend 'gpu'"):
+        Index.open(sample_index_dir, query_backend="gpu")

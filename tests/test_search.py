@@ -71,7 +71,7 @@ def test_reopening_gives_identical_results(sample_index_dir, real_encoder):
     with Index.open(sample_index_dir, encoder=real_encoder) as index:
         before = index.search_batch(queries, k=5)
     # The model resolved from the manifest (test_onnx compares the ONNX backend).
-    with Index.open(sample_index_dir, backend="torch") as index:
+    with Index.open(sample_index_dir, query_backend="torch") as index:
         assert index.search_batch(queries, k=5) == before
 
 
