@@ -153,9 +153,15 @@ def markdown(f: dict[str, Any]) -> str:
             for s in STAGES
         ],
     )
+    backend = f["index"].get("build_backend", "torch")
+    engine = {
+        "torch": "sentence-transformers on PyTorch",
+        "onnx": "the ONNX export on ONNX Runtime",
+    }
     return (
-        f"Index build of {scope}, default settings (all-MiniLM-L6-v2, sentence-transformers "
-        f"on PyTorch, {f['index']['faiss_factory']}); whole pipeline, one process.\n\n"
+        f"Index build of {scope}, default settings (all-MiniLM-L6-v2, build backend "
+        f"`{backend}`: {engine.get(backend, backend)}, {f['index']['faiss_factory']}); "
+        "whole pipeline, one process.\n\n"
         f"{summary}\n\nWhere the time goes:\n\n{stages}"
     )
 
