@@ -18,7 +18,8 @@ from .commit import CHECKSUM, FACTORY, GENERATION, Moved, file_checksum, retry
 from .errors import SemsearchError
 from .keywords import keyword_text
 from .manifest import read_manifest, vector_files, vectors_file
-from .store import CHUNK_TEXT_QUERY, Store
+from .migrations import CHUNK_TEXT_QUERY
+from .store import Store
 from .vectors import VectorIndex
 
 
