@@ -54,10 +54,15 @@ _MIN_FETCH = 20
 
 @dataclass(frozen=True)
 class Query:
-    """One query, prepared for the mode: its unit vector and its FTS5 expression."""
+    """One query, prepared for the mode: its unit vector and its FTS5 expression.
+
+    ``user_fts5``: the expression is the user's own, so SQLite rejecting it is
+    bad input (see :func:`semsearch.store.sqlite_errors`).
+    """
 
     vector: np.ndarray | None
     match: str | None
+    user_fts5: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,7 @@ def search(
             assert query.vector is not None
             ranked.append(_semantic(vectors, store, query.vector, k, group, scope))
         elif mode == "keyword":
-            matches = KeywordMatches.of(store, query.match, where)
+            matches = KeywordMatches.of(store, query, where)
             ranked.append(matches.ranking(store, k, group))
         else:
             assert query.vector is not None
@@ -100,7 +105,8 @@ def search(
     for query, picked in zip(queries, ranked, strict=True):
         marked = {}
         if highlight and query.match is not None and picked:
-            marked = store.highlighted(query.match, [r.chunk_id for r in picked])
+            chunk_ids = [r.chunk_id for r in picked]
+            marked = store.highlighted(query.match, chunk_ids, user_fts5=query.user_fts5)
         hits.append(
             [
                 _hit(rank, mode, r, rows[r.chunk_id], marked.get(r.chunk_id))
@@ -208,11 +214,11 @@ class KeywordMatches:
     scores: np.ndarray
 
     @classmethod
-    def of(cls, store: Store, match: str | None, where: Filter | None) -> KeywordMatches:
-        if match is None:
+    def of(cls, store: Store, query: Query, where: Filter | None) -> KeywordMatches:
+        if query.match is None:
             return cls(np.zeros(0, dtype=np.int64), np.zeros(0))
         sql, params = (where.sql, where.params) if where is not None else (None, ())
-        ids, scores = store.keyword_matches(match, sql, params)
+        ids, scores = store.keyword_matches(query.match, sql, params, user_fts5=query.user_fts5)
         order = np.lexsort((ids, -scores))  # ties broken by chunk id: reproducible
         return cls(ids[order], scores[order])
 
@@ -248,7 +254,7 @@ def _hybrid(
     assert query.vector is not None
     pool = max(k, HYBRID_POOL)
     dense = _semantic(vectors, store, query.vector, pool, True, scope)
-    matches = KeywordMatches.of(store, query.match, where)
+    matches = KeywordMatches.of(store, query, where)
     sparse = matches.ranking(store, pool, True)
     candidates = {r.chunk_id for r in dense} | {r.chunk_id for r in sparse}
     if not candidates:

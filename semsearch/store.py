@@ -5,25 +5,76 @@ so a removed chunk can never come back under another chunk's id. The chunks'
 vectors are kept here too (float32 blobs), so the FAISS index can always be
 rebuilt exactly, whatever its type. All SQL takes its values as parameters.
 The schema and its migrations are in :mod:`semsearch.migrations`.
+
+SQLite's exceptions stop here (:func:`sqlite_errors`, after httpx's
+``map_httpcore_exceptions``): no other module catches ``sqlite3`` errors.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
-from .errors import IncompatibleIndexError, damaged
+from .errors import BadInputError, IncompatibleIndexError, damaged
 from .keywords import CLOSE, OPEN, keyword_text
 from .migrations import migrate
 from .records import Article, Chunk
+
+P = ParamSpec("P")
+T = TypeVar("T")
+_SQLITE_ERROR = 1  # SQLite's generic error code: a statement it cannot run
+
+
+@contextmanager
+def sqlite_errors(path: Path, user_fts5: bool = False) -> Iterator[None]:
+    """Turn SQLite's exceptions into semsearch's at the store's boundary.
+
+    - An FTS5 expression the user wrote (``user_fts5``) that SQLite rejects:
+      :class:`BadInputError` ``invalid FTS5 query: ...``.
+    - ``SQLITE_CORRUPT``, ``SQLITE_NOTADB`` and their kin, and a fixed statement
+      that the file's schema rejects (``SQLITE_ERROR``: "no such table", as
+      ``semsearch verify`` has always reported it): :func:`semsearch.errors.damaged`.
+    - Any other ``sqlite3.OperationalError`` (the database locked or busy, the
+      disk full, an I/O error) passes through unchanged: it is about the
+      machine, not the index, and nothing in semsearch retries it (writers
+      queue on :mod:`semsearch.lock`; WAL readers do not wait for them).
+
+    Args:
+        path: the database file, named in the error.
+        user_fts5: whether an FTS5 expression in the statements is the user's own.
+    """
+    try:
+        yield
+    except sqlite3.OperationalError as e:
+        if user_fts5:
+            raise BadInputError(f"invalid FTS5 query: {e}") from None
+        # Python 3.11+ gives the code; before, every OperationalError passes through.
+        if getattr(e, "sqlite_errorcode", None) != _SQLITE_ERROR:
+            raise
+        raise damaged(path, str(e)) from None
+    except sqlite3.DatabaseError as e:
+        raise damaged(path, str(e)) from None
+
+
+def _mapped(method: Callable[Concatenate[Store, P], T]) -> Callable[Concatenate[Store, P], T]:
+    """A :class:`Store` method whose SQLite errors are mapped (:func:`sqlite_errors`)."""
+
+    @functools.wraps(method)
+    def mapped(self: Store, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        with sqlite_errors(self.path):
+            return method(self, *args, **kwargs)
+
+    return mapped
+
 
 _HIT_QUERY = """
     SELECT c.id, c.ordinal, c.start, c."end", substr(a.text, c.start + 1, c."end" - c.start),
@@ -77,13 +128,13 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """One atomic write: committed if the block ends normally, rolled back if it raises."""
-        self._db.execute("BEGIN IMMEDIATE")
+        self._run("BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._run("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        self._run("COMMIT")
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -94,44 +145,77 @@ class Store:
         if self._db.in_transaction:
             yield
             return
-        self._db.execute("BEGIN")
+        self._run("BEGIN")
         try:
-            self._db.execute("SELECT 1 FROM meta LIMIT 1").fetchall()  # starts the read
+            self._run("SELECT 1 FROM meta LIMIT 1")  # starts the read
             yield
         finally:
-            self._db.execute("COMMIT")
+            self._run("COMMIT")
 
+    @_mapped
+    def _run(self, statement: str) -> None:
+        self._db.execute(statement).fetchall()
+
+    @_mapped
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run one fixed statement (for checks such as ``PRAGMA integrity_check``)."""
+        """Run one fixed read-only statement (for checks such as :mod:`semsearch.verify`'s)."""
         return self._db.execute(sql, tuple(params)).fetchall()
+
+    # -- checks (for semsearch.verify) ---------------------------------------
+
+    @_mapped
+    def integrity_check(self) -> list[str]:
+        """SQLite's ``PRAGMA integrity_check``: ``["ok"]``, or the problems it found."""
+        return [row[0] for row in self._db.execute("PRAGMA integrity_check")]
+
+    def keyword_index_problem(self) -> str | None:
+        """Why the FTS5 index disagrees with the chunks' keyword text, or None if it agrees.
+
+        FTS5's ``integrity-check`` with rank 1, which for an external-content
+        table also compares the index with its content. It writes nothing, but
+        is a write statement: call it outside a snapshot.
+        """
+        try:
+            self._db.execute(
+                "INSERT INTO chunks_fts (chunks_fts, rank) VALUES ('integrity-check', 1)"
+            )
+        except sqlite3.DatabaseError as e:  # SQLITE_CORRUPT_VTAB: the check failed
+            return str(e)
+        return None
 
     # -- reads ---------------------------------------------------------------
 
+    @_mapped
     def counts(self) -> tuple[int, int]:
         """(articles, chunks) held."""
         articles = self._db.execute("SELECT count(*) FROM articles").fetchone()[0]
         chunks = self._db.execute("SELECT count(*) FROM chunks").fetchone()[0]
         return int(articles), int(chunks)
 
+    @_mapped
     def content_hashes(self, article_ids: Sequence[str]) -> dict[str, str]:
         """The stored content hash of each of these articles that exists."""
         sql = "SELECT id, content_hash FROM articles WHERE id IN (?)"
         return dict(self._select_in(sql, article_ids))
 
+    @_mapped
     def article_paths(self) -> list[tuple[str, str | None]]:
         """Every article's (id, path it was read from)."""
         return self._db.execute("SELECT id, path FROM articles").fetchall()
 
+    @_mapped
     def chunk_ids(self, article_ids: Sequence[str]) -> np.ndarray:
         """The ids of every chunk of these articles."""
         sql = "SELECT c.id FROM chunks c JOIN articles a ON a.pk = c.article_pk WHERE a.id IN (?)"
         return np.asarray([r[0] for r in self._select_in(sql, article_ids)], dtype=np.int64)
 
+    @_mapped
     def chunk_articles(self, chunk_ids: Sequence[int]) -> dict[int, int]:
         """Map chunk id → article key, for grouping hits by article."""
         sql = "SELECT id, article_pk FROM chunks WHERE id IN (?)"
         return dict(self._select_in(sql, [int(i) for i in chunk_ids]))
 
+    @_mapped
     def chunk_rows(self, chunk_ids: Sequence[int]) -> dict[int, ChunkRow]:
         """The chunks with their articles' fields, keyed by chunk id."""
         found = {}
@@ -155,6 +239,7 @@ class Store:
             )
         return found
 
+    @_mapped
     def filtered_chunks(self, where: str, params: Sequence[Any]) -> np.ndarray:
         """The ids of the chunks of the articles matching a compiled filter, ascending.
 
@@ -169,7 +254,12 @@ class Store:
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def keyword_matches(
-        self, match: str, where: str | None = None, params: Sequence[Any] = ()
+        self,
+        match: str,
+        where: str | None = None,
+        params: Sequence[Any] = (),
+        *,
+        user_fts5: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Every chunk matching an FTS5 expression: (chunk ids, BM25 scores), unordered.
 
@@ -178,9 +268,11 @@ class Store:
         FTS5 scores every match whatever the LIMIT, so all are returned: the
         caller ranks them and also looks up the scores of other candidates.
         ``where`` optionally restricts to articles matching a compiled filter.
+        ``user_fts5``: the expression is the user's own (not made by
+        :func:`semsearch.keywords.match_expression`).
 
         Raises:
-            sqlite3.OperationalError: for an invalid FTS5 expression.
+            BadInputError: for an invalid FTS5 expression of the user's.
         """
         if where is None:
             sql = "SELECT rowid, -rank FROM chunks_fts WHERE chunks_fts MATCH ?"
@@ -192,12 +284,19 @@ class Store:
                 " JOIN chunks c ON c.id = chunks_fts.rowid JOIN articles a ON a.pk = c.article_pk"
                 " WHERE chunks_fts MATCH ? AND " + where
             )
-        rows = self._db.execute(sql, (match, *params)).fetchall()
+        with sqlite_errors(self.path, user_fts5):
+            rows = self._db.execute(sql, (match, *params)).fetchall()
         table = np.asarray(rows, dtype=np.float64).reshape(len(rows), 2)  # ids < 2**53: exact
         return table[:, 0].astype(np.int64), table[:, 1]
 
-    def highlighted(self, match: str, chunk_ids: Sequence[int]) -> dict[int, str]:
-        """Chunk text with the terms matching an FTS5 expression wrapped in markers."""
+    def highlighted(
+        self, match: str, chunk_ids: Sequence[int], *, user_fts5: bool = False
+    ) -> dict[int, str]:
+        """Chunk text with the terms matching an FTS5 expression wrapped in markers.
+
+        Raises:
+            BadInputError: for an invalid FTS5 expression of the user's (``user_fts5``).
+        """
         sql = (
             "SELECT rowid, highlight(chunks_fts, 1, ?, ?) FROM chunks_fts"
             " WHERE chunks_fts MATCH ? AND rowid IN (?)"
@@ -206,9 +305,11 @@ class Store:
         for batch in _batches([int(i) for i in chunk_ids]):
             marks = ",".join("?" * len(batch))
             query = sql.replace("IN (?)", "IN (" + marks + ")")
-            found.update(self._db.execute(query, (OPEN, CLOSE, match, *batch)).fetchall())
+            with sqlite_errors(self.path, user_fts5):
+                found.update(self._db.execute(query, (OPEN, CLOSE, match, *batch)).fetchall())
         return found
 
+    @_mapped
     def article_vectors(
         self, article_pks: Sequence[int], dim: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -216,6 +317,7 @@ class Store:
         sql = "SELECT id, article_pk, vector FROM chunks WHERE article_pk IN (?)"
         return _id_pk_vectors(self._select_in(sql, [int(p) for p in article_pks]), dim)
 
+    @_mapped
     def chunk_vectors(
         self, chunk_ids: Sequence[int], dim: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -232,6 +334,7 @@ class Store:
             rows += self._db.execute(sql.replace("IN (?)", "IN (" + marks + ")"), batch).fetchall()
         return rows
 
+    @_mapped
     def vectors(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
         """Every chunk's (ids, vectors), in id order, to rebuild the vector index."""
         rows = self._db.execute("SELECT id, vector FROM chunks ORDER BY id").fetchall()
@@ -241,6 +344,7 @@ class Store:
             vectors[i] = np.frombuffer(blob, dtype="<f4")
         return ids, vectors
 
+    @_mapped
     def article(self, article_id: str) -> Article | None:
         """One stored article, or None."""
         row = self._db.execute(
@@ -264,6 +368,7 @@ class Store:
             path=path,
         )
 
+    @_mapped
     def meta(self, key: str, default: Any = None) -> Any:
         """A value from the meta table (JSON-decoded), or default."""
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -271,6 +376,7 @@ class Store:
 
     # -- writes (inside a transaction) ----------------------------------------
 
+    @_mapped
     def set_meta(self, key: str, value: Any) -> None:
         self._db.execute(
             "INSERT INTO meta (key, value) VALUES (?, ?)"
@@ -278,6 +384,7 @@ class Store:
             (key, json.dumps(value)),
         )
 
+    @_mapped
     def delete_articles(self, article_ids: Sequence[str]) -> int:
         """Delete articles and (by cascade) their chunks; returns how many articles went."""
         deleted = 0
@@ -287,6 +394,7 @@ class Store:
             deleted += self._db.execute(sql, batch).rowcount
         return deleted
 
+    @_mapped
     def cached_vectors(self, text_hashes: Sequence[str], dim: int) -> dict[str, np.ndarray]:
         """Stored vectors of chunks whose embedded text had these hashes."""
         sql = "SELECT text_hash, vector FROM chunks WHERE text_hash IN (?)"
@@ -295,6 +403,7 @@ class Store:
             for h, blob in self._select_in(sql, list(text_hashes))
         }
 
+    @_mapped
     def insert_article(
         self,
         article: Article,
