@@ -386,8 +386,8 @@ def _next_vectors(
             # back from SQLite would hold every vector twice more in memory.
             rebuilt.add(new_vectors, new_ids)
         else:
-            ids, vectors = store.vectors(current.dim)  # this transaction's view
-            rebuilt.add(vectors, ids)
+            stored = store.all_vectors(current.dim)  # this transaction's view
+            rebuilt.add(stored.vectors, stored.chunk_ids)
         return rebuilt
     # Changed in place: if the commit fails, the caller reloads the committed file.
     current.remove(old_ids)

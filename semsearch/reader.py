@@ -373,10 +373,13 @@ class Reader:
     def chunk_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """Every chunk's id and unit vector, as stored: ``(ids, vectors)``.
 
+        ``ids`` is ``(n,)`` int64 in ascending order, ``vectors`` ``(n, dim)`` float32.
+
         For analysis, export and benchmarks; searching does not need it.
         """
         with self._snapshot():
-            return self._store.vectors(self.manifest.model.dim)
+            stored = self._store.all_vectors(self.manifest.model.dim)
+        return stored.chunk_ids, stored.vectors
 
     def get(self, article_id: str) -> Article | None:
         """The stored article with this id, or None."""

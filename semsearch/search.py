@@ -145,7 +145,7 @@ def _semantic(
     if vectors.ntotal == 0:
         return []
     if scope is not None and not vectors.exact and len(scope.ids) <= BRUTE_FORCE_LIMIT:
-        ids, articles, chunk_vectors = store.chunk_vectors(scope.ids.tolist(), vectors.dim)
+        ids, articles, chunk_vectors = store.vectors_of_chunks(scope.ids.tolist(), vectors.dim)
         scores = chunk_vectors @ query
         order = np.argsort(-scores, kind="stable")
         picked = _pick(scores[order], ids[order], articles[order], k, group)
@@ -262,7 +262,7 @@ def _hybrid(
     article_of = store.chunk_articles(list(candidates))
     # Every chunk of every candidate article, so that each gets its exact best
     # cosine and best BM25, whichever list it came from.
-    ids, articles, chunk_vectors = store.article_vectors(
+    ids, articles, chunk_vectors = store.vectors_of_articles(
         sorted(set(article_of.values())), vectors.dim
     )
     cosine = chunk_vectors @ query.vector

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -82,6 +82,20 @@ _HIT_QUERY = """
     FROM chunks c JOIN articles a ON a.pk = c.article_pk
     WHERE c.id IN (?)
 """
+
+
+class StoredVectors(NamedTuple):
+    """Chunks' stored vectors: row ``i`` of each array is one chunk.
+
+    Attributes:
+        chunk_ids: ``(n,)`` int64, the chunks' ids (their FAISS ids).
+        article_pks: ``(n,)`` int64, their articles' keys (``articles.pk``).
+        vectors: ``(n, dim)`` float32, the unit vectors as embedded.
+    """
+
+    chunk_ids: np.ndarray
+    article_pks: np.ndarray
+    vectors: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -309,21 +323,44 @@ class Store:
                 found.update(self._db.execute(query, (OPEN, CLOSE, match, *batch)).fetchall())
         return found
 
-    @_mapped
-    def article_vectors(
-        self, article_pks: Sequence[int], dim: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every chunk of these articles: (chunk ids, article keys, vectors)."""
-        sql = "SELECT id, article_pk, vector FROM chunks WHERE article_pk IN (?)"
-        return _id_pk_vectors(self._select_in(sql, [int(p) for p in article_pks]), dim)
+    # The stored vectors: StoredVectors of every chunk, of some chunks, or of
+    # some articles' chunks; and the embedding cache, by text hash.
 
     @_mapped
-    def chunk_vectors(
-        self, chunk_ids: Sequence[int], dim: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """These chunks: (chunk ids, article keys, vectors)."""
+    def all_vectors(self, dim: int) -> StoredVectors:
+        """Every chunk's vector, in chunk id order (to rebuild or check the vector index)."""
+        rows = self._db.execute("SELECT id, article_pk, vector FROM chunks ORDER BY id").fetchall()
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        pks = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+        vectors = np.empty((len(rows), dim), dtype=np.float32)
+        for i, row in enumerate(rows):  # row by row: no second copy of every vector
+            vectors[i] = np.frombuffer(row[2], dtype="<f4")
+        return StoredVectors(ids, pks, vectors)
+
+    @_mapped
+    def vectors_of_chunks(self, chunk_ids: Sequence[int], dim: int) -> StoredVectors:
+        """These chunks' vectors (those that exist), in no particular order."""
         sql = "SELECT id, article_pk, vector FROM chunks WHERE id IN (?)"
-        return _id_pk_vectors(self._select_in(sql, [int(i) for i in chunk_ids]), dim)
+        return _stored_vectors(self._select_in(sql, [int(i) for i in chunk_ids]), dim)
+
+    @_mapped
+    def vectors_of_articles(self, article_pks: Sequence[int], dim: int) -> StoredVectors:
+        """The vectors of every chunk of these articles (by key), in no particular order."""
+        sql = "SELECT id, article_pk, vector FROM chunks WHERE article_pk IN (?)"
+        return _stored_vectors(self._select_in(sql, [int(p) for p in article_pks]), dim)
+
+    @_mapped
+    def vectors_by_text_hash(self, text_hashes: Sequence[str], dim: int) -> dict[str, np.ndarray]:
+        """The embedding cache: a stored ``(dim,)`` float32 vector per text hash found.
+
+        A text hash (``chunks.text_hash``) is :func:`semsearch.writer.embedded_text_hash`
+        of the exact text a chunk's vector was computed from.
+        """
+        sql = "SELECT text_hash, vector FROM chunks WHERE text_hash IN (?)"
+        return {
+            h: np.frombuffer(blob, dtype="<f4").astype(np.float32).reshape(dim)
+            for h, blob in self._select_in(sql, list(text_hashes))
+        }
 
     def _select_in(self, sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
         """Run a query whose one ``IN (?)`` takes all the values, in batches."""
@@ -333,16 +370,6 @@ class Store:
             # fetchall() steps through the rows in C, several times faster than iterating.
             rows += self._db.execute(sql.replace("IN (?)", "IN (" + marks + ")"), batch).fetchall()
         return rows
-
-    @_mapped
-    def vectors(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """Every chunk's (ids, vectors), in id order, to rebuild the vector index."""
-        rows = self._db.execute("SELECT id, vector FROM chunks ORDER BY id").fetchall()
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        vectors = np.empty((len(rows), dim), dtype=np.float32)
-        for i, (_, blob) in enumerate(rows):
-            vectors[i] = np.frombuffer(blob, dtype="<f4")
-        return ids, vectors
 
     @_mapped
     def article(self, article_id: str) -> Article | None:
@@ -393,15 +420,6 @@ class Store:
             sql = "DELETE FROM articles WHERE id IN (" + marks + ")"
             deleted += self._db.execute(sql, batch).rowcount
         return deleted
-
-    @_mapped
-    def cached_vectors(self, text_hashes: Sequence[str], dim: int) -> dict[str, np.ndarray]:
-        """Stored vectors of chunks whose embedded text had these hashes."""
-        sql = "SELECT text_hash, vector FROM chunks WHERE text_hash IN (?)"
-        return {
-            h: np.frombuffer(blob, dtype="<f4").astype(np.float32).reshape(dim)
-            for h, blob in self._select_in(sql, list(text_hashes))
-        }
 
     @_mapped
     def insert_article(
@@ -459,14 +477,13 @@ class Store:
         return ids
 
 
-def _id_pk_vectors(
-    rows: list[tuple[Any, ...]], dim: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _stored_vectors(rows: list[tuple[Any, ...]], dim: int) -> StoredVectors:
+    """Rows of (chunk id, article key, vector blob) as arrays."""
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     pks = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
     blob = b"".join(r[2] for r in rows)
     vectors = np.frombuffer(blob, dtype="<f4").astype(np.float32).reshape(len(rows), dim)
-    return ids, pks, vectors
+    return StoredVectors(ids, pks, vectors)
 
 
 def _batches(values: Sequence[Any], size: int = 5_000) -> Iterator[list[Any]]:

@@ -166,7 +166,7 @@ def _check_vectors(
     except SemsearchError as e:
         problems.append(str(e))
         return
-    ids, stored = store.vectors(dim)
+    ids, _, stored = store.all_vectors(dim)
     if vectors.dim != dim:
         problems.append(f"{file.name} holds vectors of dimension {vectors.dim}, not {dim}")
         return

@@ -183,7 +183,7 @@ class Writer:
         dim = reader.manifest.model.dim
         vectors = np.zeros((len(texts), dim), dtype=np.float32)
         with reader._lock:
-            cached = reader._store.cached_vectors(sorted(set(text_hashes)), dim)
+            cached = reader._store.vectors_by_text_hash(sorted(set(text_hashes)), dim)
         # One embedding per distinct new text, however many chunks share it.
         todo = {h: i for i, h in reversed(list(enumerate(text_hashes))) if h not in cached}
         if todo:
