@@ -12,14 +12,14 @@ class Article:
 
     Attributes:
         id: stable identifier: the id given in the data, else the path relative to
-            the indexed root, else a hash of the content.
+            the indexed root, else :func:`semsearch.load.default_article_id`.
         text: the body text; chunk offsets index into it.
         title, url, date, source, author: the common fields (``date`` as ISO 8601 text).
         tags: tag names, in the order given.
         metadata: every other field the source carried.
         path: where the article was read from (file, or ``file:line`` for rows).
         removed_lines: lines of page furniture removed when the file was loaded
-            (see :mod:`semsearch.clean`); not indexed, not part of the content hash.
+            (see :mod:`semsearch.clean`); not indexed, not part of the article hash.
     """
 
     id: str

@@ -207,8 +207,11 @@ class Store:
         return int(articles), int(chunks)
 
     @_mapped
-    def content_hashes(self, article_ids: Sequence[str]) -> dict[str, str]:
-        """The stored content hash of each of these articles that exists."""
+    def article_hashes(self, article_ids: Sequence[str]) -> dict[str, str]:
+        """The stored article hash (column ``content_hash``) of each of these articles that exists.
+
+        See :func:`semsearch.writer.article_hash`.
+        """
         sql = "SELECT id, content_hash FROM articles WHERE id IN (?)"
         return dict(self._select_in(sql, article_ids))
 
@@ -353,7 +356,7 @@ class Store:
     def vectors_by_text_hash(self, text_hashes: Sequence[str], dim: int) -> dict[str, np.ndarray]:
         """The embedding cache: a stored ``(dim,)`` float32 vector per text hash found.
 
-        A text hash (``chunks.text_hash``) is :func:`semsearch.writer.embedded_text_hash`
+        A text hash (``chunks.text_hash``) is :func:`semsearch.writer._embedded_text_hash`
         of the exact text a chunk's vector was computed from.
         """
         sql = "SELECT text_hash, vector FROM chunks WHERE text_hash IN (?)"
@@ -425,12 +428,16 @@ class Store:
     def insert_article(
         self,
         article: Article,
-        content_hash: str,
+        article_hash: str,
         chunks: Sequence[Chunk],
         vectors: np.ndarray,
         text_hashes: Sequence[str | None] | None = None,
     ) -> np.ndarray:
-        """Insert an article and its chunks; returns the new chunk ids."""
+        """Insert an article and its chunks; returns the new chunk ids.
+
+        ``article_hash`` goes into the ``content_hash`` column; ``text_hashes``
+        (one per chunk, or None) into ``chunks.text_hash``, the embedding cache's key.
+        """
         now = utc_now()
         cursor = self._db.execute(
             "INSERT INTO articles (id, title, url, date, source, author, tags, metadata, path,"
@@ -447,7 +454,7 @@ class Store:
                 json.dumps(article.metadata, ensure_ascii=False, sort_keys=True),
                 article.path,
                 article.text,
-                content_hash,
+                article_hash,
                 now,
                 now,
             ),
