@@ -57,8 +57,9 @@ def sqlite_errors(path: Path, user_fts5: bool = False) -> Iterator[None]:
     except sqlite3.OperationalError as e:
         if user_fts5:
             raise BadInputError(f"invalid FTS5 query: {e}") from None
-        # Python 3.11+ gives the code; before, every OperationalError passes through.
-        if getattr(e, "sqlite_errorcode", None) != _SQLITE_ERROR:
+        # Python 3.11+ gives the (extended) code; before, every OperationalError passes.
+        code = getattr(e, "sqlite_errorcode", None)
+        if code is None or code & 0xFF != _SQLITE_ERROR:
             raise
         raise damaged(path, str(e)) from None
     except sqlite3.DatabaseError as e:
