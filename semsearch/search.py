@@ -25,7 +25,7 @@ import numpy as np
 
 from .filters import Filter
 from .keywords import marked_spans
-from .records import Hit
+from .records import COMMON_FIELDS, Hit
 from .store import ChunkRow, Store
 from .vectors import VectorIndex
 
@@ -293,11 +293,7 @@ def _hit(rank: int, mode: str, ranked: _Ranked, row: ChunkRow, marked: str | Non
         rank=rank,
         score=ranked.score,
         article_id=row.article_id,
-        title=row.title,
-        url=row.url,
-        date=row.date,
-        source=row.source,
-        author=row.author,
+        **{f: getattr(row, f) for f in COMMON_FIELDS},
         tags=row.tags,
         text=row.text,
         start=row.start,

@@ -27,7 +27,7 @@ import numpy as np
 from .errors import BadInputError, IncompatibleIndexError, damaged
 from .keywords import CLOSE, OPEN, keyword_text
 from .migrations import migrate
-from .records import Article, Chunk
+from .records import COMMON_FIELDS, Article, Chunk
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -77,12 +77,19 @@ def _mapped(method: Callable[Concatenate[Store, P], T]) -> Callable[Concatenate[
     return mapped
 
 
-_HIT_QUERY = """
-    SELECT c.id, c.ordinal, c.start, c."end", substr(a.text, c.start + 1, c."end" - c.start),
-           a.id, a.title, a.url, a.date, a.source, a.author, a.tags, a.metadata
-    FROM chunks c JOIN articles a ON a.pk = c.article_pk
-    WHERE c.id IN (?)
-"""
+# The common fields' columns, in COMMON_FIELDS order: fixed names, not values.
+_COMMON = ", ".join(COMMON_FIELDS)
+_HIT_QUERY = (
+    'SELECT c.id, c.ordinal, c.start, c."end", substr(a.text, c.start + 1, c."end" - c.start),'
+    " a.id, " + ", ".join("a." + f for f in COMMON_FIELDS) + ", a.tags, a.metadata"
+    " FROM chunks c JOIN articles a ON a.pk = c.article_pk WHERE c.id IN (?)"
+)
+_ARTICLE_QUERY = "SELECT id, text, " + _COMMON + ", tags, metadata, path FROM articles WHERE id = ?"
+_ARTICLE_COLUMNS = ("id", *COMMON_FIELDS, "tags", "metadata", "path", "text", "content_hash")
+_INSERT_ARTICLE = (
+    "INSERT INTO articles (" + ", ".join(_ARTICLE_COLUMNS) + ", added_at, updated_at)"
+    " VALUES (" + ", ".join("?" * (len(_ARTICLE_COLUMNS) + 2)) + ")"
+)
 
 
 class StoredVectors(NamedTuple):
@@ -101,7 +108,10 @@ class StoredVectors(NamedTuple):
 
 @dataclass(frozen=True)
 class ChunkRow:
-    """A chunk joined with its article, as search results need it."""
+    """A chunk joined with its article, as search results need it.
+
+    The article's common fields are :data:`semsearch.records.COMMON_FIELDS`.
+    """
 
     chunk_id: int
     ordinal: int
@@ -238,8 +248,7 @@ class Store:
         """The chunks with their articles' fields, keyed by chunk id."""
         found = {}
         for row in self._select_in(_HIT_QUERY, [int(i) for i in chunk_ids]):
-            chunk_id, ordinal, start, end, text, article_id = row[:6]
-            title, url, date, source, author, tags, metadata = row[6:]
+            chunk_id, ordinal, start, end, text, article_id, *common, tags, metadata = row
             found[chunk_id] = ChunkRow(
                 chunk_id=chunk_id,
                 ordinal=ordinal,
@@ -247,11 +256,7 @@ class Store:
                 end=end,
                 text=text,
                 article_id=article_id,
-                title=title,
-                url=url,
-                date=date,
-                source=source,
-                author=author,
+                **dict(zip(COMMON_FIELDS, common, strict=True)),
                 tags=tuple(json.loads(tags)),
                 metadata=json.loads(metadata),
             )
@@ -378,22 +383,14 @@ class Store:
     @_mapped
     def article(self, article_id: str) -> Article | None:
         """One stored article, or None."""
-        row = self._db.execute(
-            "SELECT id, text, title, url, date, source, author, tags, metadata, path"
-            " FROM articles WHERE id = ?",
-            (article_id,),
-        ).fetchone()
+        row = self._db.execute(_ARTICLE_QUERY, (article_id,)).fetchone()
         if row is None:
             return None
-        id_, text, title, url, date, source, author, tags, metadata, path = row
+        id_, text, *common, tags, metadata, path = row
         return Article(
             id=id_,
             text=text,
-            title=title,
-            url=url,
-            date=date,
-            source=source,
-            author=author,
+            **dict(zip(COMMON_FIELDS, common, strict=True)),
             tags=tuple(json.loads(tags)),
             metadata=json.loads(metadata),
             path=path,
@@ -441,16 +438,10 @@ class Store:
         """
         now = utc_now()
         cursor = self._db.execute(
-            "INSERT INTO articles (id, title, url, date, source, author, tags, metadata, path,"
-            " text, content_hash, added_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _INSERT_ARTICLE,
             (
                 article.id,
-                article.title,
-                article.url,
-                article.date,
-                article.source,
-                article.author,
+                *(getattr(article, f) for f in COMMON_FIELDS),
                 json.dumps(list(article.tags), ensure_ascii=False),
                 json.dumps(article.metadata, ensure_ascii=False, sort_keys=True),
                 article.path,
