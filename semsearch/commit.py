@@ -183,12 +183,14 @@ def _crc32(file: BinaryIO) -> int:
 class NewArticle:
     """An article to insert, chunked and embedded.
 
-    ``vectors`` has one unit float32 row per chunk; ``text_hashes`` keys each
-    chunk's vector in the embedding cache (the hash of the exact text embedded).
+    ``article_hash`` is :func:`semsearch.writer.article_hash` (how the next write
+    knows it unchanged); ``vectors`` has one unit float32 row per chunk;
+    ``text_hashes`` keys each chunk's vector in the embedding cache (the hash of
+    the exact text embedded).
     """
 
     article: Article
-    content_hash: str
+    article_hash: str
     chunks: Sequence[Chunk]
     vectors: np.ndarray
     text_hashes: Sequence[str]
@@ -322,7 +324,7 @@ def commit(
                 store.delete_articles(list(change.drop))
                 new_ids = [
                     store.insert_article(
-                        a.article, a.content_hash, a.chunks, a.vectors, a.text_hashes
+                        a.article, a.article_hash, a.chunks, a.vectors, a.text_hashes
                     )
                     for a in change.insert
                 ]
@@ -386,8 +388,8 @@ def _next_vectors(
             # back from SQLite would hold every vector twice more in memory.
             rebuilt.add(new_vectors, new_ids)
         else:
-            ids, vectors = store.vectors(current.dim)  # this transaction's view
-            rebuilt.add(vectors, ids)
+            stored = store.all_vectors(current.dim)  # this transaction's view
+            rebuilt.add(stored.vectors, stored.chunk_ids)
         return rebuilt
     # Changed in place: if the commit fails, the caller reloads the committed file.
     current.remove(old_ids)

@@ -236,8 +236,13 @@ def source_file(path: str) -> str:
     return file if file and line.isdigit() else path
 
 
-def content_hash(title: str | None, text: str) -> str:
-    """A short, stable hash of an article's title and text, used as its id when none is given."""
+def default_article_id(title: str | None, text: str) -> str:
+    """The id of a row that gives none: 16 hex digits of SHA-256 of its title and text.
+
+    Only an id. Not the article hash that decides whether a stored article
+    changed (:func:`semsearch.writer.article_hash`, kept in ``articles.content_hash``),
+    nor the embedding cache's text hash (``chunks.text_hash``).
+    """
     digest = hashlib.sha256(f"{title or ''}\n{text}".encode()).hexdigest()
     return digest[:16]
 
@@ -528,7 +533,7 @@ def _from_mapping(
     if not isinstance(text, str) or not text.strip():
         raise BadInputError(f"no text: field {fields.text!r} is missing or empty")
     title = text_field(record, fields.title)
-    article_id = text_field(record, fields.id) or default_id or content_hash(title, text)
+    article_id = text_field(record, fields.id) or default_id or default_article_id(title, text)
     mapped = {getattr(fields, f.name) for f in dataclass_fields(fields)}
     metadata = {k: typed_value(v) for k, v in record.items() if k not in mapped and v is not None}
     try:

@@ -16,7 +16,6 @@ query, the slow part of a text search, runs outside the lock.
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -35,7 +34,6 @@ from .errors import (
     BadInputError,
     IncompatibleIndexError,
     QueryTruncatedWarning,
-    damaged,
 )
 from .filters import compile_filter
 from .keywords import match_expression
@@ -297,13 +295,9 @@ class Reader:
             with self._lock:
                 if self._store.counts()[1] == 0:
                     return [[] for _ in texts]
-            with _fts5_errors_are_the_users(keyword_syntax == "fts5", self._store.path):
-                prepared = self._prepare(texts, mode, keyword_syntax)
+            prepared = self._prepare(texts, mode, keyword_syntax)
         # One generation: FAISS and SQLite as one commit left them, whatever writers do.
-        with (
-            _fts5_errors_are_the_users(keyword_syntax == "fts5", self._store.path),
-            self._snapshot(),
-        ):
+        with self._snapshot():
             return search(
                 self._vectors,
                 self._store,
@@ -328,10 +322,12 @@ class Reader:
     def _prepare(self, texts: list[str], mode: str, keyword_syntax: str) -> list[Query]:
         """Query vectors (unless keyword mode) and FTS5 expressions."""
         # Semantic mode does not rank by keywords, but highlights them in the snippet.
-        expressions = [t if keyword_syntax == "fts5" else match_expression(t) for t in texts]
+        users = keyword_syntax == "fts5"
+        expressions = [t if users else match_expression(t) for t in texts]
         if mode == "keyword":
-            return [Query(None, e) for e in expressions]
-        return [Query(v, e) for v, e in zip(self._embed(texts), expressions, strict=True)]
+            return [Query(None, e, users) for e in expressions]
+        vectors = self._embed(texts)
+        return [Query(v, e, users) for v, e in zip(vectors, expressions, strict=True)]
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         """Query vectors; a query longer than the model reads gets a warning."""
@@ -353,10 +349,13 @@ class Reader:
     def chunk_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """Every chunk's id and unit vector, as stored: ``(ids, vectors)``.
 
+        ``ids`` is ``(n,)`` int64 in ascending order, ``vectors`` ``(n, dim)`` float32.
+
         For analysis, export and benchmarks; searching does not need it.
         """
         with self._snapshot():
-            return self._store.vectors(self.manifest.model.dim)
+            stored = self._store.all_vectors(self.manifest.model.dim)
+        return stored.chunk_ids, stored.vectors
 
     def get(self, article_id: str) -> Article | None:
         """The stored article with this id, or None."""
@@ -408,16 +407,3 @@ def make_chunker(encoder: Encoder, overlap_tokens: int, chunk_tokens: int | None
         encoder.special_tokens + prompt_tokens(encoder),
         chunk_tokens,
     )
-
-
-@contextmanager
-def _fts5_errors_are_the_users(user_syntax: bool, store: Path) -> Iterator[None]:
-    """An FTS5 expression the user wrote that SQLite rejects is bad input, not a crash."""
-    try:
-        yield
-    except sqlite3.OperationalError as e:
-        if user_syntax:
-            raise BadInputError(f"invalid FTS5 query: {e}") from None
-        raise
-    except sqlite3.DatabaseError as e:  # SQLITE_CORRUPT and its kin, found while reading
-        raise damaged(store, str(e)) from None

@@ -5,6 +5,25 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+COMMON_FIELDS = ("title", "url", "date", "source", "author")
+"""The common fields: optional text on every :class:`Article` and :class:`Hit`,
+each a column of the store's ``articles`` table, in this order."""
+
+# Adding a common field: put it in COMMON_FIELDS and on Article (with its
+# docstring line); the store's INSERT and SELECTs and search's Hit follow from
+# that tuple. What remains by hand:
+#   records.py     Hit (the attribute); store.py ChunkRow (the attribute)
+#   migrations.py  a new migration adding the column (never edit a shipped one)
+#   load.py        FieldMap (its --field name) and _from_mapping; values.py if
+#                  it needs a value rule of its own (as author_field); the page
+#                  reader (load.py's HTML fields, clean.py's by-line) if pages carry it
+#   filters.py     TEXT_FIELDS, to filter on it
+#   cli.py         the --field help text and the text output, if shown
+#   README.md      the field tables
+# writer.article_hash covers every field of Article.to_dict(), so a new field
+# makes every stored article "changed" once: the next write re-chunks and
+# rewrites them all (their vectors come from the embedding cache).
+
 
 @dataclass(frozen=True)
 class Article:
@@ -12,14 +31,14 @@ class Article:
 
     Attributes:
         id: stable identifier: the id given in the data, else the path relative to
-            the indexed root, else a hash of the content.
+            the indexed root, else :func:`semsearch.load.default_article_id`.
         text: the body text; chunk offsets index into it.
         title, url, date, source, author: the common fields (``date`` as ISO 8601 text).
         tags: tag names, in the order given.
         metadata: every other field the source carried.
         path: where the article was read from (file, or ``file:line`` for rows).
         removed_lines: lines of page furniture removed when the file was loaded
-            (see :mod:`semsearch.clean`); not indexed, not part of the content hash.
+            (see :mod:`semsearch.clean`); not indexed, not part of the article hash.
     """
 
     id: str

@@ -25,7 +25,7 @@ import numpy as np
 
 from .filters import Filter
 from .keywords import marked_spans
-from .records import Hit
+from .records import COMMON_FIELDS, Hit
 from .store import ChunkRow, Store
 from .vectors import VectorIndex
 
@@ -54,10 +54,15 @@ _MIN_FETCH = 20
 
 @dataclass(frozen=True)
 class Query:
-    """One query, prepared for the mode: its unit vector and its FTS5 expression."""
+    """One query, prepared for the mode: its unit vector and its FTS5 expression.
+
+    ``user_fts5``: the expression is the user's own, so SQLite rejecting it is
+    bad input (see :func:`semsearch.store.sqlite_errors`).
+    """
 
     vector: np.ndarray | None
     match: str | None
+    user_fts5: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,7 @@ def search(
             assert query.vector is not None
             ranked.append(_semantic(vectors, store, query.vector, k, group, scope))
         elif mode == "keyword":
-            matches = KeywordMatches.of(store, query.match, where)
+            matches = KeywordMatches.of(store, query, where)
             ranked.append(matches.ranking(store, k, group))
         else:
             assert query.vector is not None
@@ -100,7 +105,8 @@ def search(
     for query, picked in zip(queries, ranked, strict=True):
         marked = {}
         if highlight and query.match is not None and picked:
-            marked = store.highlighted(query.match, [r.chunk_id for r in picked])
+            chunk_ids = [r.chunk_id for r in picked]
+            marked = store.highlighted(query.match, chunk_ids, user_fts5=query.user_fts5)
         hits.append(
             [
                 _hit(rank, mode, r, rows[r.chunk_id], marked.get(r.chunk_id))
@@ -139,7 +145,7 @@ def _semantic(
     if vectors.ntotal == 0:
         return []
     if scope is not None and not vectors.exact and len(scope.ids) <= BRUTE_FORCE_LIMIT:
-        ids, articles, chunk_vectors = store.chunk_vectors(scope.ids.tolist(), vectors.dim)
+        ids, articles, chunk_vectors = store.vectors_of_chunks(scope.ids.tolist(), vectors.dim)
         scores = chunk_vectors @ query
         order = np.argsort(-scores, kind="stable")
         picked = _pick(scores[order], ids[order], articles[order], k, group)
@@ -208,11 +214,11 @@ class KeywordMatches:
     scores: np.ndarray
 
     @classmethod
-    def of(cls, store: Store, match: str | None, where: Filter | None) -> KeywordMatches:
-        if match is None:
+    def of(cls, store: Store, query: Query, where: Filter | None) -> KeywordMatches:
+        if query.match is None:
             return cls(np.zeros(0, dtype=np.int64), np.zeros(0))
         sql, params = (where.sql, where.params) if where is not None else (None, ())
-        ids, scores = store.keyword_matches(match, sql, params)
+        ids, scores = store.keyword_matches(query.match, sql, params, user_fts5=query.user_fts5)
         order = np.lexsort((ids, -scores))  # ties broken by chunk id: reproducible
         return cls(ids[order], scores[order])
 
@@ -248,7 +254,7 @@ def _hybrid(
     assert query.vector is not None
     pool = max(k, HYBRID_POOL)
     dense = _semantic(vectors, store, query.vector, pool, True, scope)
-    matches = KeywordMatches.of(store, query.match, where)
+    matches = KeywordMatches.of(store, query, where)
     sparse = matches.ranking(store, pool, True)
     candidates = {r.chunk_id for r in dense} | {r.chunk_id for r in sparse}
     if not candidates:
@@ -256,7 +262,7 @@ def _hybrid(
     article_of = store.chunk_articles(list(candidates))
     # Every chunk of every candidate article, so that each gets its exact best
     # cosine and best BM25, whichever list it came from.
-    ids, articles, chunk_vectors = store.article_vectors(
+    ids, articles, chunk_vectors = store.vectors_of_articles(
         sorted(set(article_of.values())), vectors.dim
     )
     cosine = chunk_vectors @ query.vector
@@ -287,11 +293,7 @@ def _hit(rank: int, mode: str, ranked: _Ranked, row: ChunkRow, marked: str | Non
         rank=rank,
         score=ranked.score,
         article_id=row.article_id,
-        title=row.title,
-        url=row.url,
-        date=row.date,
-        source=row.source,
-        author=row.author,
+        **{f: getattr(row, f) for f in COMMON_FIELDS},
         tags=row.tags,
         text=row.text,
         start=row.start,

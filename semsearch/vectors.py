@@ -5,11 +5,17 @@ IVF indexes store ids in their inverted lists; every other type is wrapped in
 ``IndexIDMap2``. Index types that cannot remove in place (HNSW, graph and
 other non-flat types) are rebuilt from the stored vectors instead; the caller
 decides when (see ``supports_remove``).
+
+FAISS's exceptions stop here (:func:`_faiss_errors`): it raises ``RuntimeError``
+for everything, so each call that can fail says what its failure means to a
+caller (a bad index type, a damaged file, a file that cannot be written).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -66,13 +72,12 @@ class VectorIndex:
         faiss = _faiss()
         if factory.upper().startswith("IDMAP"):
             raise BadInputError(f"index type {factory!r}: leave out IDMap, semsearch adds its own")
-        try:
-            inner = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-        except RuntimeError as e:
-            reason = _faiss_reason(e)
-            raise BadInputError(
+        with _faiss_errors(
+            lambda reason: BadInputError(
                 f"invalid FAISS index type {factory!r} for {dim}-dimensional vectors: {reason}"
-            ) from None
+            )
+        ):
+            inner = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
         hnsw = getattr(inner, "hnsw", None)
         if hnsw is not None:
             hnsw.efConstruction = HNSW_EF_CONSTRUCTION
@@ -102,21 +107,23 @@ class VectorIndex:
         faiss = _faiss()
         if file is None and not path.exists():
             raise IncompatibleIndexError(f"{path} is missing; the index is incomplete")
-        try:
+        with _faiss_errors(lambda reason: damaged(path, f"not a FAISS index ({reason})")):
             if file is None:
                 index = faiss.read_index(str(path))
             else:
                 index = faiss.read_index(faiss.PyCallbackIOReader(file.read))
-        except RuntimeError as e:
-            reason = _faiss_reason(e)
-            raise damaged(path, f"not a FAISS index ({reason})") from None
         if not isinstance(index, faiss.IndexIDMap2) and _ivf(index) is None:
             raise IncompatibleIndexError(f"{path} is not a semsearch vector index (no id map)")
         return cls(index, factory)
 
     def write(self, path: Path) -> None:
-        """Write to ``path`` (flushed to disk); the caller renames it into place."""
-        _faiss().write_index(self._index, str(path))
+        """Write to ``path`` (flushed to disk); the caller renames it into place.
+
+        Raises:
+            OSError: if the file cannot be written.
+        """
+        with _faiss_errors(lambda reason: OSError(f"cannot write {path}: {reason}")):
+            _faiss().write_index(self._index, str(path))
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -189,13 +196,12 @@ class VectorIndex:
                 f"index type {self.factory!r} needs at least {needed} vectors to train, "
                 f"got {len(vectors)}; use fewer lists or index more text first"
             )
-        try:
-            self._index.train(np.ascontiguousarray(vectors, dtype=np.float32))
-        except RuntimeError as e:
-            reason = _faiss_reason(e)
-            raise BadInputError(
+        with _faiss_errors(
+            lambda reason: BadInputError(
                 f"cannot train index type {self.factory!r} on {len(vectors)} vectors: {reason}"
-            ) from None
+            )
+        ):
+            self._index.train(np.ascontiguousarray(vectors, dtype=np.float32))
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove ids; the caller must rebuild instead when ``supports_remove`` is false."""
@@ -269,6 +275,18 @@ class VectorIndex:
             params = faiss.SearchParameters(sel=selector)
         params._selector = selector  # SWIG does not keep it alive for us
         return params
+
+
+@contextmanager
+def _faiss_errors(error: Callable[[str], Exception]) -> Iterator[None]:
+    """FAISS's ``RuntimeError`` becomes ``error(reason)``, FAISS's reason without its C++ frame.
+
+    (After httpx's ``map_httpcore_exceptions``.)
+    """
+    try:
+        yield
+    except RuntimeError as e:
+        raise error(_faiss_reason(e)) from None
 
 
 def _faiss_reason(error: RuntimeError) -> str:

@@ -7,7 +7,6 @@ the first, so that a pipeline can log what is wrong before rebuilding.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,10 +14,11 @@ from typing import Any
 import numpy as np
 
 from .commit import CHECKSUM, FACTORY, GENERATION, Moved, file_checksum, retry
-from .errors import SemsearchError
+from .errors import IncompatibleIndexError, SemsearchError
 from .keywords import keyword_text
 from .manifest import read_manifest, vector_files, vectors_file
-from .store import CHUNK_TEXT_QUERY, Store
+from .migrations import CHUNK_TEXT_QUERY
+from .store import Store
 from .vectors import VectorIndex
 
 
@@ -95,25 +95,26 @@ def _verify_once(folder: Path) -> VerifyReport:
                 notes.append(
                     f"{extra.name} is left from an interrupted write; the next write removes it"
                 )
-    except sqlite3.DatabaseError as e:
-        problems.append(f"{store.path} is damaged: {e}")
+    except IncompatibleIndexError as e:  # the store found damage while reading
+        problems.append(str(e))
     finally:
         store.close()
     return report
 
 
 def _check_store(store: Store, problems: list[str], checked: dict[str, Any]) -> None:
-    result = [row[0] for row in store.execute("PRAGMA integrity_check")]
+    result = store.integrity_check()
     checked["sqlite_integrity"] = result[:5]
     if result != ["ok"]:
         problems.append(f"{store.path} fails SQLite's integrity check: {'; '.join(result[:3])}")
         return
-    try:
-        # For an external-content table, rank=1 also compares the index with its content.
-        store.execute("INSERT INTO chunks_fts (chunks_fts, rank) VALUES ('integrity-check', 1)")
+    disagreement = store.keyword_index_problem()
+    if disagreement is None:
         checked["keyword_index"] = "ok"
-    except sqlite3.DatabaseError as e:
-        problems.append(f"the keyword index disagrees with the chunks ({e}); rebuild the index")
+    else:
+        problems.append(
+            f"the keyword index disagrees with the chunks ({disagreement}); rebuild the index"
+        )
 
 
 def _check_keyword_text(store: Store, problems: list[str], checked: dict[str, Any]) -> None:
@@ -165,7 +166,7 @@ def _check_vectors(
     except SemsearchError as e:
         problems.append(str(e))
         return
-    ids, stored = store.vectors(dim)
+    ids, _, stored = store.all_vectors(dim)
     if vectors.dim != dim:
         problems.append(f"{file.name} holds vectors of dimension {vectors.dim}, not {dim}")
         return

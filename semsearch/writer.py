@@ -128,7 +128,7 @@ class Writer:
         with self.writing():
             with clock("diff"), reader._lock:
                 hashes = {a.id: article_hash(a) for a in fresh.values()}
-                stored = reader._store.content_hashes(list(hashes))
+                stored = reader._store.article_hashes(list(hashes))
                 todo = [a for a in fresh.values() if stored.get(a.id) != hashes[a.id]]
                 gone = self._gone(prune, set(fresh), skipped) if prune is not None else []
             chunker = reader.chunker() if todo else None
@@ -150,7 +150,7 @@ class Writer:
                     f"was written; the first: {skipped[0]}"
                 )
             with clock("embed"):
-                text_hashes = [_text_hash(t) for t in texts]
+                text_hashes = [_embedded_text_hash(t) for t in texts]
                 vectors, embedded = self._embed_documents(texts, text_hashes, batch_size, progress)
             failpoint("after-embed")
             replaced = [a.id for a, _ in chunked if a.id in stored]
@@ -187,7 +187,7 @@ class Writer:
         dim = reader.manifest.model.dim
         vectors = np.zeros((len(texts), dim), dtype=np.float32)
         with reader._lock:
-            cached = reader._store.cached_vectors(sorted(set(text_hashes)), dim)
+            cached = reader._store.vectors_by_text_hash(sorted(set(text_hashes)), dim)
         # One embedding per distinct new text, however many chunks share it.
         todo = {h: i for i, h in reversed(list(enumerate(text_hashes))) if h not in cached}
         if todo:
@@ -222,7 +222,7 @@ class Writer:
         wanted = list(dict.fromkeys(article_ids))
         with self.writing():
             with self.reader._lock:
-                present = self.reader._store.content_hashes(wanted)
+                present = self.reader._store.article_hashes(wanted)
             removed = [i for i in wanted if i in present]
             missing = [i for i in wanted if i not in present]
             if removed:
@@ -403,7 +403,13 @@ def create_locked(folder: Path, cache_dir: Path, plan: CreationPlan) -> tuple[St
 
 
 def article_hash(article: Article) -> str:
-    """A hash of everything indexed about an article (not where it was read from)."""
+    """A hash of everything indexed about an article (not where it was read from).
+
+    Stored in the ``articles.content_hash`` column (its name since format 1), it
+    decides whether a write skips an article as unchanged. Not an article's id
+    (:func:`semsearch.load.default_article_id`) nor a chunk's text hash
+    (:func:`_embedded_text_hash`).
+    """
     data = article.to_dict()
     data.pop("path", None)
     data.pop("removed_lines", None)  # what cleaning dropped is not indexed
@@ -411,8 +417,12 @@ def article_hash(article: Article) -> str:
     return hashlib.sha256(encoded.encode()).hexdigest()
 
 
-def _text_hash(text: str) -> str:
-    """Key of the embedding cache: the exact text embedded (model and prompt are the index's)."""
+def _embedded_text_hash(text: str) -> str:
+    """Key of the embedding cache: SHA-256 of the exact text embedded for a chunk.
+
+    Stored in ``chunks.text_hash``; the model and prompt are the index's, so the
+    text alone decides the vector.
+    """
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

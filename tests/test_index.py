@@ -190,7 +190,9 @@ def test_a_first_add_above_the_threshold_builds_hnsw_with_every_chunk(fake_index
     monkeypatch.setattr(vectors_module, "HNSW_THRESHOLD", 5)
     fake_index.add([make_article(f"n{i}", f"Note number {i}.") for i in range(12)])
     assert fake_index.info().faiss_factory == "HNSW32"
-    assert chunk_ids_in_faiss(fake_index) == set(fake_index._store.vectors(32)[0].tolist())
+    assert chunk_ids_in_faiss(fake_index) == set(
+        fake_index._store.all_vectors(32).chunk_ids.tolist()
+    )
     assert fake_index.search("Note number 7.", k=1)[0].article_id == "n7"
 
 

@@ -183,7 +183,7 @@ def test_jsonl_custom_field_map(tmp_path):
     assert article.metadata == {"id": "x"}
 
 
-def test_jsonl_rows_without_id_get_a_stable_content_hash(tmp_path):
+def test_jsonl_rows_without_id_get_a_stable_default_id(tmp_path):
     rows = [{"title": "A", "text": "Alpha."}, {"title": "B", "text": "Beta."}]
     path = write_jsonl(tmp_path / "feed.jsonl", rows)
     first, second = load(path), load(path)

@@ -356,7 +356,7 @@ def test_html_section_label_above_the_headline_is_removed():
     )
 
 
-def test_removed_lines_are_not_part_of_the_content_hash(fake_index):
+def test_removed_lines_are_not_part_of_the_article_hash(fake_index):
     first = fake_index.add(load_paths([PAGES]))
     assert first.lines_removed == sum(len(a.removed_lines) for a in load_paths([PAGES]))
     assert first.lines_removed > 40
