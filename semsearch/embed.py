@@ -277,17 +277,21 @@ def same_model(recorded: Sequence[float], encoder: Encoder, min_cosine: float = 
 # -- which backend embeds ------------------------------------------------------------
 
 
-def backend_named(value: str | Backend, allowed: Sequence[Backend], what: str) -> Backend:
+def backend_named(
+    value: str | Backend, allowed: Sequence[Backend], what: str, source: str = ""
+) -> Backend:
     """The :class:`Backend` a user named.
 
     Raises:
         BadInputError: if ``value`` is not one of ``allowed``, naming ``what``
-            (``"build backend"`` or ``"query backend"``).
+            (``"build backend"`` or ``"query backend"``) and the ``source`` it
+            came from (e.g. ``"$SEMSEARCH_BACKEND"``), if given.
     """
     backend = next((b for b in allowed if b.value == str(value)), None)
     if backend is None:
         choices = ", ".join(b.value for b in allowed)
-        raise BadInputError(f"unknown {what} {str(value)!r}; use one of {choices}")
+        where = f" in {source}" if source else ""
+        raise BadInputError(f"unknown {what} {str(value)!r}{where}; use one of {choices}")
     return backend
 
 
@@ -338,6 +342,10 @@ def build_encoder(
         ModelError: if an explicitly asked ONNX backend cannot be exported.
     """
     exportable = isinstance(encoder, ExportableEncoder)
+    if backend in (Backend.ONNX, Backend.ONNX_INT8) and not export:
+        raise BadInputError(
+            f"build backend {backend.value!r} needs the ONNX export; drop onnx=False"
+        )
     if backend is Backend.AUTO:
         wanted = Backend.ONNX if exportable and export and not given else None
     else:
@@ -346,14 +354,17 @@ def build_encoder(
     if isinstance(encoder, ExportableEncoder) and (export or wanted is not None):
         try:
             onnx = encoder.install_onnx(folder / ONNX_FOLDER, cache, wanted is Backend.ONNX_INT8)
-        except ModelError as e:
+        except (ModelError, OSError) as e:
+            # OSError: the export cache cannot be written (a read-only home under cron).
+            reason = str(e) if isinstance(e, ModelError) else f"cannot write the export: {e}"
             if backend is not Backend.AUTO and wanted is not None:
-                raise
+                raise ModelError(reason) from None
             import warnings
 
             what = "articles are embedded, and queries run," if wanted else "queries run"
             warnings.warn(
-                f"no ONNX export ({e}); {what} on sentence-transformers (torch)", stacklevel=4
+                f"no ONNX export ({reason}); {what} on sentence-transformers (torch)",
+                stacklevel=2,
             )
             wanted = None
     if wanted is None:
@@ -361,6 +372,33 @@ def build_encoder(
     from .onnx_backend import OnnxEncoder
 
     return BuildEncoder(OnnxEncoder(folder / ONNX_FOLDER), wanted.value, onnx)
+
+
+def check_query_backend(folder: Path, recorded: ModelInfo, backend: Backend) -> None:
+    """Refuse, when an index is opened, a query backend it cannot serve.
+
+    Raises:
+        ModelError: ``torch`` for an index built with ``onnx-int8`` (its vectors
+            come from the int8 model), or ``onnx`` for an index without an export.
+    """
+    if recorded.backend == Backend.ONNX_INT8 and backend is Backend.TORCH:
+        raise ModelError(
+            f"the index at {folder} was built with the int8 ONNX model; its queries must use "
+            "it too (query backend onnx or auto, not torch)"
+        )
+    has_export = bool(recorded.onnx) and (folder / ONNX_FOLDER).exists()
+    if has_export:
+        return
+    if recorded.backend not in (Backend.TORCH, Backend.ONNX, Backend.ONNX_INT8):
+        raise ModelError(
+            f"the index at {folder} was built with its own encoder ({recorded.backend!r}); "
+            "open it with that encoder (Index.open(encoder=...))"
+        )
+    if backend is Backend.ONNX or recorded.backend == Backend.ONNX_INT8:
+        raise ModelError(
+            f"the index at {folder} has no ONNX export; Index.export_onnx() makes one if "
+            "the model exports (else query it with torch, or rebuild it)"
+        )
 
 
 def query_encoder(folder: Path, recorded: ModelInfo, backend: Backend = Backend.AUTO) -> Encoder:
@@ -375,22 +413,43 @@ def query_encoder(folder: Path, recorded: ModelInfo, backend: Backend = Backend.
         ModelError: if the index has no export and needs one, or the model cannot load.
         IncompatibleIndexError: if the model no longer gives the recorded vectors.
     """
+    check_query_backend(folder, recorded, backend)
     exported = folder / ONNX_FOLDER
-    built = recorded.backend
-    if built == Backend.ONNX_INT8 and backend is Backend.TORCH:
-        raise ModelError(
-            f"the index at {folder} was built with the int8 ONNX model; "
-            "its queries must use it too (backend onnx or auto)"
-        )
     encoder: Encoder
     if backend is not Backend.TORCH and recorded.onnx and exported.exists():
         from .onnx_backend import OnnxEncoder
 
         encoder = OnnxEncoder(exported)
-    elif backend is Backend.ONNX or built not in (Backend.TORCH, Backend.ONNX):
-        raise ModelError(f"the index at {folder} has no ONNX export; rebuild it")
     else:
         encoder = load_encoder(recorded.name, recorded.query_prompt, recorded.document_prompt)
+    check_encoder(encoder, recorded, folder)
+    return encoder
+
+
+def document_encoder(folder: Path, recorded: ModelInfo) -> Encoder:
+    """The encoder for articles added to an existing index: its recorded build backend.
+
+    An ``onnx`` or ``onnx-int8`` index embeds with its export (an ``onnx`` one
+    whose export is gone falls back to sentence-transformers: the same
+    vectors); a ``torch`` index with sentence-transformers.
+
+    Raises:
+        ModelError: if an int8 index has lost its export, or the model cannot load.
+        IncompatibleIndexError: if the model no longer gives the recorded vectors.
+    """
+    exported = folder / ONNX_FOLDER
+    encoder: Encoder
+    if recorded.backend in (Backend.ONNX, Backend.ONNX_INT8) and exported.exists():
+        from .onnx_backend import OnnxEncoder
+
+        encoder = OnnxEncoder(exported)
+    elif recorded.backend in (Backend.TORCH, Backend.ONNX):
+        encoder = load_encoder(recorded.name, recorded.query_prompt, recorded.document_prompt)
+    else:
+        raise ModelError(
+            f"the index at {folder} was built with {recorded.backend!r}, which is not here "
+            "(its ONNX export is missing); give the encoder, or rebuild the index"
+        )
     check_encoder(encoder, recorded, folder)
     return encoder
 

@@ -12,6 +12,7 @@ where a caller needs to tell them apart::
     ├── MissingDependencyError  an optional feature's package is not installed
     ├── LockedError             another process is writing to the index
     └── BadInputError           a file, row, option or query at fault (.path, .line)
+        └── SettingsConflictError  creation settings an existing index was not made with
 
 Messages say what is wrong and what to do about it, on one line.
 :class:`QueryTruncatedWarning` is a warning, not an error: the query still runs.

@@ -19,13 +19,14 @@ import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from .commit import remove_created
-from .config import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP_TOKENS
+from .config import BUILD_BACKENDS, DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP_TOKENS
 from .config import environment as read_environment
-from .embed import Encoder
+from .embed import Encoder, backend_named
 from .errors import IndexExistsError, SettingsConflictError
 from .load import FieldMap, load_paths
 from .lock import WriterLock
@@ -135,6 +136,7 @@ class Index(Reader):
             BadInputError: for an unknown build backend, an invalid index type or chunk setting.
             ModelError: if the model cannot be loaded, or an asked ONNX backend exported.
         """
+        chosen = _renamed(backend, build_backend, "Index.create", stacklevel=3)
         with cls.creating(
             path,
             model=model,
@@ -145,8 +147,7 @@ class Index(Reader):
             query_prompt=query_prompt,
             document_prompt=document_prompt,
             onnx=onnx,
-            build_backend=build_backend,
-            backend=backend,
+            build_backend=chosen,
             lock_timeout=lock_timeout,
         ) as index:
             pass
@@ -187,7 +188,7 @@ class Index(Reader):
         if manifest_path(folder).exists():
             raise IndexExistsError(f"an index already exists at {folder}; open it instead")
         # Everything is validated, and the model loaded, before anything is written.
-        creation, encoder, onnx = _creation_settings(settings)
+        creation, encoder, onnx = _creation_settings(settings, "Index.creating")
         plan = plan_creation(env, creation, encoder=encoder, onnx=onnx)
         try:
             folder.mkdir(parents=True)
@@ -232,8 +233,11 @@ class Index(Reader):
         :meth:`creating`: the block's first :meth:`add` is part of the
         creation, and if the block fails what this call made is removed. For
         an existing index, creation settings may repeat what it was made with
-        (defaults spelt out count as not given) but never change it. If
-        another process creates the index meanwhile, it is opened like any other.
+        (defaults spelt out count as not given) but never change it; the model
+        is such a setting too. If another process creates the index meanwhile,
+        it is opened like any other. On an existing index each write in the
+        block commits on its own, as always: a failure later in the block
+        does not undo it.
 
         Args:
             path: the folder, as for :meth:`create`.
@@ -250,6 +254,10 @@ class Index(Reader):
             ...     index.add_paths(["feeds/"], prune=True)
         """
         folder = Path(path) if path is not None else read_environment().index_dir
+        creation, encoder, _ = _creation_settings(settings, "Index.open_or_create")
+        settings = {**settings, "build_backend": creation.build_backend, "backend": None}
+        if creation.build_backend is not None:  # a misspelt name is not a conflict
+            backend_named(creation.build_backend, BUILD_BACKENDS, "build backend")
         with ExitStack() as stack:
             index: Index | None = None
             if not cls.exists(folder):
@@ -259,8 +267,8 @@ class Index(Reader):
                         cls.creating(folder, lock_timeout=lock_timeout, **settings)
                     )
             if index is None:
-                creation, encoder, _ = _creation_settings(settings)
-                index = cls.open(folder, model=creation.model, encoder=encoder)
+                # The model is compared with the other settings, to list every difference.
+                index = cls.open(folder, encoder=encoder)
                 stack.enter_context(index)
                 conflicts = creation.conflicts(index.manifest)
                 if conflicts:
@@ -368,20 +376,30 @@ class Index(Reader):
         return self._writer.export_onnx()
 
 
+def _renamed(old: str | None, new: str | None, call: str, stacklevel: int) -> str | None:
+    """The value of ``build_backend=``, given under its former name ``backend=`` or not."""
+    if old is None:
+        return new
+    if new not in (None, "auto"):
+        raise TypeError(f"{call}() takes build_backend=, not also backend=")
+    warnings.warn(f"{call}(backend=) is now build_backend=", DeprecationWarning, stacklevel)
+    return old
+
+
 def _creation_settings(
-    settings: dict[str, Any],
+    settings: dict[str, Any], call: str
 ) -> tuple[CreationSettings, Encoder | None, bool]:
     """:meth:`Index.create`'s keyword arguments as (settings, encoder, onnx)."""
     settings = dict(settings)
     encoder = settings.pop("encoder", None)
     onnx = bool(settings.pop("onnx", True))
-    old = settings.pop("backend", None)
-    if old is not None:
-        warnings.warn(
-            "Index.create(backend=) is now build_backend=", DeprecationWarning, stacklevel=4
-        )
-        settings["build_backend"] = old
-    try:
-        return CreationSettings(**settings), encoder, onnx
-    except TypeError as e:
-        raise TypeError(f"Index.create() got an unexpected argument: {e}") from None
+    # The caller's frame: above this function, the context manager's body and
+    # contextlib's __enter__.
+    settings["build_backend"] = _renamed(
+        settings.pop("backend", None), settings.get("build_backend"), call, stacklevel=5
+    )
+    known = {f.name for f in fields(CreationSettings)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise TypeError(f"{call}() got unexpected keyword arguments: {', '.join(unknown)}")
+    return CreationSettings(**settings), encoder, onnx

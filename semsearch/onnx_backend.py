@@ -269,7 +269,13 @@ def export(model: Any, folder: Path, name: str) -> dict[str, Any]:
 def _temporary_folder(target: Path) -> Path:
     """A new, empty folder beside ``target``, named for this process alone."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f"{target.name}.tmp-", dir=target.parent))
+    folder = Path(tempfile.mkdtemp(prefix=f"{target.name}.tmp-", dir=target.parent))
+    # mkdtemp makes it 0700; the published folder is read like the index's other
+    # files (0777 less the umask), e.g. by a server running as another user.
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    return folder
 
 
 def _publish(tmp: Path, target: Path) -> None:

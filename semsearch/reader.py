@@ -27,9 +27,17 @@ import numpy as np
 
 from .chunk import Chunker
 from .commit import GENERATION, Generation, Moved, load_generation, retry
-from .config import DEFAULT_K, QUERY_BACKENDS, Backend, canonical_model_name
+from .config import DEFAULT_K, ENV_BACKEND, QUERY_BACKENDS, Backend, canonical_model_name
 from .config import environment as read_environment
-from .embed import ONNX_FOLDER, Encoder, backend_named, check_encoder, prompt_tokens, query_encoder
+from .embed import (
+    ONNX_FOLDER,
+    Encoder,
+    backend_named,
+    check_encoder,
+    check_query_backend,
+    prompt_tokens,
+    query_encoder,
+)
 from .errors import (
     BadInputError,
     IncompatibleIndexError,
@@ -67,10 +75,11 @@ class Reader:
         self._store = store
         self._vectors = vectors
         self._encoder = encoder
+        self._given_encoder = encoder
+        """The encoder given to open or create, if any: it also embeds the articles."""
         self._generation = generation
         self._lock = threading.RLock()
-        self.query_backend = Backend.AUTO
-        """What embeds queries: ``auto``, ``onnx`` or ``torch`` (see :meth:`open`)."""
+        self._query_backend: str | Backend = Backend.AUTO
 
     @classmethod
     def open(
@@ -90,25 +99,33 @@ class Reader:
             encoder: an already loaded encoder for that model.
             query_backend: what embeds queries (:class:`~semsearch.config.Backend`):
                 ``auto`` (ONNX Runtime if the index has an export, else
-                sentence-transformers), ``onnx`` or ``torch``; default
-                ``$SEMSEARCH_BACKEND`` or auto.
+                sentence-transformers), ``onnx`` or ``torch``; checked here.
+                Default ``$SEMSEARCH_BACKEND`` (checked at the first query, so
+                that a reader's setting never stops a write) or auto.
             backend: the former name of ``query_backend`` (deprecated).
 
         Raises:
             BadInputError: for an unknown query backend.
+            ModelError: for a query backend the index cannot serve (``torch`` on
+                an int8 index, ``onnx`` on one without an export).
             IndexNotFoundError: if there is no index in the folder.
             IncompatibleIndexError: for another model, a newer format, or damaged files.
         """
         env = read_environment()
         folder = Path(path) if path is not None else env.index_dir
         if backend is not None:
+            if query_backend is not None:
+                raise TypeError("Index.open() takes query_backend=, not also backend=")
             warnings.warn(
                 "Index.open(backend=) is now query_backend=", DeprecationWarning, stacklevel=2
             )
-        chosen = backend_named(
-            query_backend or backend or env.backend, QUERY_BACKENDS, "query backend"
-        )
+            query_backend = backend
+        chosen = None
+        if query_backend is not None:
+            chosen = backend_named(query_backend, QUERY_BACKENDS, "query backend")
         manifest = read_manifest(folder)
+        if chosen is not None and encoder is None:
+            check_query_backend(folder, manifest.model, chosen)
         built_with = manifest.model.name
         for asked in (model, encoder.name if encoder is not None else None):
             if asked is not None and canonical_model_name(asked) != built_with:
@@ -123,11 +140,14 @@ class Reader:
             store.close()
             raise
         manifest.vectors.faiss_factory = current.vectors.factory
-        reader = cls(folder, manifest, store, current.vectors, generation=current.number)
-        reader.query_backend = chosen
         if encoder is not None:
-            check_encoder(encoder, manifest.model, folder)
-            reader._encoder = encoder
+            try:
+                check_encoder(encoder, manifest.model, folder)
+            except BaseException:
+                store.close()
+                raise
+        reader = cls(folder, manifest, store, current.vectors, encoder, current.number)
+        reader._query_backend = chosen or env.backend
         return reader
 
     def close(self) -> None:
@@ -192,8 +212,22 @@ class Reader:
         return self._encoder
 
     @property
+    def query_backend(self) -> Backend:
+        """What embeds queries: ``auto``, ``onnx`` or ``torch`` (see :meth:`open`).
+
+        Raises:
+            BadInputError: if it comes from ``$SEMSEARCH_BACKEND`` and names no backend.
+        """
+        if not isinstance(self._query_backend, Backend):
+            self._query_backend = backend_named(
+                self._query_backend, QUERY_BACKENDS, "query backend", f"${ENV_BACKEND}"
+            )
+        return self._query_backend
+
+    @property
     def backend(self) -> str:
         """The former name of :attr:`query_backend` (deprecated)."""
+        warnings.warn("Index.backend is now Index.query_backend", DeprecationWarning, stacklevel=2)
         return self.query_backend.value
 
     def chunker(self) -> Chunker:
@@ -373,7 +407,8 @@ class Reader:
             m = self.manifest
             n_articles, n_chunks = self._store.counts()
             factory = self._vectors.factory
-        size = sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+        # Everything in the folder: the store, the vectors and the ONNX export.
+        size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
         return IndexInfo(
             path=str(self.path),
             model=m.model.name,

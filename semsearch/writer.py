@@ -40,6 +40,7 @@ from .embed import (
     backend_named,
     build_encoder,
     check_build_backend,
+    document_encoder,
     fingerprint,
     load_encoder,
 )
@@ -67,6 +68,18 @@ class Writer:
         self.holds_lock = False
         """Inside ``Index.creating``: this process holds the lock already."""
         self._store_id = _file_id(reader.path / reader.manifest.store_file)
+        self._encoder: Encoder | None = None
+
+    @property
+    def encoder(self) -> Encoder:
+        """What embeds the articles: the encoder given to open or create, else the
+        index's recorded build backend (:func:`semsearch.embed.document_encoder`),
+        whatever embeds its queries."""
+        if self._encoder is None:
+            reader = self.reader
+            given = reader._given_encoder
+            self._encoder = given or document_encoder(reader.path, reader.manifest.model)
+        return self._encoder
 
     @contextmanager
     def writing(self) -> Iterator[None]:
@@ -131,7 +144,12 @@ class Writer:
                 stored = reader._store.article_hashes(list(hashes))
                 todo = [a for a in fresh.values() if stored.get(a.id) != hashes[a.id]]
                 gone = self._gone(prune, set(fresh), skipped) if prune is not None else []
-            chunker = reader.chunker() if todo else None
+            settings = reader.manifest.chunker
+            chunker = (
+                make_chunker(self.encoder, settings.overlap_tokens, settings.chunk_tokens)
+                if todo
+                else None
+            )
             chunked: list[tuple[Article, list[Chunk]]] = []
             with clock("chunk"):
                 for article in todo:
@@ -191,7 +209,7 @@ class Writer:
         # One embedding per distinct new text, however many chunks share it.
         todo = {h: i for i, h in reversed(list(enumerate(text_hashes))) if h not in cached}
         if todo:
-            fresh = reader.encoder.encode_documents(
+            fresh = self.encoder.encode_documents(
                 [texts[i] for i in todo.values()], batch_size=batch_size, progress=progress
             )
             cached.update(zip(todo, fresh, strict=True))

@@ -97,8 +97,9 @@ def test_an_index_without_an_export_uses_torch_and_can_get_one(tmp_path, real_en
     articles = list(load_paths([SAMPLE_ARTICLES / "world"]))
     with Index.create(tmp_path / "ix", encoder=real_encoder, onnx=False) as index:
         index.add(articles)
-    with Index.open(tmp_path / "ix", query_backend="onnx") as index, pytest.raises(ModelError):
-        index.search("NATO")
+    # Refused when opened, not at the first semantic search.
+    with pytest.raises(ModelError, match=r"no ONNX export; Index\.export_onnx"):
+        Index.open(tmp_path / "ix", query_backend="onnx")
     with Index.open(tmp_path / "ix") as index:
         assert type(index.encoder).__name__ == "SentenceTransformerEncoder"
         assert index.export_onnx()
@@ -107,7 +108,7 @@ def test_an_index_without_an_export_uses_torch_and_can_get_one(tmp_path, real_en
         assert type(index.encoder).__name__ == "OnnxEncoder"
 
 
-def test_an_int8_index_is_built_and_queried_with_the_same_quantised_model(tmp_path):
+def test_an_int8_index_is_built_and_queried_with_the_same_quantised_model(tmp_path, monkeypatch):
     articles = list(load_paths([SAMPLE_ARTICLES]))
     with Index.create(tmp_path / "ix", build_backend="onnx-int8") as index:
         index.add(articles)
@@ -118,8 +119,15 @@ def test_an_int8_index_is_built_and_queried_with_the_same_quantised_model(tmp_pa
     with Index.open(tmp_path / "ix") as index:
         assert index.search("NATO Indo-Pacific", k=1)[0].article_id == "world/nato-ap4-itpp.md"
         assert type(index.encoder).__name__ == "OnnxEncoder"
-    with Index.open(tmp_path / "ix", query_backend="torch") as index, pytest.raises(ModelError):
-        index.search("NATO")
+    with pytest.raises(ModelError, match="int8 ONNX model; its queries must use it too"):
+        Index.open(tmp_path / "ix", query_backend="torch")
+    # A reader's $SEMSEARCH_BACKEND never stops a write; a query names the variable.
+    monkeypatch.setenv("SEMSEARCH_BACKEND", "bogus")
+    with Index.open(tmp_path / "ix") as index:
+        index.add(load_paths([SAMPLE_ARTICLES / "world"]))
+        with pytest.raises(BadInputError, match=r"'bogus' in \$SEMSEARCH_BACKEND"):
+            index.search("NATO")
+    monkeypatch.delenv("SEMSEARCH_BACKEND")
     with Index.create(tmp_path / "fp32", build_backend="onnx") as index:
         index.add(articles)
         fp32 = index.chunk_vectors()[1]
@@ -147,10 +155,13 @@ def test_the_default_build_is_the_onnx_export_with_the_reference_vectors(tmp_pat
     assert float((vectors @ reference.T).max(axis=1).min()) >= 0.9999
     recorded = json.loads((tmp_path / "ix" / "manifest.json").read_text())["model"]["backend"]
     assert recorded == "onnx"
-    # The same vectors: sentence-transformers may embed its queries.
+    # The same vectors: sentence-transformers may embed its queries, while new
+    # articles are still embedded by the backend that built the index.
     with Index.open(tmp_path / "ix", query_backend="torch") as index:
         assert index.search("NATO Indo-Pacific", k=1)[0].article_id == "nato-ap4-itpp.md"
         assert type(index.encoder).__name__ == "SentenceTransformerEncoder"
+        assert index.add(load_paths([SAMPLE_ARTICLES / "science"])).added > 0
+        assert type(index._writer.encoder).__name__ == "OnnxEncoder"
 
 
 def test_auto_falls_back_to_torch_with_a_warning_when_the_export_fails(tmp_path, monkeypatch):
@@ -167,6 +178,8 @@ def test_auto_falls_back_to_torch_with_a_warning_when_the_export_fails(tmp_path,
         assert type(index.encoder).__name__ == "SentenceTransformerEncoder"
         assert index.info().build_backend == "torch" and not index.info().onnx_export
         assert index.search("NATO Indo-Pacific", k=1)[0].article_id == "nato-ap4-itpp.md"
+    with Index.open(tmp_path / "ix") as index:  # an add embeds as the build did: torch
+        assert type(index._writer.encoder).__name__ == "SentenceTransformerEncoder"
     # The manifest keeps the spelling older semsearch reads.
     recorded = json.loads((tmp_path / "ix" / "manifest.json").read_text())["model"]["backend"]
     assert recorded == "sentence-transformers"
@@ -195,3 +208,40 @@ def test_backend_is_the_old_name_of_build_and_query_backend(tmp_path, sample_ind
         assert index.query_backend == "torch" and index.backend == "torch"
     with pytest.raises(BadInputError, match="unknown query backend 'gpu'"):
         Index.open(sample_index_dir, query_backend="gpu")
+
+
+def test_open_or_create_lists_every_difference_the_model_included(tmp_path, real_encoder):
+    from semsearch.errors import SettingsConflictError
+
+    with Index.open_or_create(tmp_path / "ix", encoder=real_encoder) as index:
+        index.add(load_paths([SAMPLE_ARTICLES / "world"]))
+    other = {"model": "paraphrase-multilingual-MiniLM-L12-v2", "overlap_tokens": 8}
+    with (
+        pytest.raises(SettingsConflictError) as caught,
+        Index.open_or_create(tmp_path / "ix", **other),
+    ):
+        pass
+    assert [name for name, _, _ in caught.value.conflicts] == ["model", "overlap_tokens"]
+    # A misspelt backend is an unknown name, not a difference.
+    with (
+        pytest.raises(BadInputError, match="unknown build backend 'bogus'"),
+        Index.open_or_create(tmp_path / "ix", build_backend="bogus"),
+    ):
+        pass
+
+
+def test_an_unwritable_export_cache_falls_back_to_torch(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("SEMSEARCH_CACHE", str(tmp_path / "file" / "cache"))
+    with pytest.warns(UserWarning, match="no ONNX export .cannot write the export"):
+        index = Index.create(tmp_path / "ix")
+    with index:
+        assert index.manifest.model.backend == "torch" and not index.info().onnx_export
+    with pytest.raises(ModelError, match="cannot write the export"):
+        Index.create(tmp_path / "explicit", build_backend="onnx")
+
+
+def test_the_export_folder_is_readable_like_the_other_files(sample_index_dir):
+    folder = (sample_index_dir / "onnx").stat().st_mode
+    store = (sample_index_dir / "store.sqlite").stat().st_mode
+    assert folder & 0o044 == store & 0o044  # mkdtemp alone gives 0700
