@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -28,6 +30,7 @@ from .options import (
 )
 
 if TYPE_CHECKING:
+    from ..index import Index
     from ..records import Article, Skipped
 
 # Index.create's keyword → the option that sets it, to name a conflict as the user typed it.
@@ -151,11 +154,7 @@ def index_command(
     load_seconds = time.perf_counter() - started
     echo_skipped(skipped)
     if strict and skipped:
-        message = f"{len(skipped)} input(s) skipped and --strict given; nothing was written"
-        if as_json:  # a pipeline reads why from stdout, as it reads a summary
-            failure = {"index": str(folder), "error": message}
-            click.echo(json.dumps({**failure, "skipped": [s.to_dict() for s in skipped]}))
-        raise CliError(message)
+        _refuse_skipped(folder, skipped, as_json)
     # With --prune, nothing left under PATHS is news: every article read from there goes.
     if not articles and not (prune and Index.exists(folder)):
         raise CliError(f"no articles to index in {', '.join(paths)}")
@@ -168,23 +167,16 @@ def index_command(
         "document_prompt": document_prompt,
         "build_backend": backend or "auto",
     }
-    try:
-        # A new index is created and filled in one hold of the writer lock; if that
-        # fails, the library removes what this command made (and nothing else).
-        with Index.open_or_create(folder, lock_timeout=wait_seconds, **settings) as index:
-            result = index.add(
-                [*articles, *skipped],
-                batch_size=batch_size,
-                progress=not quiet and not as_json and sys.stderr.isatty(),
-                prune=paths if prune else None,
-                strict=strict,
-            )
-    except SettingsConflictError as e:
-        differ = [f"{_CREATION_OPTIONS[n]} {g!r} (the index has {h!r})" for n, g, h in e.conflicts]
-        raise BadInputError(
-            f"{folder} exists, and creation options cannot change it: "
-            f"{', '.join(differ)}; rebuild into a new folder to change them"
-        ) from None
+    # A new index is created and filled in one hold of the writer lock; if that
+    # fails, the library removes what this command made (and nothing else).
+    with _open_or_create(folder, wait_seconds, settings) as index:
+        result = index.add(
+            [*articles, *skipped],
+            batch_size=batch_size,
+            progress=not quiet and not as_json and sys.stderr.isatty(),
+            prune=paths if prune else None,
+            strict=strict,
+        )
     echo_skipped([s for s in result.skipped if s not in skipped])  # an id twice, no text
     # The files were read before the index was opened: count that time too.
     timings = {**result.timings, "load": load_seconds}
@@ -259,6 +251,31 @@ def remove_command(
     if missing:
         click.echo(f"warning: not in the index: {', '.join(missing)}", err=True)
         sys.exit(EXIT_PARTIAL)
+
+
+def _refuse_skipped(folder: Path, skipped: list[Skipped], as_json: bool) -> NoReturn:
+    """--strict and something was skipped: say so (on stdout too with --json) and exit 1."""
+    message = f"{len(skipped)} input(s) skipped and --strict given; nothing was written"
+    if as_json:  # a pipeline reads why from stdout, as it reads a summary
+        failure = {"index": str(folder), "error": message}
+        click.echo(json.dumps({**failure, "skipped": [s.to_dict() for s in skipped]}))
+    raise CliError(message)
+
+
+@contextmanager
+def _open_or_create(folder: Path, wait_seconds: float, settings: dict[str, Any]) -> Iterator[Index]:
+    """:meth:`Index.open_or_create`, a settings conflict named by the options that set them."""
+    from ..index import Index
+
+    try:
+        with Index.open_or_create(folder, lock_timeout=wait_seconds, **settings) as index:
+            yield index
+    except SettingsConflictError as e:
+        differ = [f"{_CREATION_OPTIONS[n]} {g!r} (the index has {h!r})" for n, g, h in e.conflicts]
+        raise BadInputError(
+            f"{folder} exists, and creation options cannot change it: "
+            f"{', '.join(differ)}; rebuild into a new folder to change them"
+        ) from None
 
 
 def _read(
