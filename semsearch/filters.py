@@ -37,11 +37,10 @@ enters the SQL text: columns come from a whitelist and values are parameters.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +50,6 @@ OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "nin")
 TEXT_FIELDS = ("id", "title", "url", "source", "author", "path")
 STANDARD_FIELDS = (*TEXT_FIELDS, "date", "tags")
 DATE_FORMATS = "YYYY-MM-DD, YYYY-MM, YYYY or YYYY-MM-DDTHH:MM[:SS[.ffffff]][Z|+HH:MM]"
-WHERE_FORMS = "key=value, key!=value, key>=value, key<=value, key>value or key<value"
 
 _COLUMNS = {name: f"a.{name}" for name in TEXT_FIELDS}
 _RANGE_SQL = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
@@ -65,9 +63,6 @@ _DATE = re.compile(
     r"(\d{4})(?:-(\d{2})(?:-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?"
     r"(?:Z|[+-]\d{2}(?::?\d{2})?)?)?)?)?"
 )
-# Alternatives longest first, so at the first operator position the longest one wins.
-_WHERE_OP = re.compile(r"!=|>=|<=|=|>|<")
-_WHERE_OPS = {"=": "eq", "!=": "ne", ">=": "gte", "<=": "lte", ">": "gt", "<": "lt"}
 
 
 @dataclass(frozen=True)
@@ -112,7 +107,7 @@ def compile_filter(spec: Mapping[str, Any] | None) -> Filter | None:
         if not isinstance(field, str):
             raise BadInputError(f"filter field names must be strings, not {field!r}")
         normal[field] = {}
-        for op, value in _operators(field, condition).items():
+        for op, value in condition_operators(field, condition).items():
             sql, args, normal[field][op] = _compile_one(field, op, value)
             parts.append(f"({sql})")
             params.extend(args)
@@ -121,68 +116,19 @@ def compile_filter(spec: Mapping[str, Any] | None) -> Filter | None:
     return Filter(sql=" AND ".join(parts), params=tuple(params), spec=normal)
 
 
-def parse_cli_filter(
-    where: Sequence[str] = (),
-    since: str | None = None,
-    until: str | None = None,
-    tags: Sequence[str] = (),
-    json_filter: str | None = None,
-) -> dict[str, Any] | None:
-    """Build a filter spec from the CLI options ``--where/--since/--until/--tag/--filter``.
-
-    ``--where key=value`` repeated for one key means any of the values (``in``;
-    ``!=`` repeated means none of them). Values of metadata keys are JSON
-    numbers or booleans when they parse as such, else strings; ``key="2023"``
-    forces a string. ``--since``/``--until`` are inclusive whole days. Conditions
-    on one key from several options are ANDed.
+def condition_operators(field: str, condition: Any) -> dict[str, Any]:
+    """One field's condition as a dict of operators: a scalar is ``eq``, a list ``in``.
 
     Args:
-        where: expressions such as ``source=Reuters`` or ``views>=100``.
-        since: earliest date (``date gte``).
-        until: latest date, inclusive (``date lte``).
-        tags: tags of which an article must have at least one.
-        json_filter: a JSON object in the spec language.
+        field: the field the condition is on (named in errors).
+        condition: a scalar, a list, or a dict of operators.
 
     Returns:
-        The normalised spec, or None when nothing was given.
+        operator → value, e.g. ``{"eq": "Reuters"}``; the values are not checked yet.
 
     Raises:
-        BadInputError: for a malformed expression or JSON, one operator given twice
-            with different values, or anything :func:`compile_filter` rejects.
+        BadInputError: for an empty dict or an unknown operator.
     """
-    spec: dict[str, dict[str, Any]] = {}
-    repeated: dict[tuple[str, str], list[Any]] = {}
-    for expr in where:
-        key, op, value = _parse_where(expr)
-        if op in ("eq", "ne"):
-            repeated.setdefault((key, op), []).append(value)
-        else:
-            _merge(spec, key, {op: value})
-    for (key, op), values in repeated.items():
-        many = "in" if op == "eq" else "nin"
-        _merge(spec, key, {op: values[0]} if len(values) == 1 else {many: values})
-    if since is not None:
-        _merge(spec, "date", {"gte": since})
-    if until is not None:
-        _merge(spec, "date", {"lte": until})
-    if tags:
-        _merge(spec, "tags", {"in": list(tags)})
-    if json_filter is not None:
-        try:
-            given = json.loads(json_filter)
-        except json.JSONDecodeError as e:
-            raise BadInputError(f"--filter is not valid JSON: {e.msg} (column {e.colno})") from None
-        if not isinstance(given, dict):
-            raise BadInputError(
-                '--filter must be a JSON object of field: condition, e.g. {"source": "Reuters"}'
-            )
-        for key, condition in given.items():
-            _merge(spec, key, _operators(key, condition))
-    compiled = compile_filter(spec)
-    return compiled.spec if compiled is not None else None
-
-
-def _operators(field: str, condition: Any) -> dict[str, Any]:
     if isinstance(condition, Mapping):
         if not condition:
             raise BadInputError(f"filter on {field!r} has no operators; use {', '.join(OPERATORS)}")
@@ -346,31 +292,3 @@ def _json_path(key: str) -> tuple[str, list[str]]:
         nested,
         literal,
     ]
-
-
-def _parse_where(expr: str) -> tuple[str, str, Any]:
-    match = _WHERE_OP.search(expr)
-    key = expr[: match.start()].strip() if match else ""
-    if match is None or not key:
-        raise BadInputError(f"--where {expr!r} is not a condition; use {WHERE_FORMS}")
-    raw = expr[match.end() :].strip()
-    try:
-        value = json.loads(raw, parse_constant=str)  # NaN and Infinity stay text
-    except ValueError:
-        value = raw
-    # A quoted value is a string; numbers and booleans count only for metadata keys.
-    typed = isinstance(value, str) or (
-        key not in STANDARD_FIELDS and isinstance(value, (bool, int, float))
-    )
-    return key, _WHERE_OPS[match.group()], value if typed else raw
-
-
-def _merge(spec: dict[str, dict[str, Any]], key: str, ops: Mapping[str, Any]) -> None:
-    current = spec.setdefault(key, {})
-    for op, value in ops.items():
-        if op in current and current[op] != value:
-            raise BadInputError(
-                f"filter on {key!r} gives {op!r} twice with different values: "
-                f"{current[op]!r} and {value!r}; use one, or 'in' for several"
-            )
-        current[op] = value

@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from semsearch.cli.filters import parse_cli_filter
 from semsearch.errors import BadInputError
-from semsearch.filters import compile_filter, parse_cli_filter
+from semsearch.filters import compile_filter
 from semsearch.records import Article
 from semsearch.store import Store
 

@@ -1,0 +1,143 @@
+"""Options that several commands share, as plain decorators (one help text each)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ..config import DEFAULT_MODEL, ENV_INDEX
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def index_option(f: F) -> F:
+    return click.option(
+        "--index",
+        "index_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help=f"Index folder. [env: {ENV_INDEX}; default: indexes/default]",
+    )(f)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(f)
+
+
+def model_option(f: F) -> F:
+    return click.option(
+        "--model", help=f"Embedding model for a new index. [default: {DEFAULT_MODEL}]"
+    )(f)
+
+
+def index_type_option(f: F) -> F:
+    return click.option(
+        "--index-type",
+        default="auto",
+        show_default=True,
+        help="New index only: auto (exact, HNSW above 100k chunks), flat, hnsw, "
+        "or a FAISS factory string such as 'IVF1024,Flat'.",
+    )(f)
+
+
+def wait_option(f: F) -> F:
+    return click.option(
+        "--wait",
+        "wait_seconds",
+        type=click.FloatRange(min=0),
+        default=0,
+        show_default=True,
+        metavar="SECONDS",
+        help="If another process is writing to the index, wait this long for it "
+        "(else exit 75 at once).",
+    )(f)
+
+
+def field_option(f: F) -> F:
+    return click.option(
+        "--field",
+        "field_pairs",
+        multiple=True,
+        metavar="FIELD=COLUMN",
+        help="JSONL/CSV column for an article field, e.g. --field text=body (repeatable).",
+    )(f)
+
+
+def date_order_option(f: F) -> F:
+    return click.option(
+        "--date-order",
+        type=click.Choice(["DMY", "MDY"]),
+        default=None,
+        help="How to read numeric dates whose day and month could be either way round, "
+        "such as 09/08/2024 (DMY: 9 August). Without it such an article is skipped with a "
+        "warning (a scraped page's by-line is read day first); unambiguous ones (25/08/2024) "
+        "are always read.",
+    )(f)
+
+
+def clean_option(f: F) -> F:
+    return click.option(
+        "--clean/--no-clean",
+        default=True,
+        show_default=True,
+        help="Remove page furniture (site line, by-line, comment counters, related "
+        "headlines, menu words) from .txt files saved from web pages, and section labels "
+        "from HTML; the by-line gives the date and source. --no-clean reads every file as "
+        "it is. See what is removed with 'semsearch load'.",
+    )(f)
+
+
+def quiet_option(f: F) -> F:
+    return click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")(f)
+
+
+def mode_option(f: F) -> F:
+    return click.option(
+        "--mode",
+        type=click.Choice(["hybrid", "semantic", "keyword"]),
+        default="hybrid",
+        show_default=True,
+        help="hybrid: meaning and keywords fused; semantic: meaning only (cosine); "
+        "keyword: words only (BM25).",
+    )(f)
+
+
+def filter_options(f: F) -> F:
+    """``--where``, ``--since``, ``--until``, ``--tag`` and ``--filter``, in that order.
+
+    They arrive as ``where``, ``since``, ``until``, ``tags`` and ``json_filter``;
+    :func:`semsearch.cli.filters.parse_cli_filter` makes one spec of them.
+    """
+    options = [
+        click.option(
+            "--where",
+            multiple=True,
+            metavar="FIELD<op>VALUE",
+            help="Only articles whose field matches: source=Reuters, views>=100, lang!=de "
+            "(ops = != > >= < <=; repeat a field with = for any of several values). "
+            "Fields: id, title, url, date, source, author, path, or any metadata key; dots "
+            "reach into nested metadata (meta.region=north). Numbers and true/false compare "
+            'as such; quote a value to compare it as text (year="2023").',
+        ),
+        click.option(
+            "--since", metavar="DATE", help="Only articles dated on or after DATE (YYYY-MM-DD)."
+        ),
+        click.option(
+            "--until", metavar="DATE", help="Only articles dated on or before DATE (inclusive)."
+        ),
+        click.option(
+            "--tag", "tags", multiple=True, help="Only articles with this tag (repeat: any of)."
+        ),
+        click.option(
+            "--filter",
+            "json_filter",
+            metavar="JSON",
+            help='Filter as JSON, as the API takes it: \'{"date": {"gte": "2023-06-01"}}\'.',
+        ),
+    ]
+    for option in reversed(options):  # decorators apply bottom up
+        f = option(f)
+    return f

@@ -1,0 +1,296 @@
+"""Commands that read inputs or change the index: ``index``, ``load``, ``remove``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from ..config import DEFAULT_OVERLAP_TOKENS, environment
+from ..errors import BadInputError, SettingsConflictError
+from .app import EXIT_PARTIAL, CliError, cli
+from .format import echo_articles, echo_skipped, index_summary
+from .options import (
+    clean_option,
+    date_order_option,
+    field_option,
+    index_option,
+    index_type_option,
+    json_option,
+    model_option,
+    quiet_option,
+    wait_option,
+)
+
+if TYPE_CHECKING:
+    from ..index import Index
+    from ..records import Article, Skipped
+
+# Index.create's keyword → the option that sets it, to name a conflict as the user typed it.
+_CREATION_OPTIONS = {
+    "model": "--model",
+    "index_type": "--index-type",
+    "overlap_tokens": "--overlap",
+    "chunk_tokens": "--chunk-tokens",
+    "query_prompt": "--query-prompt",
+    "document_prompt": "--document-prompt",
+    "build_backend": "--backend",
+}
+
+
+@cli.command("index")
+@click.argument("paths", nargs=-1, required=True)
+@index_option
+@model_option
+@index_type_option
+@click.option(
+    "--overlap",
+    "overlap_tokens",
+    type=click.IntRange(min=0),
+    default=DEFAULT_OVERLAP_TOKENS,
+    show_default=True,
+    help="New index only: tokens of whole sentences shared by consecutive chunks.",
+)
+@click.option(
+    "--chunk-tokens",
+    type=click.IntRange(min=16),
+    default=None,
+    help="New index only: cap on a chunk's tokens. [default: the model's maximum]",
+)
+@field_option
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Chunks embedded per model call.",
+)
+@click.option(
+    "--query-prompt",
+    metavar="TEXT",
+    help="New index only: text put before each query, for models that expect it "
+    "(e5: 'query: '). [default: the model's own configuration]",
+)
+@click.option(
+    "--document-prompt",
+    metavar="TEXT",
+    help="New index only: text put before each passage (e5: 'passage: '). "
+    "[default: the model's own configuration]",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "torch", "onnx", "onnx-int8"]),
+    default=None,
+    help="New index only: what embeds the articles. onnx: the model exported to ONNX "
+    "Runtime, the same vectors as torch at about 1.8x the speed; torch: "
+    "sentence-transformers (the reference); onnx-int8: quantised for this CPU, about 3x "
+    "faster than torch (see benchmarks/README.md for its quality); auto: onnx where the "
+    "model exports, else torch with a warning. [default: auto]",
+)
+@date_order_option
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Fail with exit 1, writing nothing, if any input is skipped (a bad file or row, "
+    "an id given twice, an unreadable date).",
+)
+@click.option(
+    "--prune",
+    is_flag=True,
+    help="Also remove indexed articles read from under PATHS before that are gone now "
+    "(deleted files, dropped rows), in the same write. A file with a skipped input "
+    "keeps its articles.",
+)
+@clean_option
+@wait_option
+@quiet_option
+@json_option
+def index_command(
+    paths: tuple[str, ...],
+    index_dir: Path | None,
+    model: str | None,
+    index_type: str,
+    overlap_tokens: int,
+    chunk_tokens: int | None,
+    field_pairs: tuple[str, ...],
+    batch_size: int,
+    query_prompt: str | None,
+    document_prompt: str | None,
+    backend: str | None,
+    date_order: str | None,
+    strict: bool,
+    prune: bool,
+    clean: bool,
+    wait_seconds: float,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Add the articles in PATHS (files, folders, or - for JSONL on stdin) to the index.
+
+    Creates the index if there is none. Reads .txt, .md (with YAML front
+    matter), .html, .jsonl, .csv and .tsv, recursively. Articles already indexed and
+    unchanged are left alone; changed ones are replaced. Skipped inputs are
+    reported and make the exit status 3. The write is all or nothing: if it
+    fails or is killed, the index stays as it was.
+
+    \b
+    In a pipeline:
+      semsearch index feeds/ --prune --json --wait 600 > summary.json
+    """
+    from ..index import Index
+
+    folder = index_dir or environment().index_dir
+    # Inputs are read before the index is opened, so that a bad one is reported (or,
+    # with --strict, refused) before anything is created or locked.
+    started = time.perf_counter()
+    articles, skipped = _read(paths, field_pairs, date_order, clean)
+    load_seconds = time.perf_counter() - started
+    echo_skipped(skipped)
+    if strict and skipped:
+        _refuse_skipped(folder, skipped, as_json)
+    # With --prune, nothing left under PATHS is news: every article read from there goes.
+    if not articles and not (prune and Index.exists(folder)):
+        raise CliError(f"no articles to index in {', '.join(paths)}")
+    settings = {
+        "model": model,
+        "index_type": index_type,
+        "overlap_tokens": overlap_tokens,
+        "chunk_tokens": chunk_tokens,
+        "query_prompt": query_prompt,
+        "document_prompt": document_prompt,
+        "build_backend": backend or "auto",
+    }
+    # A new index is created and filled in one hold of the writer lock; if that
+    # fails, the library removes what this command made (and nothing else).
+    with _open_or_create(folder, wait_seconds, settings) as index:
+        result = index.add(
+            [*articles, *skipped],
+            batch_size=batch_size,
+            progress=not quiet and not as_json and sys.stderr.isatty(),
+            prune=paths if prune else None,
+            strict=strict,
+        )
+    echo_skipped([s for s in result.skipped if s not in skipped])  # an id twice, no text
+    # The files were read before the index was opened: count that time too.
+    timings = {**result.timings, "load": load_seconds}
+    result = replace(result, seconds=result.seconds + load_seconds, timings=timings)
+    if as_json:
+        click.echo(json.dumps({"index": str(folder), **result.to_dict()}, ensure_ascii=False))
+    elif not quiet:
+        click.echo(index_summary(result, folder, prune))
+    if result.skipped:
+        sys.exit(EXIT_PARTIAL)
+
+
+@cli.command("load")
+@click.argument("paths", nargs=-1, required=True)
+@field_option
+@date_order_option
+@clean_option
+@json_option
+def load_command(
+    paths: tuple[str, ...],
+    field_pairs: tuple[str, ...],
+    date_order: str | None,
+    clean: bool,
+    as_json: bool,
+) -> None:
+    """Show how the files in PATHS would be read, without indexing them.
+
+    For each article: its id, title, date, source, body length and the lines
+    removed as page furniture. --json prints every field, the text included.
+    Exit status 3 if some input would be skipped.
+    """
+    articles, skipped = _read(paths, field_pairs, date_order, clean)
+    if as_json:
+        payload = {
+            "articles": [a.to_dict() for a in articles],
+            "skipped": [s.to_dict() for s in skipped],
+        }
+        click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+    else:
+        echo_articles(articles)
+        echo_skipped(skipped)
+    if skipped:
+        sys.exit(EXIT_PARTIAL)
+
+
+@cli.command("remove")
+@click.argument("ids", nargs=-1, required=True)
+@index_option
+@wait_option
+@quiet_option
+@json_option
+def remove_command(
+    ids: tuple[str, ...], index_dir: Path | None, wait_seconds: float, quiet: bool, as_json: bool
+) -> None:
+    """Remove the articles with these IDS, and all their chunks, from the index.
+
+    Exit status 3 if some ids were not in the index, 1 if none were.
+    """
+    from ..index import Index
+
+    started = time.perf_counter()
+    with Index.open(index_dir) as index:
+        index.lock_timeout = wait_seconds
+        removed, missing = index.remove(ids)
+    if as_json:
+        seconds = round(time.perf_counter() - started, 3)
+        click.echo(json.dumps({"removed": removed, "missing": missing, "seconds": seconds}))
+    elif not quiet and removed:
+        click.echo(f"Removed {len(removed)} article(s).")
+    if missing and not removed:
+        raise CliError(f"no article with id {', '.join(map(repr, missing))} in the index")
+    if missing:
+        click.echo(f"warning: not in the index: {', '.join(missing)}", err=True)
+        sys.exit(EXIT_PARTIAL)
+
+
+def _refuse_skipped(folder: Path, skipped: list[Skipped], as_json: bool) -> NoReturn:
+    """--strict and something was skipped: say so (on stdout too with --json) and exit 1."""
+    message = f"{len(skipped)} input(s) skipped and --strict given; nothing was written"
+    if as_json:  # a pipeline reads why from stdout, as it reads a summary
+        failure = {"index": str(folder), "error": message}
+        click.echo(json.dumps({**failure, "skipped": [s.to_dict() for s in skipped]}))
+    raise CliError(message)
+
+
+@contextmanager
+def _open_or_create(folder: Path, wait_seconds: float, settings: dict[str, Any]) -> Iterator[Index]:
+    """:meth:`Index.open_or_create`, a settings conflict named by the options that set them."""
+    from ..index import Index
+
+    try:
+        with Index.open_or_create(folder, lock_timeout=wait_seconds, **settings) as index:
+            yield index
+    except SettingsConflictError as e:
+        differ = [f"{_CREATION_OPTIONS[n]} {g!r} (the index has {h!r})" for n, g, h in e.conflicts]
+        raise BadInputError(
+            f"{folder} exists, and creation options cannot change it: "
+            f"{', '.join(differ)}; rebuild into a new folder to change them"
+        ) from None
+
+
+def _read(
+    paths: tuple[str, ...], field_pairs: tuple[str, ...], date_order: str | None, clean: bool
+) -> tuple[list[Article], list[Skipped]]:
+    """Load PATHS as ``index`` and ``load`` do: the articles, and the inputs skipped."""
+    from ..load import FieldMap, first_of_each_id, load_paths
+    from ..records import Skipped
+
+    fields = FieldMap.from_pairs(field_pairs)
+    articles: list[Article] = []
+    skipped: list[Skipped] = []
+    for item in first_of_each_id(load_paths(paths, fields, date_order=date_order, clean=clean)):
+        if isinstance(item, Skipped):
+            skipped.append(item)
+        else:
+            articles.append(item)
+    return articles, skipped
