@@ -204,7 +204,7 @@ class ExplodingEncoder(FakeEncoder):
 def test_failure_while_embedding_leaves_the_index_unchanged(fake_index):
     fake_index.add(FRUIT)
     before = fake_index.search_batch(fake_encoder_vectors(["fruit"]), k=3)[0]
-    fake_index._encoder = ExplodingEncoder()
+    fake_index._writer._encoder = ExplodingEncoder()  # what embeds the articles
     with pytest.raises(RuntimeError, match="boom"):
         fake_index.add([make_article("new", "New text.")])
     assert fake_index.search_batch(fake_encoder_vectors(["fruit"]), k=3)[0] == before

@@ -205,7 +205,9 @@ def test_backend_is_the_old_name_of_build_and_query_backend(tmp_path, sample_ind
     with pytest.warns(DeprecationWarning, match="query_backend"):
         index = Index.open(sample_index_dir, backend="torch")
     with index:
-        assert index.query_backend == "torch" and index.backend == "torch"
+        assert index.query_backend == "torch"
+        with pytest.warns(DeprecationWarning, match="query_backend"):
+            assert index.backend == "torch"
     with pytest.raises(BadInputError, match="unknown query backend 'gpu'"):
         Index.open(sample_index_dir, query_backend="gpu")
 
@@ -245,3 +247,20 @@ def test_the_export_folder_is_readable_like_the_other_files(sample_index_dir):
     folder = (sample_index_dir / "onnx").stat().st_mode
     store = (sample_index_dir / "store.sqlite").stat().st_mode
     assert folder & 0o044 == store & 0o044  # mkdtemp alone gives 0700
+
+
+def test_the_cli_says_a_fallback_in_one_warning_line(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from semsearch.cli import cli
+
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("SEMSEARCH_CACHE", str(tmp_path / "file" / "cache"))
+    runner = CliRunner()
+    args = ["index", str(SAMPLE_ARTICLES / "world"), "--index", str(tmp_path / "ix")]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if "ONNX" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: no ONNX export (cannot write")
+    info = runner.invoke(cli, ["info", "--index", str(tmp_path / "ix")]).stdout
+    assert "built with torch; queries on sentence-transformers" in info

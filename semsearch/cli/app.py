@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from typing import Any
 
 import click
@@ -34,10 +35,23 @@ class _LockedError(CliError):
     exit_code = EXIT_LOCKED
 
 
+def _echo_warning(message: Warning | str, category: type[Warning], *args: Any, **kw: Any) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
 class _Group(click.Group):
     """The error boundary: library errors become one line, not a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        # A warning is one line on stderr too ("warning: ..."), not Python's two
+        # lines naming a file and line inside the library.
+        shown, warnings.showwarning = warnings.showwarning, _echo_warning
+        try:
+            return self._invoke(ctx)
+        finally:
+            warnings.showwarning = shown
+
+    def _invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):

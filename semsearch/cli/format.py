@@ -84,7 +84,13 @@ def echo_info(info: IndexInfo) -> None:
         (
             "embedding",
             f"built with {info.build_backend}; queries "
-            + ("on ONNX Runtime (no torch)" if info.onnx_export else "on sentence-transformers"),
+            + (
+                "on sentence-transformers"
+                if not info.onnx_export
+                else "on the int8 model, ONNX Runtime (no torch)"
+                if info.build_backend == "onnx-int8"
+                else "on ONNX Runtime (no torch) unless --backend torch"
+            ),
         ),
         ("chunking", f"up to {info.chunk_tokens} tokens, {info.overlap_tokens} overlap"),
         ("vector index", f"{info.index_type} (FAISS {info.faiss_factory})"),

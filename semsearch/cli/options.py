@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from ..config import DEFAULT_MODEL, ENV_INDEX
+from ..errors import BadInputError, SettingsConflictError
+
+if TYPE_CHECKING:
+    from ..index import Index
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -141,3 +146,31 @@ def filter_options(f: F) -> F:
     for option in reversed(options):  # decorators apply bottom up
         f = option(f)
     return f
+
+
+# Index.create's keyword → the option that sets it, to name a conflict as the user typed it.
+_CREATION_OPTIONS = {
+    "model": "--model",
+    "index_type": "--index-type",
+    "overlap_tokens": "--overlap",
+    "chunk_tokens": "--chunk-tokens",
+    "query_prompt": "--query-prompt",
+    "document_prompt": "--document-prompt",
+    "build_backend": "--backend",
+}
+
+
+@contextmanager
+def open_or_create(folder: Path, wait_seconds: float, settings: dict[str, Any]) -> Iterator[Index]:
+    """:meth:`Index.open_or_create`, a settings conflict named by the options that set them."""
+    from ..index import Index
+
+    try:
+        with Index.open_or_create(folder, lock_timeout=wait_seconds, **settings) as index:
+            yield index
+    except SettingsConflictError as e:
+        differ = [f"{_CREATION_OPTIONS[n]} {g!r} (the index has {h!r})" for n, g, h in e.conflicts]
+        raise BadInputError(
+            f"{folder} exists, and creation options cannot change it: "
+            f"{', '.join(differ)}; rebuild into a new folder to change them"
+        ) from None

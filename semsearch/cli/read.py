@@ -20,6 +20,7 @@ from .options import (
     json_option,
     mode_option,
     model_option,
+    open_or_create,
     quiet_option,
 )
 
@@ -192,12 +193,11 @@ def eval_command(
     printed (computed by ir-measures).
     """
     from ..evaluate import evaluate, load_beir
-    from ..index import Index
 
     data = load_beir(dataset, split)
     folder = index_dir or Path("indexes") / f"eval-{data.name}"
     progress = not quiet and not as_json and sys.stderr.isatty()
-    with Index.open_or_create(folder, model=model, index_type=index_type) as index:
+    with open_or_create(folder, 0.0, {"model": model, "index_type": index_type}) as index:
         added = index.add(data.corpus(), progress=progress)
         if not quiet and not as_json:
             click.echo(

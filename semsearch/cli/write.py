@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
 from ..config import DEFAULT_OVERLAP_TOKENS, environment
-from ..errors import BadInputError, SettingsConflictError
 from .app import EXIT_PARTIAL, CliError, cli
 from .format import echo_articles, echo_skipped, index_summary
 from .options import (
@@ -25,24 +22,13 @@ from .options import (
     index_type_option,
     json_option,
     model_option,
+    open_or_create,
     quiet_option,
     wait_option,
 )
 
 if TYPE_CHECKING:
-    from ..index import Index
     from ..records import Article, Skipped
-
-# Index.create's keyword → the option that sets it, to name a conflict as the user typed it.
-_CREATION_OPTIONS = {
-    "model": "--model",
-    "index_type": "--index-type",
-    "overlap_tokens": "--overlap",
-    "chunk_tokens": "--chunk-tokens",
-    "query_prompt": "--query-prompt",
-    "document_prompt": "--document-prompt",
-    "build_backend": "--backend",
-}
 
 
 @cli.command("index")
@@ -169,7 +155,7 @@ def index_command(
     }
     # A new index is created and filled in one hold of the writer lock; if that
     # fails, the library removes what this command made (and nothing else).
-    with _open_or_create(folder, wait_seconds, settings) as index:
+    with open_or_create(folder, wait_seconds, settings) as index:
         result = index.add(
             [*articles, *skipped],
             batch_size=batch_size,
@@ -260,22 +246,6 @@ def _refuse_skipped(folder: Path, skipped: list[Skipped], as_json: bool) -> NoRe
         failure = {"index": str(folder), "error": message}
         click.echo(json.dumps({**failure, "skipped": [s.to_dict() for s in skipped]}))
     raise CliError(message)
-
-
-@contextmanager
-def _open_or_create(folder: Path, wait_seconds: float, settings: dict[str, Any]) -> Iterator[Index]:
-    """:meth:`Index.open_or_create`, a settings conflict named by the options that set them."""
-    from ..index import Index
-
-    try:
-        with Index.open_or_create(folder, lock_timeout=wait_seconds, **settings) as index:
-            yield index
-    except SettingsConflictError as e:
-        differ = [f"{_CREATION_OPTIONS[n]} {g!r} (the index has {h!r})" for n, g, h in e.conflicts]
-        raise BadInputError(
-            f"{folder} exists, and creation options cannot change it: "
-            f"{', '.join(differ)}; rebuild into a new folder to change them"
-        ) from None
 
 
 def _read(
