@@ -19,11 +19,12 @@ as it is:
    unless that is impossible; a month name in any language dateparser
    knows), the source (the site's name line when the by-line names none) and
    the author ("By NAME"). "By", "Published"/"Updated" and the words before a
-   time are tables by language: ``_BY_WORDS``, ``_LABEL_WORDS``, ``_TIME``.
+   time are tables by language in :mod:`semsearch.page_words` (``BY_WORDS``,
+   ``LABEL_WORDS``) and ``_TIME``.
 2. *A furniture marker in the tail*: the file ends with a run of furniture
    lines that includes a known marker ("Comment (0)", "Related articles",
    "Same tag", "Share", a cookie banner, "Tin liên quan", "Kommentare (3)",
-   "À lire aussi", ...; ``_MARKER_TABLE``, by language: English, Vietnamese,
+   "À lire aussi", ...; ``page_words.MARKER_TABLE``, by language: English, Vietnamese,
    German, French, Spanish, Italian, Portuguese, Dutch). The header is then
    read as for any text file.
 
@@ -57,147 +58,15 @@ import html
 import re
 from dataclasses import dataclass
 
+from .page_words import BY_WORDS, LABEL_WORDS, MARKER_TABLE
+
 _HEADER_LINES = 3
 _HEADER_MAX_CHARS = 150
 _BYLINE_MAX_CHARS = 120
 _FURNITURE_MAX_CHARS = 150
 _LABEL_MAX_CHARS = 60
 
-# Whole lines (case-insensitive, after trimming) that only page furniture is made of,
-# by language: comment counters, share buttons, "related" and "read also" lists,
-# "you may also like", newsletter and subscribe calls, advertising labels, menus.
-_MARKER_TABLE: dict[str, list[str]] = {
-    "en": [
-        r"(?:\d+\s+)?comments?(?:\s*\(\d+\))?",
-        r"(?:leave|add|post|write) a (?:comment|reply)",
-        r"comments are closed",
-        r"related(?: articles?| stories| posts| news| content| coverage| topics)?",
-        r"read (?:more|next|also)(?: on \S+)?",
-        r"more (?:stories|news|from [\w .'&-]{1,40})",
-        r"see also",
-        r"you (?:may|might) also (?:like|be interested in)",
-        r"recommended(?: for you| stories| articles)?",
-        r"most (?:read|popular|viewed|shared)",
-        r"(?:trending|popular)(?: now| news| stories)?",
-        r"(?:latest|top) (?:news|stories|headlines)",
-        r"same (?:tag|category|author|topic|section)",
-        r"tags?:?(?:\s.{0,100})?",
-        r"share(?: this)?(?: article| story| post| page)?(?: on [\w ]{1,20})?:?",
-        r"(?:facebook|twitter|x|linkedin|whatsapp|telegram|pinterest|reddit|email|e-mail|print"
-        r"|copy link|zalo)",
-        r"follow us(?: on [\w ,]{1,40})?:?",
-        r"(?:subscribe|sign up)(?: now| today)?(?: (?:to|for) .{0,60})?[.!]?",
-        r"(?:get|join) our (?:free )?newsletter.{0,60}",
-        r"newsletter",
-        r"(?:advertisement|advertising|sponsored(?: content)?|ads?)",
-        r"no (?:data|videos?(?: available)?|comments?(?: yet)?)",
-        r"back to top",
-        r"(?:log|sign) in(?: to comment)?",
-        r"listen to this article",
-        r"\d+ min(?:ute)?s? read",
-    ],
-    "vi": [
-        r"tin (?:liên quan|cùng chuyên mục|mới(?: nhất)?|nổi bật|khác|đọc nhiều)",
-        r"cùng (?:chuyên mục|tác giả|thẻ|chủ đề)",
-        r"(?:xem|đọc) (?:thêm|tiếp|nhiều(?: nhất)?)",
-        r"bình luận(?:\s*\(\d+\))?",
-        r"chia sẻ",
-        r"từ khóa:?(?:\s.{0,100})?",
-        r"quảng cáo",
-        r"theo dõi(?: chúng tôi)?(?: trên .{1,30})?",
-        r"đăng (?:ký|nhập)(?: .{0,60})?",
-        r"(?:chưa|không) có (?:dữ liệu|bình luận|video)(?: nào)?",
-    ],
-    "de": [
-        r"(?:\d+\s+)?kommentare?(?:\s*\(\d+\))?",
-        r"(?:jetzt )?kommentieren",
-        r"(?:artikel |beitrag )?teilen(?: auf [\w ]{1,20})?:?",
-        r"(?:das|dies) könnte (?:sie|dich) auch interessieren",
-        r"(?:auch|ebenfalls) interessant",
-        r"(?:lesen sie|lies) (?:auch|mehr|weiter)",
-        r"(?:weiterlesen|mehr lesen|mehr zum thema)",
-        r"(?:mehr|weitere) (?:artikel|nachrichten|meldungen|aus [\w .'&-]{1,40})",
-        r"(?:verwandte|ähnliche) (?:artikel|themen|beiträge)",
-        r"(?:meistgelesen|am meisten gelesen|empfohlen)",
-        r"newsletter (?:abonnieren|bestellen)(?: .{0,60})?",
-        r"(?:jetzt )?abonnieren(?: .{0,60})?",
-        r"(?:anzeige|werbung)",
-        r"(?:schlagwörter|themen):?(?:\s.{0,100})?",
-        r"(?:zurück )?nach oben",
-        r"drucken",
-        r"(?:anmelden|einloggen|registrieren)",
-    ],
-    "fr": [
-        r"(?:\d+\s+)?commentaires?(?:\s*\(\d+\))?",
-        r"(?:laisser|ajouter|écrire) un commentaire",
-        r"partager(?: (?:cet article|l'article))?(?: sur [\w ]{1,20})?:?",
-        r"(?:à )?lire (?:aussi|également|la suite|plus)",
-        r"(?:articles?|sujets?) (?:liés|similaires|associés)",
-        r"sur le même (?:sujet|thème)",
-        r"vous (?:aimerez|pourriez) (?:aussi|également)(?: aimer)?",
-        r"(?:ces articles peuvent|cela pourrait) vous intéresser",
-        r"(?:les )?plus (?:lus|populaires)",
-        r"(?:abonnez-vous|inscrivez-vous)(?: .{0,60})?",
-        r"(?:publicité|annonce)",
-        r"mots?-clés?:?(?:\s.{0,100})?",
-        r"retour en haut(?: de (?:la )?page)?",
-        r"(?:imprimer|se connecter)",
-    ],
-    "es": [
-        r"(?:\d+\s+)?comentarios?(?:\s*\(\d+\))?",
-        r"(?:deja|dejar|escribe) (?:un|tu) comentario",
-        r"compartir(?: (?:este artículo|la noticia))?(?: en [\w ]{1,20})?:?",
-        r"(?:lee|leer|lea) (?:también|más)",
-        r"(?:noticias|artículos) relacionad[oa]s",
-        r"(?:también )?(?:te|le) (?:puede|podría) interesar",
-        r"(?:lo )?más (?:leído|visto)s?",
-        r"(?:suscríbete|suscribirse|regístrate)(?: .{0,60})?",
-        r"boletín(?: .{0,40})?",
-        r"publicidad",
-        r"etiquetas:?(?:\s.{0,100})?",
-        r"volver (?:arriba|al inicio)",
-    ],
-    "it": [
-        r"(?:\d+\s+)?commenti(?:\s*\(\d+\))?",
-        r"(?:lascia un commento|commenta)",
-        r"condividi(?: (?:l'articolo|su [\w ]{1,20}))?:?",
-        r"leggi (?:anche|di più|tutto)",
-        r"(?:articoli|notizie) correlat[ie]",
-        r"(?:ti )?potrebbe (?:anche )?interessarti",
-        r"ti potrebbe(?:ro)? (?:anche )?interessare",
-        r"(?:i )?più lett[ie]",
-        r"iscriviti(?: .{0,60})?",
-        r"pubblicità",
-        r"torna su",
-    ],
-    "pt": [
-        r"(?:\d+\s+)?comentários?(?:\s*\(\d+\))?",
-        r"(?:deixe|deixar|escreva) (?:um|seu) comentário",
-        r"(?:compartilh|partilh)(?:e|ar)(?: (?:esta notícia|no [\w ]{1,20}))?:?",
-        r"leia (?:também|mais)",
-        r"(?:notícias|artigos|matérias) relacionad[oa]s",
-        r"(?:veja|saiba) (?:também|mais)",
-        r"você (?:também )?pode (?:gostar|se interessar)",
-        r"(?:as |os )?mais lid[oa]s",
-        r"(?:assine|inscreva-se)(?: .{0,60})?",
-        r"publicidade",
-        r"voltar ao topo",
-    ],
-    "nl": [
-        r"(?:\d+\s+)?reacties?(?:\s*\(\d+\))?",
-        r"(?:plaats|schrijf) een reactie",
-        r"(?:delen|deel (?:dit )?(?:artikel|bericht))(?: op [\w ]{1,20})?:?",
-        r"lees (?:ook|meer|verder)",
-        r"gerelateerde (?:artikelen|berichten|nieuws)",
-        r"(?:dit )?vind je (?:misschien )?ook (?:leuk|interessant)",
-        r"meest gelezen",
-        r"(?:abonneer|schrijf je in)(?: .{0,60})?",
-        r"nieuwsbrief(?: .{0,40})?",
-        r"advertentie",
-        r"terug naar boven",
-    ],
-}
-_MARKER_PHRASES = [phrase for phrases in _MARKER_TABLE.values() for phrase in phrases]
+_MARKER_PHRASES = [phrase for phrases in MARKER_TABLE.values() for phrase in phrases]
 # A lone label where the page had a link ("Source" above "Comment (0)"): furniture only
 # next to a marker, so it may start a tail but never licenses removing one.
 _LABEL_MARKERS = re.compile(r"(?:source|nguồn|quelle|fuente|fonte|bron|källa|kilde|źródło)", re.I)
@@ -224,37 +93,10 @@ _WEEKDAY = re.compile(
     re.I,
 )
 _WEEKDAY_AT_END = re.compile(r"(?:^|\s)(?:" + _WEEKDAY.pattern + r"),?$", re.I)
-# "By" at the start of a by-line, by language.
-_BY_WORDS = {
-    "en": "by",
-    "vi": "bởi|theo",
-    "de": "von",
-    "fr": "par",
-    "es, pt": "por",
-    "it": "di",
-    "nl": "door",
-    "sv, no": "av",
-    "da": "af",
-    "pl": "przez",
-}
-_BY = re.compile(r"^(?:" + "|".join(_BY_WORDS.values()) + r")\s+", re.I)
+_BY = re.compile(r"^(?:" + "|".join(BY_WORDS.values()) + r")\s+", re.I)
 _BY_ALWAYS = {"by", "bởi", "theo"}  # never the start of a name
-# "Published" / "Updated" before a by-line's date, by language, with the word that
-# may follow ("on", "am", "le", ...).
-_LABEL_WORDS = {
-    "en": "published|updated|posted|last updated",
-    "vi": "đăng|đăng lúc|cập nhật",
-    "de": "veröffentlicht|aktualisiert|zuletzt aktualisiert|erschienen|stand",
-    "fr": "publié|publiée|mis à jour|modifié",
-    "es": "publicado|actualizado",
-    "pt": "publicado|atualizado",
-    "it": "pubblicato|aggiornato",
-    "nl": "gepubliceerd|bijgewerkt|geplaatst",
-    "sv, no, da": "publicerad|uppdaterad|publisert|oppdatert|publiceret|opdateret",
-    "pl": "opublikowano|zaktualizowano",
-}
 _LABEL_TEXT = (
-    r"(?:" + "|".join(_LABEL_WORDS.values()) + r")"
+    r"(?:" + "|".join(LABEL_WORDS.values()) + r")"
     r"(?: (?:on|ngày|am|le|el|em|il|op|den|dnia))?:?"
 )
 _LABEL = re.compile(_LABEL_TEXT, re.I)
