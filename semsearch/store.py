@@ -54,25 +54,41 @@ def sqlite_errors(path: Path, user_fts5: bool = False) -> Iterator[None]:
     """
     try:
         yield
-    except sqlite3.OperationalError as e:
+    except sqlite3.DatabaseError as e:
+        ours = _ours(e, path, user_fts5)
+        if ours is None:
+            raise
+        raise ours from None
+
+
+def _ours(e: sqlite3.DatabaseError, path: Path, user_fts5: bool) -> Exception | None:
+    """The semsearch error for an SQLite one (see :func:`sqlite_errors`); None: pass it on."""
+    if isinstance(e, sqlite3.OperationalError):
         if user_fts5:
-            raise BadInputError(f"invalid FTS5 query: {e}") from None
+            return BadInputError(f"invalid FTS5 query: {e}")
         # Python 3.11+ gives the (extended) code; before, every OperationalError passes.
         code = getattr(e, "sqlite_errorcode", None)
         if code is None or code & 0xFF != _SQLITE_ERROR:
-            raise
-        raise damaged(path, str(e)) from None
-    except sqlite3.DatabaseError as e:
-        raise damaged(path, str(e)) from None
+            return None
+    return damaged(path, str(e))
 
 
 def _mapped(method: Callable[Concatenate[Store, P], T]) -> Callable[Concatenate[Store, P], T]:
-    """A :class:`Store` method whose SQLite errors are mapped (:func:`sqlite_errors`)."""
+    """A :class:`Store` method whose SQLite errors are mapped (:func:`sqlite_errors`).
+
+    A plain ``try``, not the context manager: it costs nothing until an error,
+    and the store's methods run once per article in a write.
+    """
 
     @functools.wraps(method)
     def mapped(self: Store, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        with sqlite_errors(self.path):
+        try:
             return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as e:
+            ours = _ours(e, self.path, False)
+            if ours is None:
+                raise
+            raise ours from None
 
     return mapped
 
