@@ -330,7 +330,7 @@ def build_encoder(
     """Choose what embeds a new index's articles, installing its ONNX export in ``folder/onnx``.
 
     ``auto`` builds with the ONNX export (the same vectors as
-    sentence-transformers, 1.8x the speed on 2 cores: ``benchmarks/backends.py``)
+    sentence-transformers, 1.1-1.8x the speed on 2-core hosts: ``benchmarks/backends.py``)
     where the model exports, and with ``encoder`` itself otherwise: when it
     cannot export, when ``export`` is off, or when the caller ``given`` the
     encoder object (it may run on a GPU; it is used as it is). If the export

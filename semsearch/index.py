@@ -122,8 +122,8 @@ class Index(Reader):
                 ``auto`` (the default: ``onnx`` where the model exports, else
                 ``torch`` with a warning saying why), ``torch``
                 (sentence-transformers, the reference), ``onnx`` (the same
-                vectors from ONNX Runtime, 1.8x the speed) or ``onnx-int8``
-                (dynamically quantised for this CPU: about 3x, at a measured
+                vectors from ONNX Runtime, 1.1-1.8x the speed by CPU) or ``onnx-int8``
+                (dynamically quantised for this CPU: 2-3x, at a measured
                 cost in quality; queries then use the same int8 model).
                 Recorded in the manifest.
             lock_timeout: seconds to wait for another process writing to (or

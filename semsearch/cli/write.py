@@ -75,8 +75,8 @@ if TYPE_CHECKING:
     type=click.Choice(["auto", "torch", "onnx", "onnx-int8"]),
     default=None,
     help="New index only: what embeds the articles. onnx: the model exported to ONNX "
-    "Runtime, the same vectors as torch at about 1.8x the speed; torch: "
-    "sentence-transformers (the reference); onnx-int8: quantised for this CPU, about 3x "
+    "Runtime, the same vectors as torch, faster (1.1-1.8x, by CPU); torch: "
+    "sentence-transformers (the reference); onnx-int8: quantised for this CPU, 2-3x "
     "faster than torch (see benchmarks/README.md for its quality); auto: onnx where the "
     "model exports, else torch with a warning. [default: auto]",
 )
