@@ -7,6 +7,7 @@ from pathlib import Path
 
 from benchmarks import build, report, run
 from semsearch.evaluate import load_beir
+from tests.conftest import make_article
 
 TINY = Path(__file__).parent / "data" / "tiny-beir"
 
@@ -77,3 +78,21 @@ def test_quick_subset_keeps_judged_documents(tmp_path):
     assert len(articles) == 12
     judged = {doc for q in list(dataset.judged_queries())[:3] for doc in dataset.qrels[q]}
     assert judged <= {a.id for a in articles}
+
+
+def test_churn_runs_nights_of_adds_changes_and_removes(tmp_path, fake_index):
+    from benchmarks import churn
+
+    fake_index.add([make_article(f"a{i}", f"word{i} text{i % 7} more words") for i in range(30)])
+    out = tmp_path / "results"
+    data = churn.main(
+        ["--index", str(fake_index.path), "--size", "2000", "--nights", "2", "--out", str(out)]
+    )
+    night = data["rows"][1]["write"]
+    assert (night["added"], night["updated"], night["removed"]) == (20, 4, 4)
+    assert night["bytes_written"] > 0 and data["rows"][2]["chunks"] == 2000 + 2 * (20 - 4)
+    assert (out / "churn.png").stat().st_size > 0
+    assert (out / "churn.md").read_text().startswith("## Nightly churn: 2,000")
+    plans = [churn.night_plan(2000, n) for n in (1, 2)]
+    touched = [i for p in plans for i in p["change_ids"] + p["remove"]]
+    assert len(touched) == len(set(touched)) == 16  # no id changed or removed twice
