@@ -374,6 +374,11 @@ def build_encoder(
     return BuildEncoder(OnnxEncoder(folder / ONNX_FOLDER), wanted.value, onnx)
 
 
+def has_export(folder: Path, recorded: ModelInfo) -> bool:
+    """Whether the index in ``folder`` has its ONNX export: recorded, and on disk."""
+    return bool(recorded.onnx) and (folder / ONNX_FOLDER).exists()
+
+
 def check_query_backend(folder: Path, recorded: ModelInfo, backend: Backend) -> None:
     """Refuse, when an index is opened, a query backend it cannot serve.
 
@@ -386,8 +391,7 @@ def check_query_backend(folder: Path, recorded: ModelInfo, backend: Backend) -> 
             f"the index at {folder} was built with the int8 ONNX model; its queries must use "
             "it too (query backend onnx or auto, not torch)"
         )
-    has_export = bool(recorded.onnx) and (folder / ONNX_FOLDER).exists()
-    if has_export:
+    if has_export(folder, recorded):
         return
     if recorded.backend not in (Backend.TORCH, Backend.ONNX, Backend.ONNX_INT8):
         raise ModelError(
@@ -414,12 +418,11 @@ def query_encoder(folder: Path, recorded: ModelInfo, backend: Backend = Backend.
         IncompatibleIndexError: if the model no longer gives the recorded vectors.
     """
     check_query_backend(folder, recorded, backend)
-    exported = folder / ONNX_FOLDER
     encoder: Encoder
-    if backend is not Backend.TORCH and recorded.onnx and exported.exists():
+    if backend is not Backend.TORCH and has_export(folder, recorded):
         from .onnx_backend import OnnxEncoder
 
-        encoder = OnnxEncoder(exported)
+        encoder = OnnxEncoder(folder / ONNX_FOLDER)
     else:
         encoder = load_encoder(recorded.name, recorded.query_prompt, recorded.document_prompt)
     check_encoder(encoder, recorded, folder)
@@ -437,12 +440,11 @@ def document_encoder(folder: Path, recorded: ModelInfo) -> Encoder:
         ModelError: if an int8 index has lost its export, or the model cannot load.
         IncompatibleIndexError: if the model no longer gives the recorded vectors.
     """
-    exported = folder / ONNX_FOLDER
     encoder: Encoder
-    if recorded.backend in (Backend.ONNX, Backend.ONNX_INT8) and exported.exists():
+    if recorded.backend in (Backend.ONNX, Backend.ONNX_INT8) and has_export(folder, recorded):
         from .onnx_backend import OnnxEncoder
 
-        encoder = OnnxEncoder(exported)
+        encoder = OnnxEncoder(folder / ONNX_FOLDER)
     elif recorded.backend in (Backend.TORCH, Backend.ONNX):
         encoder = load_encoder(recorded.name, recorded.query_prompt, recorded.document_prompt)
     else:

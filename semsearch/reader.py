@@ -30,11 +30,11 @@ from .commit import GENERATION, Generation, Moved, load_generation, retry
 from .config import DEFAULT_K, ENV_BACKEND, QUERY_BACKENDS, Backend, canonical_model_name
 from .config import environment as read_environment
 from .embed import (
-    ONNX_FOLDER,
     Encoder,
     backend_named,
     check_encoder,
     check_query_backend,
+    has_export,
     prompt_tokens,
     query_encoder,
 )
@@ -428,7 +428,7 @@ class Reader:
             query_prompt=m.model.query_prompt,
             document_prompt=m.model.document_prompt,
             build_backend=m.model.backend,
-            onnx_export=bool(m.model.onnx) and (self.path / ONNX_FOLDER).exists(),
+            onnx_export=has_export(self.path, m.model),
         )
 
 
