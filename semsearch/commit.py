@@ -254,7 +254,7 @@ class NewArticle:
     article_hash: str
     chunks: Sequence[Chunk]
     vectors: np.ndarray
-    text_hashes: Sequence[str]
+    text_hashes: Sequence[bytes]
 
 
 @dataclass(frozen=True)

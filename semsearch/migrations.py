@@ -39,6 +39,23 @@ def _keyword_text_migration(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+TEXT_HASH_BYTES = 16
+"""Bytes of SHA-256 kept as a chunk's text hash (``chunks.text_hash``, a blob)."""
+
+
+def _binary_text_hash_migration(db: sqlite3.Connection) -> None:
+    """Migration 6: text hashes as 16-byte blobs, the first half of the hex digest's bytes.
+
+    The same key as before (a prefix of the same SHA-256), a quarter of the
+    bytes, in the row and in the index a write updates.
+    """
+    rows = db.execute("SELECT id, text_hash FROM chunks WHERE typeof(text_hash) = 'text'")
+    db.executemany(
+        "UPDATE chunks SET text_hash = ? WHERE id = ?",
+        ((bytes.fromhex(h[: 2 * TEXT_HASH_BYTES]), i) for i, h in rows.fetchall()),
+    )
+
+
 # Every chunk's (id, text, stored keyword text).
 CHUNK_TEXT_QUERY = """
     SELECT c.id, substr(a.text, c.start + 1, c."end" - c.start), c.keyword_text
@@ -175,6 +192,7 @@ MIGRATIONS: tuple[tuple[int, str | Callable[[sqlite3.Connection], None]], ...] =
         CREATE INDEX tombstones_segment ON tombstones(segment);
         """,
     ),
+    (6, _binary_text_hash_migration),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -112,6 +112,10 @@ _INSERT_ARTICLE = (
 )
 
 
+WRITE_CACHE_KIB = 256 * 1024
+"""SQLite's page cache during a write transaction, at most (KiB; allocated as used)."""
+
+
 class StoredVectors(NamedTuple):
     """Chunks' stored vectors: row ``i`` of each array is one chunk.
 
@@ -181,6 +185,9 @@ class Store:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA foreign_keys = ON")
             self._db.execute("PRAGMA synchronous = FULL")
+            # Statement journals (a multi-row DELETE with triggers keeps one) in
+            # memory, not a temporary file: a third of a removal's bytes written.
+            self._db.execute("PRAGMA temp_store = MEMORY")
             migrate(self._db, path, utc_now())
         except sqlite3.DatabaseError as e:
             raise damaged(path, f"not an SQLite database ({e})") from None
@@ -190,14 +197,24 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """One atomic write: committed if the block ends normally, rolled back if it raises."""
-        self._run("BEGIN IMMEDIATE")
+        """One atomic write: committed if the block ends normally, rolled back if it raises.
+
+        For its length, SQLite's page cache may grow to :data:`WRITE_CACHE_KIB`:
+        with the default 2 MiB, a write of thousands of rows spills dirty pages
+        to the WAL and writes many of them again (three times the bytes of the
+        commit itself, measured on 1,000 articles added to 100,000).
+        """
+        self._run(f"PRAGMA cache_size = -{WRITE_CACHE_KIB}")
         try:
-            yield
-        except BaseException:
-            self._run("ROLLBACK")
-            raise
-        self._run("COMMIT")
+            self._run("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._run("ROLLBACK")
+                raise
+            self._run("COMMIT")
+        finally:
+            self._run("PRAGMA cache_size = -2000")  # SQLite's default, for reads
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -386,7 +403,7 @@ class Store:
         return ids, pks
 
     @_mapped
-    def chunks_by_text_hash(self, text_hashes: Sequence[str]) -> dict[str, int]:
+    def chunks_by_text_hash(self, text_hashes: Sequence[bytes]) -> dict[bytes, int]:
         """The embedding cache's index: one chunk id per text hash found.
 
         A text hash (``chunks.text_hash``) is :func:`semsearch.writer._embedded_text_hash`
@@ -544,7 +561,7 @@ class Store:
         article_hash: str,
         chunks: Sequence[Chunk],
         vectors: np.ndarray | None = None,
-        text_hashes: Sequence[str | None] | None = None,
+        text_hashes: Sequence[bytes | None] | None = None,
     ) -> np.ndarray:
         """Insert an article and its chunks; returns the new chunk ids, ascending.
 

@@ -56,6 +56,7 @@ from .errors import BadInputError, LockedError, ModelError
 from .load import STDIN_NAME, first_of_each_id, skipped_article, source_file
 from .lock import WriterLock
 from .manifest import ChunkerInfo, Manifest, ModelInfo, VectorsInfo, write_manifest
+from .migrations import TEXT_HASH_BYTES
 from .reader import Reader, make_chunker
 from .records import AddResult, Article, Chunk, OptimizeResult, Skipped
 from .segments import plan_merge
@@ -219,7 +220,7 @@ class Writer:
         )
 
     def _embed_documents(
-        self, texts: list[str], text_hashes: list[str], batch_size: int, progress: bool
+        self, texts: list[str], text_hashes: list[bytes], batch_size: int, progress: bool
     ) -> tuple[np.ndarray, int]:
         """Vectors for chunk texts: reused where this index embedded the same text, else new.
 
@@ -481,13 +482,15 @@ def article_hash(article: Article) -> str:
     return hashlib.sha256(encoded.encode()).hexdigest()
 
 
-def _embedded_text_hash(text: str) -> str:
-    """Key of the embedding cache: SHA-256 of the exact text embedded for a chunk.
+def _embedded_text_hash(text: str) -> bytes:
+    """Key of the embedding cache: the first 16 bytes of the SHA-256 of the exact
+    text embedded for a chunk.
 
-    Stored in ``chunks.text_hash``; the model and prompt are the index's, so the
-    text alone decides the vector.
+    Stored in ``chunks.text_hash`` (a 16-byte blob: its index is a quarter of
+    what the hex digest's was, and a write touches that many fewer pages); the
+    model and prompt are the index's, so the text alone decides the vector.
     """
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(text.encode("utf-8")).digest()[:TEXT_HASH_BYTES]
 
 
 def _canonical(path: str | os.PathLike[str]) -> str:

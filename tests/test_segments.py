@@ -191,6 +191,10 @@ def test_a_format3_index_reads_and_is_converted_by_its_first_write(tmp_path, fak
     assert verify(folder).ok
     with Index.open(folder, encoder=fake_encoder) as index:
         index.add([make_article("b1", "A new article after the upgrade.")])
+        # The text hashes were migrated: a text embedded before reuses its vector.
+        copy = index.add([make_article("b2", index.get("a1").text)])
+        assert copy.chunks_embedded == 0 and copy.chunks_added == 1
+        index.remove(["b2"])
         info = index.info()
         assert info.format_version == 4 and info.segments == 2 and len(index) == 8
         for q, ids in before.items():
