@@ -352,6 +352,14 @@ def run(base: np.ndarray, size: int, nights: int, work: Path) -> dict[str, Any]:
             "seed": SEED,
             "segments": SEGMENTS,
         },
+        "targets": {
+            "written_share": TARGET_WRITTEN,
+            "seconds_share": TARGET_SECONDS,
+            "bytes_per_chunk": TARGET_BYTES_PER_CHUNK,
+            "open_seconds": TARGET_OPEN_SECONDS,
+            "open_rss_growth_bytes": TARGET_OPEN_RSS,
+            "baseline_bytes_per_chunk": BASELINE_BYTES_PER_CHUNK,
+        },
         "build": build,
         "open": opened,
         "writes": writes,
@@ -605,6 +613,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rows = data["rows"]
     nights = [r["night"] for r in rows]
@@ -620,6 +629,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
         ax.set_title(title)
         ax.set_xlabel("night")
         ax.set_ylim(bottom=0)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     fig.suptitle(f"Segments: nightly workload on {data['size']:,} articles")
     fig.tight_layout()

@@ -99,7 +99,7 @@ def test_churn_runs_nights_of_adds_changes_and_removes(tmp_path, fake_index):
 
 
 def test_segments_measures_every_target_end_to_end(tmp_path, fake_index):
-    from benchmarks import segments
+    from benchmarks import churn, segments
 
     fake_index.add([make_article(f"a{i}", f"word{i} text{i % 7} more words") for i in range(30)])
     out = tmp_path / "results"
@@ -115,3 +115,6 @@ def test_segments_measures_every_target_end_to_end(tmp_path, fake_index):
     assert all(r["write"]["bytes_written"] > 0 for r in data["rows"])
     assert (out / "segments.png").stat().st_size > 0
     assert (out / "segments.md").read_text().startswith("## Segments: 2,000")
+    nightly = {i for n in (1, 2, 3) for i in churn.night_plan(2000, n)["remove"]}
+    nightly |= {i for n in (1, 2, 3) for i in churn.night_plan(2000, n)["change_ids"]}
+    assert not nightly & set(segments.remove_plan(2000, 3)["remove"])  # none removed twice
