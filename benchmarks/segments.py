@@ -158,7 +158,10 @@ def storage(folder: Path) -> dict[str, Any]:
                 "SELECT pgsize FROM dbstat WHERE name = ? AND aggregate = TRUE", (name,)
             ).fetchone() or (0,)
             objects[name] = int(pages or 0)
-        blob, chunks = db.execute("SELECT SUM(length(vector)), COUNT(*) FROM chunks").fetchone()
+        # The vector column, empty for rows written since segments, may go altogether.
+        columns = {row[1] for row in db.execute("PRAGMA table_info(chunks)")}
+        blobs = "SUM(length(vector))" if "vector" in columns else "0"
+        blob, chunks = db.execute(f"SELECT {blobs}, COUNT(*) FROM chunks").fetchone()
     finally:
         db.close()
     rows = sum(objects.values())
