@@ -14,6 +14,7 @@ Example:
 
 __version__ = "0.1.0"
 
+from .config import MergePolicy
 from .errors import (
     BadInputError,
     IncompatibleIndexError,
@@ -25,7 +26,7 @@ from .errors import (
 )
 from .index import Index
 from .load import FieldMap, load_paths
-from .records import AddResult, Article, Chunk, Hit, IndexInfo, Skipped
+from .records import AddResult, Article, Chunk, Hit, IndexInfo, OptimizeResult, Skipped
 
 __all__ = [
     "AddResult",
@@ -39,7 +40,9 @@ __all__ = [
     "IndexExistsError",
     "IndexInfo",
     "IndexNotFoundError",
+    "MergePolicy",
     "ModelError",
+    "OptimizeResult",
     "QueryTruncatedWarning",
     "SemsearchError",
     "Skipped",

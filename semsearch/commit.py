@@ -1,24 +1,37 @@
-"""The commit protocol: generations of the vector file, and applying a change atomically.
+"""The commit protocol: generations of segments, and applying a change atomically.
 
 Every write makes a new generation. The writer (:mod:`semsearch.writer`)
 prepares everything first (loading, chunking, embedding) and describes the
-write as a :class:`Change`; :func:`commit` applies it:
+write as a :class:`Change`; :func:`commit` applies it, in one SQLite
+transaction:
 
-1. in one SQLite transaction, delete the dropped articles and insert the new
-   ones (with their chunks and vectors);
-2. build the next vector index, write and flush ``vectors.<n+1>.faiss`` beside
-   ``vectors.<n>.faiss``;
-3. record ``generation = n+1`` with the new file's size and CRC-32, and commit.
+1. delete the dropped articles, insert the new ones with their chunks, and
+   record the dropped chunks as tombstones of the segments holding them;
+2. write and flush the new chunks' vectors as a new segment,
+   ``segment.<id>.faiss`` (:mod:`semsearch.segments`), and record it with its
+   size and CRC-32;
+3. record ``generation = n+1``, and commit.
 
 That SQLite commit is the single switch: before it, the index is generation n
-in full; after it, n+1 in full. The manifest and the old file follow; both are
-re-derivable, and the next writer repairs them (:func:`recover`) if a crash
-came between. A failure at any earlier point leaves the index as it was.
+in full; after it, n+1 in full. A write costs what it changes: one new file
+of its own chunks, and rows. Nothing existing is rewritten.
+
+A :func:`merge` is a generation too: the live chunks of some segments written
+as one new segment, the old segments and their tombstones dropped in the same
+transaction, their files deleted after it. The manifest and the files of
+dropped segments follow a commit; both are re-derivable, and the next writer
+repairs them (:func:`recover`) if a crash came between. A failure at any
+earlier point leaves the index as it was.
 
 A reader reads the generation and the SQLite rows it searches inside one read
-transaction (a snapshot), so it never mixes two generations. If the file its
-snapshot names is already gone (a writer switched and cleaned up in between),
-it looks again (:func:`retry`) and loads the newer file.
+transaction (a snapshot), so it never mixes two generations, nor sees a
+segment without its tombstones or a merged segment beside those it replaced.
+If a file its snapshot names is already gone (a merge switched and cleaned up
+in between), it looks again (:func:`retry`).
+
+An index of format 3 (one ``vectors.<n>.faiss`` per generation, every vector
+also in SQLite) reads as one segment and is converted by its first write
+(:func:`convert_legacy`).
 
 Fail points: with ``SEMSEARCH_FAILPOINT`` set to a stage name (see
 :func:`failpoint`), a write kills its own process there with SIGKILL: how the
@@ -46,7 +59,10 @@ from .manifest import (
     FORMAT_VERSION,
     STORE_FILE,
     Manifest,
+    legacy_vector_files,
     manifest_path,
+    segment_file,
+    segment_of,
     store_files,
     vector_files,
     vectors_file,
@@ -54,13 +70,26 @@ from .manifest import (
 )
 from .onnx_backend import FOLDER as ONNX_FOLDER
 from .records import Article, Chunk
-from .store import Store, utc_now
-from .vectors import VectorIndex, resolve_factory
+from .segments import (
+    NPY,
+    Segment,
+    SegmentMissing,
+    SegmentSet,
+    open_segments,
+    segment_index,
+    write_segment,
+)
+from .store import SegmentRow, Store, utc_now
+from .vectors import VectorIndex
 
 T = TypeVar("T")
 
 # The commit record, in the store's meta table.
 GENERATION = "generation"
+LAYOUT = "layout"
+SEGMENTS = "segments"
+"""``layout = "segments"``: the generation is the ``segments`` table (format 4)."""
+# Format 3's record of its one vector file (see _load_legacy).
 FACTORY = "faiss_factory"
 CHECKSUM = "faiss_file"
 FAILPOINT_ENV = "SEMSEARCH_FAILPOINT"
@@ -113,48 +142,80 @@ def file_checksum(path: Path) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class Generation:
-    """A committed generation: its number and its loaded vector index."""
+    """A committed generation: its number and its open segments."""
 
     number: int
-    vectors: VectorIndex
+    vectors: SegmentSet
 
 
-def load_generation(folder: Path, store: Store, dim: int) -> Generation:
-    """The committed generation's vectors, checked against what the commit recorded.
+def load_generation(
+    folder: Path, store: Store, dim: int, previous: Generation | None = None
+) -> Generation:
+    """The committed generation's segments, opened memory-mapped and checked.
+
+    Args:
+        previous: a generation already open: its segments that are still live
+            are reused, so only the new ones are opened.
 
     Raises:
-        IncompatibleIndexError: if the commit record or the file is missing or damaged,
-            or the file does not hold one vector per chunk.
+        IncompatibleIndexError: if the commit record or a file is missing or
+            damaged, or the segments do not hold one vector per chunk.
     """
-    return retry(lambda: _load_once(folder, store, dim))
+    return retry(lambda: _load_once(folder, store, dim, previous))
 
 
-def _load_once(folder: Path, store: Store, dim: int) -> Generation:
+def _load_once(folder: Path, store: Store, dim: int, previous: Generation | None) -> Generation:
     with store.snapshot():
         number = store.meta(GENERATION)
-        factory = store.meta(FACTORY)
-        recorded = store.meta(CHECKSUM)
-        if number is None or factory is None:
+        if number is None:
             raise damaged(store.path, "it has no commit record")
-        path = folder / vectors_file(int(number))
-        try:
-            # Opened once: checked and read through the same open file, which
-            # stays readable even if a writer deletes the path meanwhile.
-            file = open(path, "rb")  # noqa: SIM115
-        except FileNotFoundError:
-            # A writer switched generations and removed it: look again.
-            raise Moved(f"{path} is missing; the index is incomplete") from None
-        with file:
-            _check_file(path, file, recorded)
-            vectors = VectorIndex.read(path, str(factory), file)
+        if store.meta(LAYOUT) != SEGMENTS:
+            vectors = _load_legacy(folder, store, dim, int(number))
+        else:
+            reuse = previous.vectors if previous is not None else None
+            try:
+                vectors = open_segments(folder, store.segments(), store.tombstones(), dim, reuse)
+            except SegmentMissing as e:
+                # A writer merged it away since the snapshot began: look again.
+                raise Moved(str(e)) from None
         n_chunks = store.counts()[1]
-    if vectors.ntotal != n_chunks or vectors.dim != dim:
+    if vectors.ntotal != n_chunks:
         raise IncompatibleIndexError(
-            f"the index at {folder} is inconsistent: {path.name} holds {vectors.ntotal} "
-            f"vectors of dimension {vectors.dim} for {n_chunks} chunks of dimension {dim}; "
-            "run `semsearch verify`, or rebuild it"
+            f"the index at {folder} is inconsistent: its segments hold {vectors.ntotal} live "
+            f"vectors for {n_chunks} chunks; run `semsearch verify`, or rebuild it"
         )
     return Generation(int(number), vectors)
+
+
+def _load_legacy(folder: Path, store: Store, dim: int, number: int) -> SegmentSet:
+    """A format-3 index as one segment: its generation's file, checked whole as then."""
+    factory = store.meta(FACTORY)
+    if factory is None:
+        raise damaged(store.path, "it has no commit record")
+    path = folder / vectors_file(number)
+    try:
+        # Opened once: checked and read through the same open file, which
+        # stays readable even if a writer deletes the path meanwhile.
+        file = open(path, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        # A writer switched generations and removed it: look again.
+        raise Moved(f"{path} is missing; the index is incomplete") from None
+    with file:
+        _check_file(path, file, store.meta(CHECKSUM))
+        vectors = VectorIndex.read(path, str(factory), file)
+    if vectors.dim != dim:
+        raise IncompatibleIndexError(
+            f"the index at {folder} is inconsistent: {path.name} holds vectors of "
+            f"dimension {vectors.dim}, not {dim}; run `semsearch verify`, or rebuild it"
+        )
+
+    def stored(ids: np.ndarray) -> np.ndarray:
+        found = store.vectors_of_chunks(ids.tolist(), dim)
+        row = {int(i): n for n, i in enumerate(found.chunk_ids)}
+        return found.vectors[[row[int(i)] for i in ids]]
+
+    row = SegmentRow(0, str(factory), vectors.ntotal, {}, number)
+    return SegmentSet((Segment(row, vectors, fallback=stored),), {}, dim, legacy=True)
 
 
 def _check_file(path: Path, file: BinaryIO, recorded: dict[str, int] | None) -> None:
@@ -221,9 +282,9 @@ class Change:
 
 @dataclass(frozen=True)
 class Committed:
-    """What a commit left: the new generation, the manifest, and how many chunks went."""
+    """What a commit left: the new generation's number, the manifest, and how many chunks went."""
 
-    generation: Generation
+    generation: int
     manifest: Manifest
     chunks_removed: int
 
@@ -290,145 +351,255 @@ def commit(
     change: Change,
     clock: StageClock | None = None,
 ) -> Committed:
-    """Apply a change to SQLite and FAISS as the next generation.
+    """Apply a change to SQLite and a new segment as the next generation.
 
-    The caller holds the writer lock, and has called :func:`recover` since taking it.
+    The caller holds the writer lock, has called :func:`recover` since taking
+    it, and has converted a format-3 index (:func:`convert_legacy`).
 
     Args:
         folder: the index folder.
         store: the index's store (no transaction open).
-        current: the committed generation; its vector index may be changed in
-            place, so if this raises, the caller must load the committed one
-            again (:func:`load_generation`).
+        current: the committed generation.
         manifest: the current manifest; a new one is written and returned.
         change: what to apply.
         clock: where to add the ``sqlite`` and ``faiss`` seconds.
 
     Returns:
-        the new generation, the new manifest and the number of chunks removed.
+        the new generation's number, the new manifest and the chunks removed.
 
     Raises:
-        BadInputError: if the vector index cannot be built (an IVF type with too
-            few vectors to train on); nothing is changed then.
+        BadInputError: if the segment's index cannot be built (an IVF type with
+            too few vectors to train on); nothing is changed then.
         OSError: if a file cannot be written; nothing is changed then.
     """
+    assert not current.vectors.legacy, "convert a format-3 index before writing to it"
     clock = clock or StageClock()
     dim = manifest.model.dim
     index_type = change.index_type or manifest.vectors.index_type
-    new_vectors = change.new_vectors(dim)
-    next_file = folder / vectors_file(current.number + 1)
+    number = current.number + 1
+    written: list[Path] = []
+    replaced: list[int] = []
     try:
         with store.transaction():
             with clock("sqlite"):
                 old_ids = store.chunk_ids(list(change.drop))
                 store.delete_articles(list(change.drop))
                 new_ids = [
-                    store.insert_article(
-                        a.article, a.article_hash, a.chunks, a.vectors, a.text_hashes
-                    )
+                    store.insert_article(a.article, a.article_hash, a.chunks, None, a.text_hashes)
                     for a in change.insert
                 ]
                 ids = np.concatenate(new_ids) if new_ids else np.zeros(0, dtype=np.int64)
+                if not change.rebuild:
+                    for segment, gone in current.vectors.locate(old_ids).items():
+                        store.add_tombstones(segment, gone.tolist())
             with clock("faiss"):
-                vectors = _next_vectors(
-                    store, current.vectors, index_type, old_ids, ids, new_vectors, change.rebuild
-                )
-                failpoint("before-faiss-write")
-                vectors.write(next_file)
-                failpoint("mid-faiss-write", truncate=next_file)
-                checksum = file_checksum(next_file)
-            n_articles, n_chunks = store.counts()
-            assert vectors.ntotal == n_chunks, "FAISS and SQLite disagree"
-            store.set_meta(GENERATION, current.number + 1)
-            store.set_meta(FACTORY, vectors.factory)
-            store.set_meta(CHECKSUM, checksum)
+                if change.rebuild:
+                    # Every live vector, and the new ones, as one segment of the type.
+                    kept_ids, kept = current.vectors.live_vectors()
+                    keep = ~np.isin(kept_ids, old_ids)
+                    all_ids = np.concatenate([kept_ids[keep], ids])
+                    vectors = np.concatenate([kept[keep], change.new_vectors(dim)])
+                    order = np.argsort(all_ids, kind="stable")
+                    replaced = [s.id for s in current.vectors.segments]
+                    store.delete_segments(replaced)
+                    fresh = segment_index(index_type, len(all_ids), dim)
+                    _add_segment(
+                        folder, store, number, fresh, all_ids[order], vectors[order], written
+                    )
+                elif len(ids):
+                    fresh = segment_index(index_type, len(ids), dim)
+                    _add_segment(
+                        folder, store, number, fresh, ids, change.new_vectors(dim), written
+                    )
+            manifest = _manifest_after(manifest, store, number, index_type)
+            store.set_meta(GENERATION, number)
             failpoint("before-commit")
             clock.start("sqlite")  # the commit itself
         clock.stop("sqlite")
     except BaseException:
-        next_file.unlink(missing_ok=True)  # the committed file is intact
+        for path in written:  # the committed files are intact
+            path.unlink(missing_ok=True)
         raise
     failpoint("after-commit")
-    # Committed. The manifest and the old file follow; both are re-derivable.
-    manifest = replace(
+    # Committed. The manifest and the dropped segments' files follow; both are re-derivable.
+    write_manifest(folder, manifest)
+    failpoint("after-manifest")
+    remove_segment_files(folder, replaced)
+    return Committed(number, manifest, len(old_ids))
+
+
+def merge(
+    folder: Path,
+    store: Store,
+    current: Generation,
+    manifest: Manifest,
+    segments: Sequence[int],
+    clock: StageClock | None = None,
+) -> Committed:
+    """Merge segments into one as the next generation, leaving their tombstones behind.
+
+    The caller holds the writer lock, as for :func:`commit`. The stages of
+    :func:`failpoint` are those of a commit prefixed ``merge-``.
+
+    Returns:
+        the new generation's number, the new manifest, and 0 chunks removed.
+
+    Raises:
+        OSError: if a file cannot be written; nothing is changed then.
+    """
+    assert not current.vectors.legacy, "convert a format-3 index before merging it"
+    clock = clock or StageClock()
+    chosen = [s for s in current.vectors.segments if s.id in set(segments)]
+    number = current.number + 1
+    written: list[Path] = []
+    with clock("merge"):
+        ids, vectors = current.vectors.live_vectors(chosen)
+        try:
+            with store.transaction():
+                store.delete_segments([s.id for s in chosen])  # and their tombstones
+                if len(ids):
+                    index_type = manifest.vectors.index_type
+                    fresh = segment_index(index_type, len(ids), current.vectors.dim)
+                    _add_segment(folder, store, number, fresh, ids, vectors, written, "merge-")
+                manifest = _manifest_after(manifest, store, number, manifest.vectors.index_type)
+                store.set_meta(GENERATION, number)
+                failpoint("merge-before-commit")
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
+        failpoint("merge-after-commit")
+        write_manifest(folder, manifest)
+        failpoint("merge-after-manifest")
+        remove_segment_files(folder, [s.id for s in chosen])
+    return Committed(number, manifest, 0)
+
+
+def _add_segment(
+    folder: Path,
+    store: Store,
+    generation: int,
+    index: VectorIndex,
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    written: list[Path],
+    stages: str = "",
+) -> int:
+    """Write a segment of these (ascending) ids and record it; returns its id."""
+    segment = store.new_segment(index.factory, len(ids), generation)
+    written += [folder / segment_file(segment), folder / segment_file(segment, NPY)]
+    files = write_segment(folder, segment, index, ids, vectors, stages)
+    store.set_segment_files(segment, files)
+    return segment
+
+
+def _manifest_after(manifest: Manifest, store: Store, generation: int, index_type: str) -> Manifest:
+    """The manifest of the generation being committed (read inside its transaction)."""
+    rows = store.segments()
+    largest = (
+        max(rows, key=lambda r: r.n_vectors).factory if rows else manifest.vectors.faiss_factory
+    )
+    n_articles, n_chunks = store.counts()
+    return replace(
         manifest,
         vectors=replace(
             manifest.vectors,
             index_type=index_type,
-            faiss_factory=vectors.factory,
-            file=next_file.name,
+            faiss_factory=largest,
+            file="",
+            generation=generation,
+            segments=len(rows),
         ),
         counts={"articles": n_articles, "chunks": n_chunks},
         updated_at=utc_now(),
         format_version=FORMAT_VERSION,  # the store was migrated on open
     )
+
+
+def remove_segment_files(folder: Path, segments: Iterable[int]) -> None:
+    """Delete the files of segments no longer live (a reader holding them keeps its mapping)."""
+    for segment in segments:
+        for suffix in (".faiss", NPY):
+            (folder / segment_file(segment, suffix)).unlink(missing_ok=True)
+
+
+def convert_legacy(
+    folder: Path, store: Store, current: Generation, manifest: Manifest
+) -> Committed:
+    """Convert a format-3 index to segments, as the next generation.
+
+    Its vectors (from SQLite, where format 3 kept every one) become one
+    segment; the SQLite copies are emptied in the same transaction, and the
+    freed pages go back to the file system after it (``VACUUM``). The caller
+    holds the writer lock and has called :func:`recover`.
+    """
+    dim = manifest.model.dim
+    number = current.number + 1
+    stored = store.all_vectors(dim)
+    written: list[Path] = []
+    index_type = manifest.vectors.index_type
+    try:
+        with store.transaction():
+            if len(stored.chunk_ids):
+                fresh = segment_index(index_type, len(stored.chunk_ids), dim)
+                _add_segment(
+                    folder, store, number, fresh, stored.chunk_ids, stored.vectors, written
+                )
+            store.drop_legacy_vectors()
+            store.set_meta(LAYOUT, SEGMENTS)
+            store.delete_meta(FACTORY)
+            store.delete_meta(CHECKSUM)
+            manifest = _manifest_after(manifest, store, number, index_type)
+            store.set_meta(GENERATION, number)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     write_manifest(folder, manifest)
-    failpoint("after-manifest")
-    (folder / vectors_file(current.number)).unlink(missing_ok=True)
-    return Committed(Generation(current.number + 1, vectors), manifest, len(old_ids))
-
-
-def _next_vectors(
-    store: Store,
-    current: VectorIndex,
-    index_type: str,
-    old_ids: np.ndarray,
-    new_ids: np.ndarray,
-    new_vectors: np.ndarray,
-    rebuild: bool,
-) -> VectorIndex:
-    """The next generation's vector index: the current one changed in place, or a new one."""
-    total = current.ntotal - len(old_ids) + len(new_ids)
-    factory = resolve_factory(index_type, total)
-    unremovable = len(old_ids) > 0 and not current.supports_remove
-    if rebuild or unremovable or factory != current.factory:
-        rebuilt = VectorIndex.create(factory, current.dim)
-        if current.ntotal == 0:
-            # A first add: the new vectors are all there is; reading them
-            # back from SQLite would hold every vector twice more in memory.
-            rebuilt.add(new_vectors, new_ids)
-        else:
-            stored = store.all_vectors(current.dim)  # this transaction's view
-            rebuilt.add(stored.vectors, stored.chunk_ids)
-        return rebuilt
-    # Changed in place: if the commit fails, the caller reloads the committed file.
-    current.remove(old_ids)
-    current.add(new_vectors, new_ids)
-    return current
+    for path in legacy_vector_files(folder):
+        path.unlink(missing_ok=True)
+    store.vacuum()
+    return Committed(number, manifest, 0)
 
 
 # -- before a write, and creating ----------------------------------------------------
 
 
-def recover(folder: Path, store: Store, generation: int, manifest: Manifest) -> Manifest:
+def recover(folder: Path, store: Store, current: Generation, manifest: Manifest) -> Manifest:
     """Clean up after any crashed write; returns the manifest, rewritten if it lagged.
 
-    The caller holds the writer lock and has loaded the committed ``generation``.
+    The caller holds the writer lock and has loaded the committed generation.
     """
-    remove_leftovers(folder, generation)
+    remove_leftovers(folder, current)
+    if current.vectors.legacy:
+        return manifest  # its first write converts it, manifest and all
     n_articles, n_chunks = store.counts()
-    current = {"articles": n_articles, "chunks": n_chunks}
-    if manifest.counts == current and manifest.vectors.file == vectors_file(generation):
+    counts = {"articles": n_articles, "chunks": n_chunks}
+    if (
+        manifest.counts == counts
+        and manifest.vectors.generation == current.number
+        and manifest.format_version == FORMAT_VERSION
+    ):
         return manifest
     # A crash came between a commit and its manifest.
-    manifest = replace(
-        manifest,
-        vectors=replace(manifest.vectors, file=vectors_file(generation)),
-        counts=current,
-    )
+    with store.snapshot():
+        manifest = _manifest_after(manifest, store, current.number, manifest.vectors.index_type)
     write_manifest(folder, manifest)
     return manifest
 
 
-def remove_leftovers(folder: Path, committed: int) -> list[str]:
-    """Delete vector files of other generations (crashed or finished writes).
+def remove_leftovers(folder: Path, current: Generation) -> list[str]:
+    """Delete vector files the committed generation does not name (crashed or finished writes).
 
     Only a writer holding the lock may call this: any other writer could be
-    between writing its new file and committing it.
+    between writing its new files and committing them.
     """
+    live = {s.id for s in current.vectors.segments} if not current.vectors.legacy else set()
+    keep = vectors_file(current.number) if current.vectors.legacy else None
     removed = []
     for path in vector_files(folder):
-        if path.name != vectors_file(committed):
+        segment = segment_of(path)
+        if (segment is not None and segment not in live) or (segment is None and path.name != keep):
             path.unlink(missing_ok=True)
             removed.append(path.name)
     for path in folder.glob("*.tmp"):
@@ -441,18 +612,16 @@ def remove_leftovers(folder: Path, committed: int) -> list[str]:
     return removed
 
 
-def initialize(folder: Path, vectors: VectorIndex) -> Store:
-    """Write a new index's store and generation 0; returns the open store.
+def initialize(folder: Path) -> Store:
+    """Write a new index's store at generation 0 (no segment yet); returns the open store.
 
     The caller holds the writer lock, has seen no manifest, and has called
     :func:`remove_failed_creation`; it writes the manifest last.
     """
     store = Store(folder / STORE_FILE, create=True)
     with store.transaction():
-        vectors.write(folder / vectors_file(0))
         store.set_meta(GENERATION, 0)
-        store.set_meta(FACTORY, vectors.factory)
-        store.set_meta(CHECKSUM, file_checksum(folder / vectors_file(0)))
+        store.set_meta(LAYOUT, SEGMENTS)
     return store
 
 

@@ -21,6 +21,36 @@ HNSW_FACTORY = "HNSW32"
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
 
+
+@dataclass(frozen=True)
+class MergePolicy:
+    """When a write merges segments: tiered, after Lucene's ``TieredMergePolicy``.
+
+    Segments are grouped in tiers by live size (tier ``t`` holds
+    ``segments_per_tier ** t`` to ``segments_per_tier ** (t+1)`` chunks, every
+    segment under ``floor_chunks`` in the lowest); when a tier holds
+    ``segments_per_tier`` segments, a write merges them into one of the next
+    tier. So each chunk is rewritten about ``log(N) / log(segments_per_tier)``
+    times in its life, and a search never covers more than about
+    ``segments_per_tier`` segments per tier. A segment whose tombstones pass
+    ``max_tombstone_share`` of its vectors is rewritten without them.
+
+    Attributes:
+        segments_per_tier: how many similar-sized segments trigger a merge (>= 2).
+        floor_chunks: segments smaller than this count as this size (chunks).
+        max_merge_chunks: a write never merges more live chunks than this at once,
+            so its work stays bounded; :meth:`semsearch.Index.optimize` has no bound.
+        max_tombstone_share: a segment with more tombstones than this share is expunged.
+        in_writes: merge inside writes at all (``False``: only ``optimize`` merges).
+    """
+
+    segments_per_tier: int = 10
+    floor_chunks: int = 1_000
+    max_merge_chunks: int = 2_000_000
+    max_tombstone_share: float = 0.3
+    in_writes: bool = True
+
+
 ENV_INDEX = "SEMSEARCH_INDEX"
 ENV_MODEL = "SEMSEARCH_MODEL"
 ENV_DEBUG = "SEMSEARCH_DEBUG"

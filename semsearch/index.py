@@ -1,16 +1,20 @@
 """The :class:`Index` facade: one folder, one model, articles in, hits out.
 
 The folder holds ``manifest.json`` (what the index is), ``store.sqlite``
-(articles, chunks, their vectors, and the commit record) and
-``vectors.<generation>.faiss``. :class:`Index` composes three rooms:
+(articles, chunks, the list of segments, their tombstones and the commit
+record) and one ``segment.<id>.faiss`` per segment. :class:`Index` composes
+three rooms:
 
 - reads (open, search, get, info) are a :class:`~semsearch.reader.Reader`,
   which :class:`Index` extends;
-- writes (create, add, remove, rebuild) go to a :class:`~semsearch.writer.Writer`,
-  which prepares each as a :class:`~semsearch.commit.Change`;
-- :func:`semsearch.commit.commit` applies a change as one generation: the
-  next FAISS file, then the SQLite transaction that names it, the single
-  switch, so a failure at any earlier point leaves the index as it was.
+- writes (create, add, remove, rebuild, optimize) go to a
+  :class:`~semsearch.writer.Writer`, which prepares each as a
+  :class:`~semsearch.commit.Change`;
+- :func:`semsearch.commit.commit` applies a change as one generation: a new
+  segment file of the chunks written, then the SQLite transaction that names
+  it and tombstones the chunks removed, the single switch, so a failure at any
+  earlier point leaves the index as it was; :func:`semsearch.commit.merge`
+  merges segments the same way.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from .commit import remove_created
-from .config import BUILD_BACKENDS, DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP_TOKENS
+from .commit import Generation, remove_created
+from .config import BUILD_BACKENDS, DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP_TOKENS, MergePolicy
 from .config import environment as read_environment
 from .embed import Encoder, backend_named
 from .errors import IndexExistsError, SettingsConflictError
@@ -32,9 +36,9 @@ from .load import FieldMap, load_paths
 from .lock import WriterLock
 from .manifest import Manifest, manifest_path
 from .reader import Reader
-from .records import AddResult, Article, Skipped
+from .records import AddResult, Article, OptimizeResult, Skipped
+from .segments import SegmentSet
 from .store import Store
-from .vectors import VectorIndex
 from .writer import CreationSettings, Writer, create_locked, plan_creation
 
 
@@ -59,11 +63,10 @@ class Index(Reader):
         path: Path,
         manifest: Manifest,
         store: Store,
-        vectors: VectorIndex,
+        current: Generation,
         encoder: Encoder | None = None,
-        generation: int = 0,
     ) -> None:
-        super().__init__(path, manifest, store, vectors, encoder, generation)
+        super().__init__(path, manifest, store, current, encoder)
         self._writer = Writer(self)
 
     @property
@@ -74,6 +77,15 @@ class Index(Reader):
     @lock_timeout.setter
     def lock_timeout(self, seconds: float) -> None:
         self._writer.lock_timeout = seconds
+
+    @property
+    def merge_policy(self) -> MergePolicy:
+        """When this index's writes merge segments (see :class:`~semsearch.config.MergePolicy`)."""
+        return self._writer.merge_policy
+
+    @merge_policy.setter
+    def merge_policy(self, policy: MergePolicy) -> None:
+        self._writer.merge_policy = policy
 
     # -- creating --------------------------------------------------------------
 
@@ -204,7 +216,8 @@ class Index(Reader):
             index: Index | None = None
             try:
                 store, encoder = create_locked(folder, env.cache_dir, plan)
-                index = cls(folder, plan.manifest, store, plan.vectors, encoder)
+                empty = Generation(0, SegmentSet((), {}, plan.manifest.model.dim))
+                index = cls(folder, plan.manifest, store, empty, encoder)
                 index._writer.holds_lock = True
                 yield index
             except BaseException:
@@ -365,8 +378,27 @@ class Index(Reader):
         return self._writer.remove(article_ids)
 
     def rebuild(self, index_type: str | None = None) -> None:
-        """Rebuild the vector index from the stored vectors, optionally as another type."""
+        """Rebuild the vectors as one segment, optionally of another index type.
+
+        Raises:
+            BadInputError: for an index type FAISS cannot build; nothing is changed.
+        """
         self._writer.rebuild(index_type)
+
+    def optimize(self) -> OptimizeResult:
+        """Merge every segment into one, dropping the vectors of removed chunks for good.
+
+        Writes merge segments by themselves (tiered, bounded per write: see
+        :attr:`merge_policy`); ``optimize`` is for a quiet hour: searches then
+        cover one segment, and the disk holds no removed vector. Like any
+        write it is one atomic generation switch: killed midway, the index is
+        the one before.
+
+        Raises:
+            LockedError: if another process is writing.
+            OSError: if the merged segment cannot be written; nothing is changed.
+        """
+        return self._writer.optimize()
 
     def export_onnx(self) -> bool:
         """Give an index built without one the torch-free query encoder (``onnx/``).

@@ -6,8 +6,10 @@ manifest holds a complete index. :func:`read_manifest` refuses formats it
 does not know.
 
 The folder's files are named here and nowhere else: ``manifest.json``,
-``store.sqlite`` (with SQLite's ``-wal``, ``-shm`` and ``-journal``) and one
-``vectors.<generation>.faiss`` per generation (see :mod:`semsearch.commit`).
+``store.sqlite`` (with SQLite's ``-wal``, ``-shm`` and ``-journal``) and the
+segments' ``segment.<id>.faiss`` (with ``segment.<id>.npy``, the exact vectors,
+beside a compressed type; see :mod:`semsearch.segments`). Indexes of format 3
+had one ``vectors.<generation>.faiss`` per generation instead.
 The writer lock (``write.lock``, :mod:`semsearch.lock`) and the ONNX export
 (``onnx/``, :mod:`semsearch.onnx_backend`) are named by their own modules.
 """
@@ -24,11 +26,13 @@ from .errors import IncompatibleIndexError, IndexNotFoundError, damaged
 
 # 2: prompts in the model section; the store gained its keyword index (schema 2).
 # 3: the model section records the ONNX export used for queries.
-FORMAT_VERSION = 3
+# 4: segments: vectors in immutable segment files, stored once (store schema 5).
+FORMAT_VERSION = 4
 MANIFEST = "manifest.json"
 VECTORS_FILE = "vectors.faiss"
 STORE_FILE = "store.sqlite"
 _VECTORS_GLOB = "vectors.*.faiss"
+_SEGMENT_GLOB = "segment.*"
 # Manifests spell the torch build backend "sentence-transformers" (formats 1-3,
 # which older semsearch reads); in memory it is Backend.TORCH like everywhere else.
 _RECORDED_TORCH = "sentence-transformers"
@@ -63,7 +67,10 @@ class VectorsInfo:
     index_type: str
     faiss_factory: str
     metric: str = "inner_product"
-    file: str = VECTORS_FILE
+    file: str = ""
+    """Format 3: the generation's FAISS file; empty since segments."""
+    generation: int = 0
+    segments: int = 0
 
 
 @dataclass
@@ -97,9 +104,28 @@ def vectors_file(generation: int) -> str:
     return f"vectors.{generation}.faiss"
 
 
-def vector_files(folder: Path) -> list[Path]:
-    """Every generation's FAISS file in the folder (committed or left by a crash), sorted."""
+def segment_file(segment: int, suffix: str = ".faiss") -> str:
+    """The name of a segment's FAISS file (``.faiss``) or exact vectors (``.npy``)."""
+    return f"segment.{segment}{suffix}"
+
+
+def segment_of(path: Path) -> int | None:
+    """The segment id a file name belongs to, or None if it is no segment file."""
+    parts = path.name.split(".")
+    if len(parts) == 3 and parts[0] == "segment" and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+def legacy_vector_files(folder: Path) -> list[Path]:
+    """Format 3's per-generation FAISS files in the folder, sorted."""
     return sorted(folder.glob(_VECTORS_GLOB))
+
+
+def vector_files(folder: Path) -> list[Path]:
+    """Every vector file in the folder: segments' and format 3's, live or left by a crash."""
+    segments = [p for p in folder.glob(_SEGMENT_GLOB) if segment_of(p) is not None]
+    return sorted(segments) + legacy_vector_files(folder)
 
 
 def store_files(store_file: str = STORE_FILE) -> tuple[str, ...]:

@@ -151,6 +151,30 @@ MIGRATIONS: tuple[tuple[int, str | Callable[[sqlite3.Connection], None]], ...] =
         """,
     ),
     (4, _keyword_text_migration),
+    (
+        5,
+        # Segments (format 4): a generation's vectors are immutable FAISS files,
+        # one per segment, listed here with the size and CRC-32 recorded when
+        # each was written; a chunk removed from a segment is a tombstone until
+        # the segment is merged away. New chunks store an empty vector blob: the
+        # segment files hold the vectors. An index written before this keeps its
+        # vectors in chunks.vector and one vectors.<generation>.faiss file until
+        # its first write converts it (semsearch.commit.convert_legacy).
+        """
+        CREATE TABLE segments (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,  -- segment.<id>.faiss
+            factory TEXT NOT NULL,                 -- its FAISS factory string
+            n_vectors INTEGER NOT NULL,            -- vectors in it, tombstoned ones too
+            files TEXT NOT NULL,                   -- JSON: name -> {"size", "crc32"}
+            generation INTEGER NOT NULL            -- the generation that wrote it
+        );
+        CREATE TABLE tombstones (
+            chunk_id INTEGER PRIMARY KEY,          -- a removed chunk still in a segment
+            segment INTEGER NOT NULL REFERENCES segments(id) ON DELETE CASCADE
+        );
+        CREATE INDEX tombstones_segment ON tombstones(segment);
+        """,
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -1,11 +1,12 @@
 """The read side of an index: open it, search one generation, get, info.
 
 A :class:`Reader` holds the index's manifest, its SQLite store and the
-loaded vectors of one committed generation (see :mod:`semsearch.commit`).
-Every read happens inside a snapshot: the SQLite read transaction and the
-vectors of the generation that transaction names; if a writer committed since
-the vectors were loaded, the newer file is loaded first. So a long-lived
-reader sees each commit whole, and never two generations at once.
+open segments of one committed generation (see :mod:`semsearch.commit` and
+:mod:`semsearch.segments`). Every read happens inside a snapshot: the SQLite
+read transaction and the segments and tombstones of the generation that
+transaction names; if a writer committed since they were loaded, the new
+segments are opened first (only those: the others stay open). So a
+long-lived reader sees each commit whole, and never two generations at once.
 
 Threads: one reader may be shared by threads. Its SQLite connection and its
 loaded vectors are one state, so a lock serialises what touches them (each
@@ -48,8 +49,9 @@ from .keywords import match_expression
 from .manifest import Manifest, read_manifest
 from .records import Article, Hit, IndexInfo
 from .search import DEFAULT_MODE, HYBRID_WEIGHT, MODES, Query, search
+from .segments import SegmentSet
 from .store import Store
-from .vectors import VectorIndex
+from .vectors import resolve_factory
 
 R = TypeVar("R", bound="Reader")
 
@@ -66,18 +68,16 @@ class Reader:
         path: Path,
         manifest: Manifest,
         store: Store,
-        vectors: VectorIndex,
+        current: Generation,
         encoder: Encoder | None = None,
-        generation: int = 0,
     ) -> None:
         self.path = path
         self.manifest = manifest
         self._store = store
-        self._vectors = vectors
+        self._current = current
         self._encoder = encoder
         self._given_encoder = encoder
         """The encoder given to open or create, if any: it also embeds the articles."""
-        self._generation = generation
         self._lock = threading.RLock()
         self._query_backend: str | Backend = Backend.AUTO
 
@@ -139,14 +139,15 @@ class Reader:
         except BaseException:
             store.close()
             raise
-        manifest.vectors.faiss_factory = current.vectors.factory
+        if current.vectors.factory:
+            manifest.vectors.faiss_factory = current.vectors.factory
         if encoder is not None:
             try:
                 check_encoder(encoder, manifest.model, folder)
             except BaseException:
                 store.close()
                 raise
-        reader = cls(folder, manifest, store, current.vectors, encoder, current.number)
+        reader = cls(folder, manifest, store, current, encoder)
         reader._query_backend = chosen or env.backend
         return reader
 
@@ -161,6 +162,16 @@ class Reader:
 
     # -- generations ---------------------------------------------------------------
 
+    @property
+    def _generation(self) -> int:
+        """The number of the generation this reader reads."""
+        return self._current.number
+
+    @property
+    def _vectors(self) -> SegmentSet:
+        """The open segments of that generation."""
+        return self._current.vectors
+
     def refresh(self) -> bool:
         """Pick up what other processes committed since this index was opened.
 
@@ -173,16 +184,18 @@ class Reader:
         with self._lock:
             if self._store.meta(GENERATION) == self._generation:
                 return False
-            self._adopt(load_generation(self.path, self._store, self.manifest.model.dim))
+            dim = self.manifest.model.dim
+            self._adopt(load_generation(self.path, self._store, dim, self._current))
             return True
 
     def _adopt(self, generation: Generation, manifest: Manifest | None = None) -> None:
         """Read this generation from now on (a writer's commit, or another process's)."""
         with self._lock:
-            self._generation, self._vectors = generation.number, generation.vectors
+            self._current = generation
             if manifest is not None:
                 self.manifest = manifest
-            self.manifest.vectors.faiss_factory = generation.vectors.factory
+            if generation.vectors.factory:
+                self.manifest.vectors.faiss_factory = generation.vectors.factory
 
     @contextmanager
     def _snapshot(self) -> Iterator[None]:
@@ -388,8 +401,7 @@ class Reader:
         For analysis, export and benchmarks; searching does not need it.
         """
         with self._snapshot():
-            stored = self._store.all_vectors(self.manifest.model.dim)
-        return stored.chunk_ids, stored.vectors
+            return self._vectors.live_vectors()
 
     def get(self, article_id: str) -> Article | None:
         """The stored article with this id, or None."""
@@ -406,7 +418,9 @@ class Reader:
             self.refresh()
             m = self.manifest
             n_articles, n_chunks = self._store.counts()
-            factory = self._vectors.factory
+            vectors = self._vectors
+            factory = vectors.factory or resolve_factory(m.vectors.index_type, 0)
+            generation = self._generation
         # Everything in the folder: the store, the vectors and the ONNX export.
         size = sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
         return IndexInfo(
@@ -429,6 +443,9 @@ class Reader:
             document_prompt=m.model.document_prompt,
             build_backend=m.model.backend,
             onnx_export=has_export(self.path, m.model),
+            generation=generation,
+            segments=len(vectors.segments),
+            tombstones=vectors.n_tombstones,
         )
 
 

@@ -192,6 +192,32 @@ class IndexInfo:
     """What embedded the articles: sentence-transformers, onnx or onnx-int8."""
     onnx_export: bool = False
     """Whether queries can run on ONNX Runtime without torch."""
+    generation: int = 0
+    """The committed generation read (each write, merge or optimize makes one)."""
+    segments: int = 0
+    """Live segments (see :mod:`semsearch.segments`)."""
+    tombstones: int = 0
+    """Removed chunks whose vectors are still in a segment, until it is merged."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class OptimizeResult:
+    """What :meth:`semsearch.Index.optimize` did.
+
+    Attributes:
+        segments_before: live segments before.
+        segments_after: live segments after (1, or 0 for an empty index).
+        tombstones_dropped: removed chunks whose vectors were dropped for good.
+        seconds: wall time of the merge.
+    """
+
+    segments_before: int
+    segments_after: int
+    tombstones_dropped: int
+    seconds: float
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -26,8 +26,8 @@ import numpy as np
 from .filters import Filter
 from .keywords import marked_spans
 from .records import COMMON_FIELDS, Hit
+from .segments import SegmentSet
 from .store import ChunkRow, Store
-from .vectors import VectorIndex
 
 MODES = ("hybrid", "semantic", "keyword")
 DEFAULT_MODE = "hybrid"
@@ -74,7 +74,7 @@ class _Ranked:
 
 
 def search(
-    vectors: VectorIndex,
+    vectors: SegmentSet,
     store: Store,
     queries: Sequence[Query],
     k: int,
@@ -135,7 +135,7 @@ class _Scope:
 
 
 def _semantic(
-    vectors: VectorIndex,
+    vectors: SegmentSet,
     store: Store,
     query: np.ndarray,
     k: int,
@@ -145,7 +145,8 @@ def _semantic(
     if vectors.ntotal == 0:
         return []
     if scope is not None and not vectors.exact and len(scope.ids) <= BRUTE_FORCE_LIMIT:
-        ids, articles, chunk_vectors = store.vectors_of_chunks(scope.ids.tolist(), vectors.dim)
+        ids, chunk_vectors = vectors.vectors_of(scope.ids)
+        articles = _articles_of(store, ids)
         scores = chunk_vectors @ query
         order = np.argsort(-scores, kind="stable")
         picked = _pick(scores[order], ids[order], articles[order], k, group)
@@ -241,7 +242,7 @@ class KeywordMatches:
 
 
 def _hybrid(
-    vectors: VectorIndex,
+    vectors: SegmentSet,
     store: Store,
     query: Query,
     k: int,
@@ -262,9 +263,9 @@ def _hybrid(
     article_of = store.chunk_articles(list(candidates))
     # Every chunk of every candidate article, so that each gets its exact best
     # cosine and best BM25, whichever list it came from.
-    ids, articles, chunk_vectors = store.vectors_of_articles(
-        sorted(set(article_of.values())), vectors.dim
-    )
+    ids, articles = store.chunks_of_articles(sorted(set(article_of.values())))
+    found, chunk_vectors = vectors.vectors_of(ids)
+    ids, articles = _aligned(found, ids, articles)
     cosine = chunk_vectors @ query.vector
     bm25 = matches.scores_of(ids)
     best_bm25 = float(matches.scores[0]) if len(matches.scores) else 1.0
@@ -306,3 +307,17 @@ def _hit(rank: int, mode: str, ranked: _Ranked, row: ChunkRow, marked: str | Non
         keyword_score=ranked.keyword,
         highlights=marked_spans(marked, row.text) if marked is not None else (),
     )
+
+
+def _articles_of(store: Store, chunk_ids: np.ndarray) -> np.ndarray:
+    """Each chunk's article key, ``(n,)`` int64 (-1 for a chunk not stored)."""
+    article_of = store.chunk_articles(chunk_ids.tolist())
+    return np.asarray([article_of.get(int(i), -1) for i in chunk_ids], dtype=np.int64)
+
+
+def _aligned(
+    found: np.ndarray, ids: np.ndarray, articles: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (ids, article keys) in the order of ``found`` (ids whose vectors were found)."""
+    article_of = dict(zip(ids.tolist(), articles.tolist(), strict=True))
+    return found, np.asarray([article_of[int(i)] for i in found], dtype=np.int64)

@@ -1,10 +1,14 @@
-"""SQLite metadata store: articles, their chunks, and the chunks' vectors.
+"""SQLite metadata store: articles, their chunks, and the list of vector segments.
 
 Chunk ids are the FAISS ids. ``AUTOINCREMENT`` means an id is never reused,
-so a removed chunk can never come back under another chunk's id. The chunks'
-vectors are kept here too (float32 blobs), so the FAISS index can always be
-rebuilt exactly, whatever its type. All SQL takes its values as parameters.
-The schema and its migrations are in :mod:`semsearch.migrations`.
+so a removed chunk can never come back under another chunk's id, and a
+tombstone names one chunk for good. The vectors themselves are in the
+segment files (:mod:`semsearch.segments`); the ``segments`` and
+``tombstones`` tables say which files and which of their chunks make the
+committed generation. Indexes written before segments (format 3) kept every
+vector here as a float32 blob too (the ``legacy_*`` reads), until their first
+write converts them. All SQL takes its values as parameters. The schema and
+its migrations are in :mod:`semsearch.migrations`.
 
 SQLite's exceptions stop here (:func:`sqlite_errors`, after httpx's
 ``map_httpcore_exceptions``): no other module catches ``sqlite3`` errors.
@@ -120,6 +124,24 @@ class StoredVectors(NamedTuple):
     chunk_ids: np.ndarray
     article_pks: np.ndarray
     vectors: np.ndarray
+
+
+class SegmentRow(NamedTuple):
+    """A live segment as the ``segments`` table records it.
+
+    Attributes:
+        id: the segment's id (its files are ``segment.<id>.*``).
+        factory: the FAISS factory string its index was built with.
+        n_vectors: vectors in its files, tombstoned ones included.
+        files: file name → ``{"size": bytes, "crc32": int}``, as written.
+        generation: the generation that wrote it.
+    """
+
+    id: int
+    factory: str
+    n_vectors: int
+    files: dict[str, dict[str, int]]
+    generation: int
 
 
 @dataclass(frozen=True)
@@ -348,12 +370,102 @@ class Store:
                 found.update(self._db.execute(query, (OPEN, CLOSE, match, *batch)).fetchall())
         return found
 
-    # The stored vectors: StoredVectors of every chunk, of some chunks, or of
-    # some articles' chunks; and the embedding cache, by text hash.
+    @_mapped
+    def all_chunk_ids(self) -> np.ndarray:
+        """Every chunk's id, ascending: ``(n,)`` int64."""
+        rows = self._db.execute("SELECT id FROM chunks ORDER BY id").fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    @_mapped
+    def chunks_of_articles(self, article_pks: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Every chunk of these articles (by key): ``(chunk ids, article keys)``, int64."""
+        sql = "SELECT id, article_pk FROM chunks WHERE article_pk IN (?)"
+        rows = self._select_in(sql, [int(p) for p in article_pks])
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        pks = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+        return ids, pks
+
+    @_mapped
+    def chunks_by_text_hash(self, text_hashes: Sequence[str]) -> dict[str, int]:
+        """The embedding cache's index: one chunk id per text hash found.
+
+        A text hash (``chunks.text_hash``) is :func:`semsearch.writer._embedded_text_hash`
+        of the exact text a chunk's vector was computed from; the vector is the
+        chunk's, in its segment.
+        """
+        sql = "SELECT text_hash, min(id) FROM chunks WHERE text_hash IN (?) GROUP BY text_hash"
+        return {h: int(i) for h, i in self._select_in(sql, list(text_hashes))}
+
+    # -- the generation's segments ---------------------------------------------
+
+    @_mapped
+    def segments(self) -> list[SegmentRow]:
+        """The live segments of the committed generation, by id."""
+        rows = self._db.execute(
+            "SELECT id, factory, n_vectors, files, generation FROM segments ORDER BY id"
+        ).fetchall()
+        return [SegmentRow(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+
+    @_mapped
+    def tombstones(self) -> dict[int, np.ndarray]:
+        """Segment id → its tombstoned chunk ids, ascending ``(n,)`` int64."""
+        rows = self._db.execute(
+            "SELECT segment, chunk_id FROM tombstones ORDER BY segment, chunk_id"
+        ).fetchall()
+        found: dict[int, list[int]] = {}
+        for segment, chunk_id in rows:
+            found.setdefault(segment, []).append(chunk_id)
+        return {s: np.asarray(ids, dtype=np.int64) for s, ids in found.items()}
+
+    @_mapped
+    def new_segment(self, factory: str, n_vectors: int, generation: int) -> int:
+        """Record a segment (its files follow with :meth:`set_segment_files`); returns its id."""
+        cursor = self._db.execute(
+            "INSERT INTO segments (factory, n_vectors, files, generation) VALUES (?, ?, '{}', ?)",
+            (factory, int(n_vectors), int(generation)),
+        )
+        return int(cursor.lastrowid or 0)
+
+    @_mapped
+    def set_segment_files(self, segment: int, files: dict[str, dict[str, int]]) -> None:
+        """Record a segment's files: name → ``{"size": bytes, "crc32": int}``."""
+        self._db.execute(
+            "UPDATE segments SET files = ? WHERE id = ?", (json.dumps(files), int(segment))
+        )
+
+    @_mapped
+    def delete_segments(self, segments: Sequence[int]) -> None:
+        """Drop segments from the generation, with their tombstones (by cascade)."""
+        self._db.executemany("DELETE FROM segments WHERE id = ?", [(int(s),) for s in segments])
+
+    @_mapped
+    def add_tombstones(self, segment: int, chunk_ids: Sequence[int]) -> None:
+        """Mark removed chunks of a segment as tombstones."""
+        self._db.executemany(
+            "INSERT INTO tombstones (chunk_id, segment) VALUES (?, ?)",
+            [(int(i), int(segment)) for i in chunk_ids],
+        )
+
+    @_mapped
+    def drop_legacy_vectors(self) -> None:
+        """Empty the ``chunks.vector`` blobs of a converted format-3 index."""
+        self._db.execute("UPDATE chunks SET vector = x'' WHERE length(vector) > 0")
+
+    @_mapped
+    def delete_meta(self, key: str) -> None:
+        self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
+    @_mapped
+    def vacuum(self) -> None:
+        """Give the free pages back to the file system (rewrites the database; no transaction)."""
+        self._db.execute("VACUUM")
+
+    # The vectors of a format-3 index (before segments), kept in chunks.vector:
+    # StoredVectors of every chunk, of some chunks, or of some articles' chunks.
 
     @_mapped
     def all_vectors(self, dim: int) -> StoredVectors:
-        """Every chunk's vector, in chunk id order (to rebuild or check the vector index)."""
+        """Every chunk's stored vector, in chunk id order (a format-3 index's)."""
         rows = self._db.execute("SELECT id, article_pk, vector FROM chunks ORDER BY id").fetchall()
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         pks = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
@@ -373,19 +485,6 @@ class Store:
         """The vectors of every chunk of these articles (by key), in no particular order."""
         sql = "SELECT id, article_pk, vector FROM chunks WHERE article_pk IN (?)"
         return _stored_vectors(self._select_in(sql, [int(p) for p in article_pks]), dim)
-
-    @_mapped
-    def vectors_by_text_hash(self, text_hashes: Sequence[str], dim: int) -> dict[str, np.ndarray]:
-        """The embedding cache: a stored ``(dim,)`` float32 vector per text hash found.
-
-        A text hash (``chunks.text_hash``) is :func:`semsearch.writer._embedded_text_hash`
-        of the exact text a chunk's vector was computed from.
-        """
-        sql = "SELECT text_hash, vector FROM chunks WHERE text_hash IN (?)"
-        return {
-            h: np.frombuffer(blob, dtype="<f4").astype(np.float32).reshape(dim)
-            for h, blob in self._select_in(sql, list(text_hashes))
-        }
 
     def _select_in(self, sql: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
         """Run a query whose one ``IN (?)`` takes all the values, in batches."""
@@ -444,13 +543,16 @@ class Store:
         article: Article,
         article_hash: str,
         chunks: Sequence[Chunk],
-        vectors: np.ndarray,
+        vectors: np.ndarray | None = None,
         text_hashes: Sequence[str | None] | None = None,
     ) -> np.ndarray:
-        """Insert an article and its chunks; returns the new chunk ids.
+        """Insert an article and its chunks; returns the new chunk ids, ascending.
 
         ``article_hash`` goes into the ``content_hash`` column; ``text_hashes``
-        (one per chunk, or None) into ``chunks.text_hash``, the embedding cache's key.
+        (one per chunk, or None) into ``chunks.text_hash``, the embedding cache's
+        key. ``vectors`` (``(len(chunks), dim)`` float32) are stored in
+        ``chunks.vector`` only if given: the format-3 layout, for tests of its
+        conversion; the segments hold the vectors of everything else.
         """
         now = utc_now()
         cursor = self._db.execute(
@@ -473,7 +575,12 @@ class Store:
             self._db.execute("UPDATE articles SET keyword_title = ? WHERE pk = ?", (title, pk))
         ids = np.empty(len(chunks), dtype=np.int64)
         hashes = text_hashes if text_hashes is not None else [None] * len(chunks)
-        for i, (chunk, vector, text_hash) in enumerate(zip(chunks, vectors, hashes, strict=True)):
+        blobs = (
+            [np.asarray(v, dtype="<f4").tobytes() for v in vectors]
+            if vectors is not None
+            else [b""] * len(chunks)
+        )
+        for i, (chunk, blob, text_hash) in enumerate(zip(chunks, blobs, hashes, strict=True)):
             cursor = self._db.execute(
                 'INSERT INTO chunks (article_pk, ordinal, start, "end", n_tokens, vector,'
                 " text_hash, keyword_text) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -483,7 +590,7 @@ class Store:
                     chunk.start,
                     chunk.end,
                     chunk.n_tokens,
-                    np.asarray(vector, dtype="<f4").tobytes(),
+                    blob,
                     text_hash,
                     keyword_text(article.text[chunk.start : chunk.end]),
                 ),

@@ -1,10 +1,12 @@
 """The FAISS vector index: stable 64-bit ids, inner product on unit vectors.
 
-Every chunk keeps its 64-bit id for life, so it can be removed or replaced:
-IVF indexes store ids in their inverted lists; every other type is wrapped in
-``IndexIDMap2``. Index types that cannot remove in place (HNSW, graph and
-other non-flat types) are rebuilt from the stored vectors instead; the caller
-decides when (see ``supports_remove``).
+Every chunk keeps its 64-bit id for life: IVF indexes store ids in their
+inverted lists; every other type is wrapped in ``IndexIDMap`` (whose id map is
+one int64 per vector, and whose inner index holds vector ``i`` of the map at
+position ``i``, so :meth:`VectorIndex.reconstruct_at` needs no reverse map).
+A segment's index is written once and read memory-mapped
+(``IO_FLAG_MMAP_IFC``): opening costs the id map, not the vectors. Indexes of
+format 3 used ``IndexIDMap2`` and were changed in place; they still read.
 
 FAISS's exceptions stop here (:func:`_faiss_errors`): it raises ``RuntimeError``
 for everything, so each call that can fail says what its failure means to a
@@ -91,15 +93,21 @@ class VectorIndex:
                 # ordering that only its polysemous filter uses; we never do.
                 ivfpq.do_polysemous_training = False
             return cls(inner, factory)
-        return cls(faiss.IndexIDMap2(inner), factory)
+        return cls(faiss.IndexIDMap(inner), factory)
 
     @classmethod
-    def read(cls, path: Path, factory: str, file: BinaryIO | None = None) -> VectorIndex:
+    def read(
+        cls, path: Path, factory: str, file: BinaryIO | None = None, mmap: bool = False
+    ) -> VectorIndex:
         """Read an index file written by :meth:`write`.
 
         Args:
             file: the file already open (read from its current position), so
                 that it is the same file even if the path is replaced meanwhile.
+            mmap: map the file's vectors (and HNSW graph, IVF lists) into memory
+                instead of reading them (FAISS's ``IO_FLAG_MMAP_IFC``): they cost
+                page cache, shared between processes, not this process's memory.
+                The file must then never change (segments never do).
 
         Raises:
             IncompatibleIndexError: if the file is missing or damaged.
@@ -108,11 +116,13 @@ class VectorIndex:
         if file is None and not path.exists():
             raise IncompatibleIndexError(f"{path} is missing; the index is incomplete")
         with _faiss_errors(lambda reason: damaged(path, f"not a FAISS index ({reason})")):
-            if file is None:
-                index = faiss.read_index(str(path))
-            else:
+            if file is not None:
                 index = faiss.read_index(faiss.PyCallbackIOReader(file.read))
-        if not isinstance(index, faiss.IndexIDMap2) and _ivf(index) is None:
+            elif mmap:
+                index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
+            else:
+                index = faiss.read_index(str(path))
+        if not isinstance(index, faiss.IndexIDMap) and _ivf(index) is None:
             raise IncompatibleIndexError(f"{path} is not a semsearch vector index (no id map)")
         return cls(index, factory)
 
@@ -159,6 +169,41 @@ class VectorIndex:
             for i in range(lists.nlist)
         ]
         return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self._index.is_trained)
+
+    @property
+    def min_train(self) -> int:
+        """Vectors worth training this type on: 39 per IVF list (below that FAISS
+        warns of poor centroids); 10,000 for other trained types (a PQ's 256
+        centroids per sub-quantizer, 39 points each)."""
+        if self._ivf is not None:
+            return 39 * int(self._ivf.nlist)
+        return 10_000 if self.trains else 0
+
+    @property
+    def trains(self) -> bool:
+        """Whether the type learns from data (IVF centroids, PQ codebooks) before adding."""
+        return not self.reconstructs
+
+    @property
+    def reconstructs(self) -> bool:
+        """Whether the index holds its vectors exactly (Flat, HNSW over Flat), by position."""
+        faiss = _faiss()
+        return self._ivf is None and isinstance(self._inner, (faiss.IndexFlat, faiss.IndexHNSWFlat))
+
+    def reconstruct_at(self, positions: np.ndarray) -> np.ndarray:
+        """The exact vectors at these positions of the id map: ``(n, dim)`` float32.
+
+        Only where :attr:`reconstructs` is true.
+        """
+        assert self.reconstructs, "this index type keeps no exact vectors"
+        if len(positions) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        positions = np.ascontiguousarray(positions, dtype=np.int64)
+        return np.asarray(self._inner.reconstruct_batch(positions), dtype=np.float32)
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray | None:
         """The stored vectors of these ids, or None where the type cannot give them back.
@@ -230,13 +275,23 @@ class VectorIndex:
             self._ivf.nprobe = min(int(nprobe), int(self._ivf.nlist))
 
     def search(
-        self, queries: np.ndarray, k: int, only: np.ndarray | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        only: np.ndarray | None = None,
+        exclude: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The k best (scores, ids) per query; ids are -1 past the end of the index.
 
         Args:
+            queries: ``(n, dim)`` float32 unit vectors.
             only: if given, search only among these ids (FAISS's ``IDSelector``,
                 applied inside the search, not by discarding results afterwards).
+            exclude: if given (and ``only`` is not), never return these ids
+                (tombstones), also inside the search.
+
+        Returns:
+            ``(n, k)`` float32 scores and ``(n, k)`` int64 ids, best first.
         """
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         k = max(1, min(k, self.ntotal if only is None else len(only)))
@@ -252,20 +307,25 @@ class VectorIndex:
         if len(queries) == 1:
             faiss.omp_set_num_threads(1)
         try:
-            if only is None:
-                scores, ids = self._index.search(queries, k)
-            else:
+            if only is not None:
                 scores, ids = self._index.search(queries, k, params=self._selecting(only))
+            elif exclude is not None and len(exclude):
+                params = self._selecting(exclude, invert=True)
+                scores, ids = self._index.search(queries, k, params=params)
+            else:
+                scores, ids = self._index.search(queries, k)
         finally:
             faiss.omp_set_num_threads(threads)
             if hnsw is not None:
                 hnsw.efSearch = saved
         return scores, ids
 
-    def _selecting(self, only: np.ndarray) -> Any:
-        """Search parameters restricting a search to some ids, with the index's own settings."""
+    def _selecting(self, ids: np.ndarray, invert: bool = False) -> Any:
+        """Search parameters restricting a search to some ids (or to all others),
+        with the index's own settings."""
         faiss = _faiss()
-        selector = faiss.IDSelectorBatch(np.ascontiguousarray(only, dtype=np.int64))
+        batch = faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64))
+        selector = faiss.IDSelectorNot(batch) if invert else batch
         hnsw = getattr(self._inner, "hnsw", None)
         if hnsw is not None:
             params = faiss.SearchParametersHNSW(sel=selector, efSearch=int(hnsw.efSearch))
@@ -273,7 +333,7 @@ class VectorIndex:
             params = faiss.SearchParametersIVF(sel=selector, nprobe=int(self._ivf.nprobe))
         else:
             params = faiss.SearchParameters(sel=selector)
-        params._selector = selector  # SWIG does not keep it alive for us
+        params._selector = (selector, batch)  # SWIG does not keep them alive for us
         return params
 
 

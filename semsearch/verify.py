@@ -1,4 +1,4 @@
-"""Check that an index folder's parts agree: manifest, SQLite, FTS5 and FAISS.
+"""Check that an index folder's parts agree: manifest, SQLite, FTS5 and the segments.
 
 :func:`verify` reads everything without the writer lock, inside one SQLite
 snapshot, and reports every disagreement it finds rather than stopping at
@@ -13,13 +13,17 @@ from typing import Any
 
 import numpy as np
 
-from .commit import CHECKSUM, FACTORY, GENERATION, Moved, file_checksum, retry
+from .commit import CHECKSUM, FACTORY, GENERATION, LAYOUT, SEGMENTS, Moved, file_checksum, retry
 from .errors import IncompatibleIndexError, SemsearchError
 from .keywords import keyword_text
 from .manifest import read_manifest, vector_files, vectors_file
 from .migrations import CHUNK_TEXT_QUERY
-from .store import Store
+from .segments import SegmentMissing, open_segment
+from .store import SegmentRow, Store
 from .vectors import VectorIndex
+
+_BATCH = 100_000
+"""Vectors read at once when checking them (about 150 MB at 384 dimensions)."""
 
 
 @dataclass(frozen=True)
@@ -71,16 +75,25 @@ def _verify_once(folder: Path) -> VerifyReport:
         _check_store(store, problems, checked)  # outside the snapshot: FTS5's check is a write
         if problems:
             return report
+        live: set[str] = set()
         with store.snapshot():
             generation = store.meta(GENERATION)
+            legacy = store.meta(LAYOUT) != SEGMENTS
             factory = store.meta(FACTORY)
-            recorded = store.meta(CHECKSUM)
-            if generation is None or factory is None:
+            if generation is None or (legacy and factory is None):
                 problems.append(f"{store.path} has no commit record")
                 return report
-            file = folder / vectors_file(int(generation))
             checked["generation"] = int(generation)
-            _check_vectors(store, file, str(factory), recorded, manifest.model.dim, problems)
+            if legacy:
+                file = folder / vectors_file(int(generation))
+                recorded = store.meta(CHECKSUM)
+                _check_vectors(store, file, str(factory), recorded, manifest.model.dim, problems)
+                live.add(file.name)
+            else:
+                rows = store.segments()
+                checked["segments"] = len(rows)
+                live.update(name for row in rows for name in row.files)
+                _check_segments(folder, store, rows, manifest.model.dim, problems, checked)
             _check_keyword_text(store, problems, checked)
             n_articles, n_chunks = store.counts()
             checked.update(articles=n_articles, chunks=n_chunks)
@@ -91,9 +104,10 @@ def _verify_once(folder: Path) -> VerifyReport:
                     "write rewrites the manifest"
                 )
         for extra in vector_files(folder):
-            if extra.name != vectors_file(int(generation)):
+            if extra.name not in live:
                 notes.append(
-                    f"{extra.name} is left from an interrupted write; the next write removes it"
+                    f"{extra.name} is left from an interrupted write or a merge; "
+                    "the next write removes it"
                 )
     except IncompatibleIndexError as e:  # the store found damage while reading
         problems.append(str(e))
@@ -183,3 +197,80 @@ def _check_vectors(
     if found is not None and not np.allclose(found, stored, atol=1e-5):
         bad = int((~np.isclose(found, stored, atol=1e-5).all(axis=1)).sum())
         problems.append(f"{file.name}: {bad} vectors differ from the chunks' stored vectors")
+
+
+def _check_segments(
+    folder: Path,
+    store: Store,
+    rows: list[SegmentRow],
+    dim: int,
+    problems: list[str],
+    checked: dict[str, Any],
+) -> None:
+    """Each segment's files against their record (size and CRC-32), then ids and vectors.
+
+    Every chunk must be live in exactly one segment; every tombstone must
+    name a vector of its segment whose chunk is gone; every vector must be
+    finite and of unit length (they are normalised when embedded).
+    """
+    chunk_ids = store.all_chunk_ids()
+    tombstones = store.tombstones()
+    checked["tombstones"] = sum(len(t) for t in tombstones.values())
+    live_parts = []
+    for row in rows:
+        where = f"segment {row.id}"
+        damaged_file = False
+        for name, recorded in row.files.items():
+            try:
+                checksum = file_checksum(folder / name)
+            except FileNotFoundError:
+                # Gone: damage, or a merge committed and cleaned up since the snapshot began.
+                raise Moved(f"{folder / name} is missing (the commit names it)") from None
+            if checksum != recorded:
+                problems.append(
+                    f"{folder / name} does not match the size and checksum its commit recorded"
+                )
+                damaged_file = True
+        if damaged_file:
+            continue
+        try:
+            segment = open_segment(folder, row, dim)
+        except SegmentMissing as e:
+            raise Moved(str(e)) from None
+        except SemsearchError as e:
+            problems.append(str(e))
+            continue
+        ids = segment.ids
+        if len(np.unique(ids)) != len(ids):
+            problems.append(f"{where} holds some chunk id twice")
+            continue
+        dead = tombstones.get(row.id, np.zeros(0, dtype=np.int64))
+        held, _ = segment.positions(dead)
+        if not held.all():
+            problems.append(f"{where} has {int((~held).sum())} tombstones for ids it does not hold")
+        live_parts.append(np.setdiff1d(ids, dead))
+        for start in range(0, len(ids), _BATCH):
+            positions = np.arange(start, min(start + _BATCH, len(ids)))
+            vectors = segment.vectors_at(positions)
+            norms = np.linalg.norm(vectors, axis=1)
+            bad = ~np.isfinite(norms) | (np.abs(norms - 1) > 1e-3)
+            if bad.any():
+                problems.append(
+                    f"{where}: {int(bad.sum())} vectors are not finite unit vectors "
+                    f"(first: chunk {int(ids[positions[bad][0]])})"
+                )
+                break
+    extra_tombstones = set(tombstones) - {row.id for row in rows}
+    if extra_tombstones:
+        problems.append(f"tombstones name segments that are not live: {sorted(extra_tombstones)}")
+    live = np.concatenate(live_parts) if live_parts else np.zeros(0, dtype=np.int64)
+    if len(np.unique(live)) != len(live):
+        problems.append("some chunk is live in two segments")
+    held = np.unique(live)
+    if not np.array_equal(held, chunk_ids):
+        missing = len(np.setdiff1d(chunk_ids, held))
+        extra = len(np.setdiff1d(held, chunk_ids))
+        problems.append(
+            f"the segments hold {len(held)} live vectors for {len(chunk_ids)} chunks "
+            f"({missing} chunks without a vector, {extra} vectors without a chunk)"
+        )

@@ -8,7 +8,9 @@ the index: it compares the articles with what is stored (by content hash),
 finds what was pruned, chunks what changed and embeds the chunks, reusing the
 stored vector of any chunk text it has embedded before. The result is a
 :class:`~semsearch.commit.Change`, which :func:`semsearch.commit.commit`
-applies as one generation; the reader then reads that generation.
+applies as one generation (a new segment, tombstones); the reader then reads
+that generation. If the merge policy (:class:`~semsearch.config.MergePolicy`)
+then asks for it, the same write merges segments, as one more generation.
 
 Stage timings (``load``, ``diff``, ``chunk``, ``embed``, ``sqlite``, ``faiss``)
 go into :attr:`AddResult.timings`.
@@ -31,7 +33,13 @@ import numpy as np
 from . import __version__, commit
 from .chunk import MAX_TITLE_TOKENS
 from .commit import Change, NewArticle, StageClock, failpoint
-from .config import BUILD_BACKENDS, DEFAULT_OVERLAP_TOKENS, Backend, canonical_model_name
+from .config import (
+    BUILD_BACKENDS,
+    DEFAULT_OVERLAP_TOKENS,
+    Backend,
+    MergePolicy,
+    canonical_model_name,
+)
 from .config import environment as read_environment
 from .embed import (
     ONNX_FOLDER,
@@ -47,9 +55,10 @@ from .embed import (
 from .errors import BadInputError, LockedError, ModelError
 from .load import STDIN_NAME, first_of_each_id, skipped_article, source_file
 from .lock import WriterLock
-from .manifest import ChunkerInfo, Manifest, ModelInfo, VectorsInfo, vectors_file, write_manifest
+from .manifest import ChunkerInfo, Manifest, ModelInfo, VectorsInfo, write_manifest
 from .reader import Reader, make_chunker
-from .records import AddResult, Article, Chunk, Skipped
+from .records import AddResult, Article, Chunk, OptimizeResult, Skipped
+from .segments import plan_merge
 from .store import Store, utc_now
 from .vectors import VectorIndex, resolve_factory
 
@@ -69,6 +78,7 @@ class Writer:
         """Inside ``Index.creating``: this process holds the lock already."""
         self._store_id = _file_id(reader.path / reader.manifest.store_file)
         self._encoder: Encoder | None = None
+        self.merge_policy = MergePolicy()
 
     @property
     def encoder(self) -> Encoder:
@@ -97,25 +107,39 @@ class Writer:
             with reader._lock:
                 reader.refresh()
                 reader.manifest = commit.recover(
-                    reader.path, reader._store, reader._generation, reader.manifest
+                    reader.path, reader._store, reader._current, reader.manifest
                 )
+                if reader._vectors.legacy:  # format 3: its first write converts it
+                    done = commit.convert_legacy(
+                        reader.path, reader._store, reader._current, reader.manifest
+                    )
+                    self._adopt(done)
             yield
 
+    def _adopt(self, done: commit.Committed) -> None:
+        """Read the generation just committed: its new segments open, the rest reused."""
+        reader = self.reader
+        dim = reader.manifest.model.dim
+        generation = commit.load_generation(reader.path, reader._store, dim, reader._current)
+        reader._adopt(generation, done.manifest)
+
     def _commit(self, change: Change, clock: StageClock | None = None) -> int:
-        """Apply a change as the next generation; returns the chunks removed."""
+        """Apply a change as the next generation, then merge if the policy says so.
+
+        Returns the chunks removed.
+        """
         reader = self.reader
         with reader._lock:  # no read of this index in between: its state is changing
-            current = commit.Generation(reader._generation, reader._vectors)
-            try:
-                done = commit.commit(
-                    reader.path, reader._store, current, reader.manifest, change, clock
+            done = commit.commit(
+                reader.path, reader._store, reader._current, reader.manifest, change, clock
+            )
+            self._adopt(done)
+            chosen = plan_merge(reader._vectors, self.merge_policy)
+            if chosen:  # one merge per write: bounded work
+                merged = commit.merge(
+                    reader.path, reader._store, reader._current, reader.manifest, chosen, clock
                 )
-            except BaseException:
-                # The loaded vectors may be half-changed; the committed file is intact.
-                dim = reader.manifest.model.dim
-                reader._adopt(commit.load_generation(reader.path, reader._store, dim))
-                raise
-            reader._adopt(done.generation, done.manifest)
+                self._adopt(merged)
         return done.chunks_removed
 
     def add(
@@ -205,7 +229,10 @@ class Writer:
         dim = reader.manifest.model.dim
         vectors = np.zeros((len(texts), dim), dtype=np.float32)
         with reader._lock:
-            cached = reader._store.vectors_by_text_hash(sorted(set(text_hashes)), dim)
+            holders = reader._store.chunks_by_text_hash(sorted(set(text_hashes)))
+            ids, found = reader._vectors.vectors_of(list(holders.values()))
+            row = {int(i): n for n, i in enumerate(ids)}
+            cached = {h: found[row[i]] for h, i in holders.items() if i in row}
         # One embedding per distinct new text, however many chunks share it.
         todo = {h: i for i, h in reversed(list(enumerate(text_hashes))) if h not in cached}
         if todo:
@@ -255,6 +282,25 @@ class Writer:
             VectorIndex.create(resolve_factory(index_type, n), self.reader.manifest.model.dim)
         with self.writing():
             self._commit(Change(rebuild=True, index_type=index_type))
+
+    def optimize(self) -> OptimizeResult:
+        """The write behind :meth:`semsearch.Index.optimize`."""
+        started = time.perf_counter()
+        reader = self.reader
+        with self.writing(), reader._lock:
+            current = reader._vectors
+            before, tombstones = len(current.segments), current.n_tombstones
+            if before > 1 or tombstones:
+                merged = commit.merge(
+                    reader.path,
+                    reader._store,
+                    reader._current,
+                    reader.manifest,
+                    [s.id for s in current.segments],
+                )
+                self._adopt(merged)
+            after = len(reader._vectors.segments)
+        return OptimizeResult(before, after, tombstones, time.perf_counter() - started)
 
     def export_onnx(self) -> bool:
         """The write behind :meth:`semsearch.Index.export_onnx`."""
@@ -385,7 +431,7 @@ def plan_creation(
             chunk_tokens=settings.chunk_tokens,
             max_title_tokens=MAX_TITLE_TOKENS,
         ),
-        vectors=VectorsInfo(index_type, faiss_factory=factory, file=vectors_file(0)),
+        vectors=VectorsInfo(index_type, faiss_factory=factory),
         counts={"articles": 0, "chunks": 0},
         created_at=now,
         updated_at=now,
@@ -412,7 +458,7 @@ def create_locked(folder: Path, cache_dir: Path, plan: CreationPlan) -> tuple[St
         # The index is built, and will be queried, with the exported model.
         manifest.model.backend = chosen.backend
         manifest.model.fingerprint = fingerprint(chosen.encoder)
-    store = commit.initialize(folder, plan.vectors)
+    store = commit.initialize(folder)
     write_manifest(folder, manifest)
     return store, chosen.encoder
 

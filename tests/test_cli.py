@@ -361,7 +361,7 @@ def test_verify_passes_on_a_sound_index_and_fails_on_a_damaged_one(sample_index_
     result = run("verify", "--index", str(sample_index_dir))
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("ok: ")
-    vectors = next(sample_index_dir.glob("vectors.*.faiss"))
+    vectors = next(sample_index_dir.glob("segment.*.faiss"))
     vectors.write_bytes(vectors.read_bytes()[:-100])
     result = run("verify", "--index", str(sample_index_dir), "--json")
     assert result.exit_code == 1

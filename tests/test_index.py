@@ -168,13 +168,17 @@ def test_invalid_index_type_is_refused_before_anything_is_written(tmp_path, fake
     assert not Index.exists(tmp_path / "ix")
 
 
-def test_ivf_with_too_few_vectors_fails_and_leaves_the_index_as_it_was(tmp_path, fake_encoder):
-    with Index.create(tmp_path / "ix", encoder=fake_encoder, index_type="IVF64,Flat") as index:
-        with pytest.raises(BadInputError, match="needs at least 64 vectors"):
-            index.add(FRUIT)
-        assert index.info().articles == 0
-    with Index.open(tmp_path / "ix", encoder=fake_encoder) as reopened:
-        assert reopened.info().chunks == 0
+def test_a_segment_too_small_to_train_its_type_is_kept_exact_until_merged(tmp_path, fake_encoder):
+    # 39 vectors per list is what FAISS wants to train IVF on: 78 for IVF2.
+    with Index.create(tmp_path / "ix", encoder=fake_encoder, index_type="IVF2,Flat") as index:
+        index.add(FRUIT)
+        assert index.info().faiss_factory == "Flat"
+        assert index.search("apple", k=1)[0].article_id == "apple"
+        index.add([make_article(f"n{i}", f"Note number {i}.") for i in range(80)])
+        index.optimize()
+        assert index.info().faiss_factory == "IVF2,Flat"
+        assert index.info().segments == 1
+        assert index.search("Note number 7.", k=1)[0].article_id == "n7"
 
 
 def test_auto_switches_to_hnsw_above_the_threshold(fake_index, monkeypatch):
@@ -182,6 +186,8 @@ def test_auto_switches_to_hnsw_above_the_threshold(fake_index, monkeypatch):
     fake_index.add(FRUIT)
     assert fake_index.info().faiss_factory == "Flat"
     fake_index.add([make_article(f"n{i}", f"Note {i}.") for i in range(10)])
+    assert fake_index.info().faiss_factory == "Flat"  # each segment is small
+    fake_index.optimize()  # one segment of 13
     assert fake_index.info().faiss_factory == "HNSW32"
     assert fake_index.search("Note 3.", k=1)[0].article_id == "n3"
 
@@ -190,9 +196,7 @@ def test_a_first_add_above_the_threshold_builds_hnsw_with_every_chunk(fake_index
     monkeypatch.setattr(vectors_module, "HNSW_THRESHOLD", 5)
     fake_index.add([make_article(f"n{i}", f"Note number {i}.") for i in range(12)])
     assert fake_index.info().faiss_factory == "HNSW32"
-    assert chunk_ids_in_faiss(fake_index) == set(
-        fake_index._store.all_vectors(32).chunk_ids.tolist()
-    )
+    assert chunk_ids_in_faiss(fake_index) == set(fake_index._store.all_chunk_ids().tolist())
     assert fake_index.search("Note number 7.", k=1)[0].article_id == "n7"
 
 
@@ -291,7 +295,7 @@ def test_newer_format_is_refused(fake_index, fake_encoder):
 def test_damaged_data_files_are_clear_errors(fake_index, fake_encoder, victim):
     fake_index.add(FRUIT)
     fake_index.close()
-    pattern = "vectors.*.faiss" if victim == "vectors" else "store.sqlite"
+    pattern = "segment.*.faiss" if victim == "vectors" else "store.sqlite"
     for file in fake_index.path.glob(pattern):
         file.write_bytes(b"garbage" * 10)
     for file in fake_index.path.glob("store.sqlite-*"):

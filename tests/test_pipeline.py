@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from semsearch import IncompatibleIndexError, Index, SemsearchError
+from semsearch import IncompatibleIndexError, Index, MergePolicy, SemsearchError
 from semsearch.errors import LockedError
 from semsearch.lock import WriterLock
 from semsearch.verify import verify
@@ -98,21 +98,35 @@ def test_a_second_writer_can_wait_for_the_first(fake_index):
 
 _WRITER = """
 import sys
-from semsearch import Index
+from semsearch import Index, MergePolicy
 from tests.conftest import FakeEncoder, make_article
 folder, action = sys.argv[1], sys.argv[2]
 with Index.open(folder, encoder=FakeEncoder()) as index:
-    if action == "add":
+    if action in ("add", "add-merge"):
+        if action == "add-merge":  # the add's own segment, then a merge in the same write
+            index.merge_policy = MergePolicy(segments_per_tier=2)
         texts = {f"a{i}": f"New text {i} on orchards and apples." for i in range(3, 8)}
         index.add([make_article(i, t) for i, t in texts.items()])
     elif action == "remove":
         index.remove(["a0", "a1"])
+    elif action == "optimize":
+        index.optimize()
     else:
         index.rebuild("hnsw")
 """
-STAGES = ["after-embed", "before-faiss-write", "mid-faiss-write", "before-commit",
-          "after-commit", "after-manifest"]  # fmt: skip
-COMMITTED = {"after-commit", "after-manifest"}
+_WRITE = ["before-faiss-write", "mid-faiss-write", "before-commit", "after-commit",
+          "after-manifest"]  # fmt: skip
+_MERGE = [f"merge-{stage}" for stage in _WRITE]
+# The stages each write goes through: only an add embeds; a removal writes no
+# vector file (tombstones are rows); a merge has stages of its own.
+STAGES = {
+    "add": ["after-embed", *_WRITE],
+    "remove": ["before-commit", "after-commit", "after-manifest"],
+    "rebuild": _WRITE,
+    "optimize": _MERGE,
+    "add-merge": _MERGE,
+}
+COMMITTED = {"after-commit", "after-manifest", "merge-after-commit", "merge-after-manifest"}
 
 
 def _killed_writer(folder: Path, action: str, stage: str) -> int:
@@ -123,13 +137,7 @@ def _killed_writer(folder: Path, action: str, stage: str) -> int:
     return child.returncode
 
 
-# Every stage of every write (only an add embeds, so only it has "after-embed").
-CASES = [
-    (action, stage)
-    for action in ("add", "remove", "rebuild")
-    for stage in STAGES
-    if stage != "after-embed" or action == "add"
-]
+CASES = [(action, stage) for action, stages in STAGES.items() for stage in stages]
 
 
 @pytest.mark.parametrize(("action", "stage"), CASES)
@@ -138,19 +146,27 @@ def test_a_writer_killed_at_any_stage_leaves_the_old_or_the_new_index(
 ):
     folder = tmp_path / "ix"
     with Index.create(folder, encoder=fake_encoder) as index:
+        index.merge_policy = MergePolicy(in_writes=False)
         index.add(_articles(OLD))
+        index.add([make_article("z0", "A second segment.")])
+        index.remove(["z0"])  # and a tombstone in it
+        assert index.info().segments == 2 and index.info().tombstones == 1
     assert _killed_writer(folder, action, stage) == -signal.SIGKILL
     report = verify(folder)
     assert report.ok, report.problems
-    new = {"add": {**OLD, **NEW}, "remove": {k: v for k, v in OLD.items() if k not in {"a0", "a1"}}}
-    expected = new.get(action, OLD) if stage in COMMITTED else OLD
+    new = {
+        "add": {**OLD, **NEW},
+        "add-merge": {**OLD, **NEW},  # the add committed before the merge began
+        "remove": {k: v for k, v in OLD.items() if k not in {"a0", "a1"}},
+    }
+    expected = new.get(action, OLD) if stage in COMMITTED or action == "add-merge" else OLD
     assert _content(folder, fake_encoder) == expected
     with Index.open(folder, encoder=fake_encoder) as index:  # the next write recovers
         index.add([make_article("z", "One more text.")])
+        live = {f"segment.{s.id}.faiss" for s in index._vectors.segments}
     assert verify(folder).ok and not verify(folder).notes
-    assert sorted(p.name for p in folder.glob("vectors.*.faiss")) == [
-        f"vectors.{index._generation}.faiss"
-    ]
+    assert {p.name for p in folder.glob("segment.*")} == live
+    assert not list(folder.glob("vectors.*.faiss"))
 
 
 _READER = """
@@ -252,7 +268,7 @@ def test_a_damaged_file_gives_a_clear_error(tmp_path, fake_encoder, name, how):
     folder = tmp_path / "ix"
     with Index.create(folder, encoder=fake_encoder) as index:
         index.add(_articles(OLD) + [make_article(f"x{i}", "filler " * 200) for i in range(30)])
-    file = next(folder.glob("vectors.*.faiss")) if name == "vectors" else folder / name
+    file = next(folder.glob("segment.*.faiss")) if name == "vectors" else folder / name
     data = bytearray(file.read_bytes())
     if how == "truncate":
         data = data[: len(data) // 2]
@@ -271,8 +287,10 @@ def test_a_damaged_file_gives_a_clear_error(tmp_path, fake_encoder, name, how):
         assert isinstance(e, IncompatibleIndexError), repr(e)
         assert f"{file} is damaged" in str(e) and "\n" not in str(e), e
     else:
-        # Only bytes SQLite does not read on these paths can go unnoticed; verify finds them.
-        assert name == "store.sqlite" and how == "overwrite-middle"
+        # Only bytes not read on these paths can go unnoticed, and verify finds them:
+        # SQLite pages these searches skip, and a segment's vectors, which open
+        # checks by size and header only (the full CRC-32 is verify's).
+        assert name in ("store.sqlite", "vectors") and how == "overwrite-middle"
     assert not verify(folder).ok
 
 
@@ -281,7 +299,7 @@ def test_a_damaged_file_error_says_what_to_do(tmp_path, fake_encoder, name):
     folder = tmp_path / "ix"
     with Index.create(folder, encoder=fake_encoder) as index:
         index.add(_articles(OLD))
-    file = next(folder.glob("vectors.*.faiss")) if name == "vectors" else folder / name
+    file = next(folder.glob("segment.*.faiss")) if name == "vectors" else folder / name
     file.write_bytes(file.read_bytes()[:100])
     damaged = f"{re.escape(str(file))} is damaged"
     with (
@@ -295,7 +313,7 @@ def test_a_damaged_file_error_says_what_to_do(tmp_path, fake_encoder, name):
 
 def test_a_newer_format_is_refused(fake_index):
     manifest = fake_index.path / "manifest.json"
-    manifest.write_text(manifest.read_text().replace('"format_version": 3', '"format_version": 99'))
+    manifest.write_text(manifest.read_text().replace('"format_version": 4', '"format_version": 99'))
     with pytest.raises(IncompatibleIndexError, match="format 99, newer"):
         Index.open(fake_index.path)
 

@@ -75,11 +75,10 @@ def test_a_change_is_applied_as_one_generation(fake_index):
     current = Generation(before, fake_index._vectors)
     change = Change(drop=["a0", "a1"])
     done = commit(fake_index.path, fake_index._store, current, fake_index.manifest, change)
-    assert done.generation.number == before + 1 and done.chunks_removed == 2
+    assert done.generation == before + 1 and done.chunks_removed == 2
     assert done.manifest.counts == {"articles": 6, "chunks": 6}
-    assert sorted(p.name for p in fake_index.path.glob("vectors.*.faiss")) == [
-        f"vectors.{before + 1}.faiss"
-    ]
+    # A removal writes no vector file: its chunks are tombstones of the one segment.
+    assert [p.name for p in fake_index.path.glob("segment.*")] == ["segment.1.faiss"]
     with Index.open(fake_index.path, encoder=fake_index.encoder) as reopened:
         assert len(reopened) == 6 and reopened.get("a0") is None
         assert np.array_equal(np.sort(reopened._vectors.ids()), reopened.chunk_vectors()[0])

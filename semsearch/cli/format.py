@@ -94,6 +94,11 @@ def echo_info(info: IndexInfo) -> None:
         ),
         ("chunking", f"up to {info.chunk_tokens} tokens, {info.overlap_tokens} overlap"),
         ("vector index", f"{info.index_type} (FAISS {info.faiss_factory})"),
+        (
+            "segments",
+            f"{info.segments}, {info.tombstones} removed chunk(s) awaiting a merge "
+            f"(generation {info.generation})",
+        ),
         ("size on disk", f"{info.size_bytes / 1e6:.1f} MB"),
         ("created", info.created_at),
         ("updated", info.updated_at),

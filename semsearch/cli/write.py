@@ -1,4 +1,4 @@
-"""Commands that read inputs or change the index: ``index``, ``load``, ``remove``."""
+"""Commands that read inputs or change the index: ``index``, ``load``, ``remove``, ``optimize``."""
 
 from __future__ import annotations
 
@@ -237,6 +237,34 @@ def remove_command(
     if missing:
         click.echo(f"warning: not in the index: {', '.join(missing)}", err=True)
         sys.exit(EXIT_PARTIAL)
+
+
+@cli.command("optimize")
+@index_option
+@wait_option
+@quiet_option
+@json_option
+def optimize_command(
+    index_dir: Path | None, wait_seconds: float, quiet: bool, as_json: bool
+) -> None:
+    """Merge the index's segments into one, dropping removed chunks' vectors for good.
+
+    Writes merge segments by themselves, a bounded amount each; run this in a
+    quiet hour for the fastest searches and the smallest index. It is one
+    atomic switch, like any write: interrupted, the index is the one before.
+    """
+    from ..index import Index
+
+    with Index.open(index_dir) as index:
+        index.lock_timeout = wait_seconds
+        result = index.optimize()
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+    elif not quiet:
+        click.echo(
+            f"Merged {result.segments_before} segment(s) into {result.segments_after}, "
+            f"dropping {result.tombstones_dropped} removed chunk(s), in {result.seconds:.1f} s."
+        )
 
 
 def _refuse_skipped(folder: Path, skipped: list[Skipped], as_json: bool) -> NoReturn:

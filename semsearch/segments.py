@@ -1,0 +1,426 @@
+"""A generation's vectors: immutable segments, their tombstones, and merging.
+
+Like Lucene's segments and LanceDB's fragments: each write adds a segment
+holding only the chunks it inserted, in a FAISS file of its own that is never
+changed again (``segment.<id>.faiss``), and records the chunks it removed as
+*tombstones* of the segments holding them. A generation is the list of live
+segments plus the tombstones, both in SQLite and switched by one transaction
+(see :mod:`semsearch.commit`). A merge writes the live chunks of some
+segments as one new segment and drops the old ones, tombstones and all.
+
+The exact vectors are stored once, in the segment files: a flat or HNSW
+index keeps them (read back by position with
+:meth:`~semsearch.vectors.VectorIndex.reconstruct_at`), and any other type
+(IVF, PQ) gets them beside it, as a ``segment.<id>.npy`` float32 array in
+ascending id order. Every segment holds its chunks in ascending id order, so
+a chunk's position is a binary search away.
+
+Segments open memory-mapped (FAISS's ``IO_FLAG_MMAP_IFC``, numpy's
+``mmap_mode``): opening reads the id maps, the vectors cost page cache shared
+by every process, and a reader that sees a new generation opens only the new
+segments (:func:`open_segments` with the previous set).
+
+A search covers every live segment, with the tombstones excluded inside each
+FAISS search (an ``IDSelectorNot``), and merges the per-segment top k exactly:
+the best k by (score descending, chunk id ascending).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import MergePolicy
+from .errors import IncompatibleIndexError, damaged
+from .manifest import segment_file
+from .store import SegmentRow
+from .vectors import VectorIndex, resolve_factory
+
+NPY = ".npy"
+
+
+class SegmentMissing(Exception):
+    """A segment file the snapshot names is gone: a writer merged it away meanwhile."""
+
+
+class Segment:
+    """One open segment: its FAISS index, its ids (ascending) and its exact vectors.
+
+    Args:
+        row: the segment as the ``segments`` table records it.
+        vectors: its FAISS index.
+        exact: ``(n, dim)`` float32 exact vectors in ascending id order, where
+            the index does not keep them (memory-mapped ``.npy``); else None.
+        fallback: for a format-3 index read as one segment: the exact vectors
+            of chunk ids, from the store (its ``chunks.vector`` column).
+    """
+
+    def __init__(
+        self,
+        row: SegmentRow,
+        vectors: VectorIndex,
+        exact: np.ndarray | None = None,
+        fallback: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        self.row = row
+        self.vectors = vectors
+        self._exact = exact
+        self._fallback = fallback
+        stored = vectors.ids()
+        if len(stored) > 1 and not bool(np.all(stored[1:] > stored[:-1])):
+            # Format 3's files (and IVF's lists) are not in id order.
+            self._storage: np.ndarray | None = np.argsort(stored, kind="stable")
+            self.ids = stored[self._storage]
+        else:
+            self._storage = None
+            self.ids = stored
+        if exact is not None and len(exact) != len(self.ids):
+            raise IncompatibleIndexError(
+                f"segment {row.id}: {len(exact)} exact vectors for {len(self.ids)} ids"
+            )
+
+    @property
+    def id(self) -> int:
+        return self.row.id
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def positions(self, chunk_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which of these ids the segment holds: ``(bool mask over chunk_ids, positions)``.
+
+        Positions index :attr:`ids` (ascending id order).
+        """
+        chunk_ids = np.asarray(chunk_ids, dtype=np.int64)
+        if len(self.ids) == 0 or len(chunk_ids) == 0:
+            return np.zeros(len(chunk_ids), dtype=bool), np.zeros(0, dtype=np.int64)
+        at = np.searchsorted(self.ids, chunk_ids)
+        at_clipped = np.minimum(at, len(self.ids) - 1)
+        held = self.ids[at_clipped] == chunk_ids
+        return held, at_clipped[held]
+
+    def vectors_at(self, positions: np.ndarray) -> np.ndarray:
+        """The exact vectors at these positions of :attr:`ids`: ``(n, dim)`` float32."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if self._exact is not None:
+            return np.asarray(self._exact[positions], dtype=np.float32)
+        if self._fallback is not None and not self.vectors.reconstructs:
+            return self._fallback(self.ids[positions])
+        storage = self._storage[positions] if self._storage is not None else positions
+        return self.vectors.reconstruct_at(storage)
+
+
+@dataclass(frozen=True)
+class SegmentSet:
+    """The vectors of one committed generation: its live segments and tombstones.
+
+    Attributes:
+        segments: the live segments, by id.
+        tombstones: segment id → its tombstoned chunk ids, ascending int64.
+        dim: the vectors' dimension.
+        legacy: a format-3 index read as one segment (converted by its next write).
+    """
+
+    segments: tuple[Segment, ...]
+    tombstones: dict[int, np.ndarray]
+    dim: int
+    legacy: bool = False
+
+    @property
+    def ntotal(self) -> int:
+        """Live chunks: vectors held, tombstones excluded."""
+        return sum(len(s) for s in self.segments) - self.n_tombstones
+
+    @property
+    def n_tombstones(self) -> int:
+        return sum(len(t) for t in self.tombstones.values())
+
+    @property
+    def exact(self) -> bool:
+        """Whether every segment is searched exhaustively (flat), so search is exact."""
+        return all(s.vectors.exact for s in self.segments)
+
+    @property
+    def factory(self) -> str:
+        """The FAISS factory of the largest segment ("" with no segment)."""
+        if not self.segments:
+            return ""
+        return max(self.segments, key=len).vectors.factory
+
+    def ids(self) -> np.ndarray:
+        """Every live chunk id, ascending: ``(n,)`` int64."""
+        parts = [
+            np.setdiff1d(s.ids, self.tombstones.get(s.id, np.zeros(0, np.int64)))
+            for s in self.segments
+        ]
+        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+
+    def live(self, segment: Segment) -> int:
+        return len(segment) - len(self.tombstones.get(segment.id, ()))
+
+    def search(
+        self, queries: np.ndarray, k: int, only: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k best live chunks per query over every segment, merged exactly.
+
+        Args:
+            queries: ``(n, dim)`` float32 unit vectors.
+            k: results per query.
+            only: if given, ascending chunk ids to search among (a filter's; all live).
+
+        Returns:
+            ``(n, k')`` float32 scores and int64 chunk ids, best first (ties by
+            ascending id), ``k' = min(k, live chunks searched)``; ids are -1
+            where a query has fewer results.
+        """
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        scores: list[np.ndarray] = []
+        ids: list[np.ndarray] = []
+        for segment in self.segments:
+            found = self._search_segment(segment, queries, k, only)
+            if found is not None:
+                scores.append(found[0])
+                ids.append(found[1])
+        n = len(queries)
+        if not scores:
+            return np.zeros((n, 0), dtype=np.float32), np.zeros((n, 0), dtype=np.int64)
+        all_scores = np.concatenate(scores, axis=1)
+        all_ids = np.concatenate(ids, axis=1)
+        all_scores = np.where(all_ids < 0, -np.inf, all_scores)
+        order = np.lexsort((all_ids, -all_scores), axis=-1)[:, :k]
+        best_scores = np.take_along_axis(all_scores, order, axis=1)
+        best_ids = np.take_along_axis(all_ids, order, axis=1)
+        best_ids = np.where(np.isneginf(best_scores), -1, best_ids)
+        return best_scores.astype(np.float32), best_ids
+
+    def _search_segment(
+        self, segment: Segment, queries: np.ndarray, k: int, only: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        if only is None:
+            live = self.live(segment)
+            if live == 0:
+                return None
+            tombstones = self.tombstones.get(segment.id)
+            return segment.vectors.search(queries, min(k, live), exclude=tombstones)
+        held, positions = segment.positions(only)
+        if len(positions) == 0:
+            return None
+        if segment.vectors.exact or segment._fallback is not None:
+            # Exact over the filter's chunks: cheaper than scanning the whole
+            # segment through a selector, and exact whatever the index type.
+            scores = queries @ segment.vectors_at(positions).T
+            chunk_ids = segment.ids[positions]
+            kk = min(k, len(positions))
+            top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk < len(positions) else None
+            if top is None:
+                top = np.broadcast_to(np.arange(len(positions)), scores.shape)
+            return np.take_along_axis(scores, top, axis=1), chunk_ids[top]
+        return segment.vectors.search(queries, min(k, len(positions)), only=only[held])
+
+    def vectors_of(self, chunk_ids: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The exact vectors of those of these chunks the segments hold.
+
+        Returns:
+            ``(ids, vectors)``: ``(m,)`` int64 and ``(m, dim)`` float32, ids
+            grouped by segment, ascending within each.
+        """
+        wanted = np.unique(np.asarray(chunk_ids, dtype=np.int64))
+        found_ids: list[np.ndarray] = []
+        found: list[np.ndarray] = []
+        for segment in self.segments:
+            _held, positions = segment.positions(wanted)
+            if len(positions):
+                found_ids.append(segment.ids[positions])
+                found.append(segment.vectors_at(positions))
+        if not found:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
+        return np.concatenate(found_ids), np.concatenate(found)
+
+    def live_vectors(
+        self, segments: Sequence[Segment] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Every live chunk of these segments (default: all), by ascending id: ``(ids, vectors)``.
+
+        ``ids`` is ``(n,)`` int64, ``vectors`` ``(n, dim)`` float32.
+        """
+        parts_ids, parts = [], []
+        for segment in self.segments if segments is None else segments:
+            keep = np.ones(len(segment), dtype=bool)
+            tombstones = self.tombstones.get(segment.id)
+            if tombstones is not None and len(tombstones):
+                keep[segment.positions(tombstones)[1]] = False
+            positions = np.flatnonzero(keep)
+            parts_ids.append(segment.ids[positions])
+            parts.append(segment.vectors_at(positions))
+        if not parts:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
+        ids, vectors = np.concatenate(parts_ids), np.concatenate(parts)
+        order = np.argsort(ids, kind="stable")
+        return ids[order], vectors[order]
+
+    def locate(self, chunk_ids: np.ndarray) -> dict[int, np.ndarray]:
+        """Segment id → which of these chunk ids it holds (for tombstoning them)."""
+        located: dict[int, np.ndarray] = {}
+        chunk_ids = np.asarray(chunk_ids, dtype=np.int64)
+        for segment in self.segments:
+            _held, positions = segment.positions(chunk_ids)
+            if len(positions):
+                located[segment.id] = segment.ids[positions]
+        return located
+
+
+def open_segment(folder: Path, row: SegmentRow, dim: int) -> Segment:
+    """Open a segment memory-mapped, after checking its files' sizes against the record.
+
+    The full CRC-32 is for writers and ``semsearch verify``; opening checks
+    the size, and FAISS the header.
+
+    Raises:
+        SegmentMissing: if a file is gone (a writer merged the segment away).
+        IncompatibleIndexError: if a file is damaged or disagrees with the record.
+    """
+    for name, recorded in row.files.items():
+        path = folder / name
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise SegmentMissing(f"{path} is missing; the index is incomplete") from None
+        if size != recorded["size"]:
+            raise damaged(path, f"{size} bytes, but {recorded['size']} were committed")
+    path = folder / segment_file(row.id)
+    try:
+        vectors = VectorIndex.read(path, row.factory, mmap=True)
+    except IncompatibleIndexError:
+        if not path.exists():
+            raise SegmentMissing(f"{path} is missing; the index is incomplete") from None
+        raise
+    exact = None
+    npy = folder / segment_file(row.id, NPY)
+    if npy.name in row.files:
+        try:
+            exact = np.load(npy, mmap_mode="r", allow_pickle=False)
+        except FileNotFoundError:
+            raise SegmentMissing(f"{npy} is missing; the index is incomplete") from None
+        except ValueError as e:
+            raise damaged(npy, str(e)) from None
+    if vectors.ntotal != row.n_vectors or vectors.dim != dim:
+        raise IncompatibleIndexError(
+            f"the index at {folder} is inconsistent: {path.name} holds {vectors.ntotal} "
+            f"vectors of dimension {vectors.dim}, but {row.n_vectors} of dimension {dim} "
+            "were committed; run `semsearch verify`, or rebuild it"
+        )
+    return Segment(row, vectors, exact)
+
+
+def open_segments(
+    folder: Path,
+    rows: Sequence[SegmentRow],
+    tombstones: dict[int, np.ndarray],
+    dim: int,
+    previous: SegmentSet | None = None,
+) -> SegmentSet:
+    """The segment set of a generation, reusing the segments already open in ``previous``."""
+    known = {s.id: s for s in previous.segments} if previous is not None else {}
+    segments = tuple(known.get(row.id) or open_segment(folder, row, dim) for row in rows)
+    return SegmentSet(segments, tombstones, dim)
+
+
+# -- writing segments -------------------------------------------------------------
+
+
+def segment_index(index_type: str, n_vectors: int, dim: int) -> VectorIndex:
+    """An empty index for a new segment of ``n_vectors``.
+
+    ``auto`` is decided by the segment's own size (flat up to the HNSW
+    threshold). A type that trains (IVF, PQ) trains on the segment's own
+    vectors; a segment with too few for that
+    (:attr:`~semsearch.vectors.VectorIndex.min_train`) is written flat, exact
+    and cheap at that size, until merges make a segment big enough.
+
+    Raises:
+        BadInputError: if FAISS cannot build the type.
+    """
+    index = VectorIndex.create(resolve_factory(index_type, n_vectors), dim)
+    if index.trains and n_vectors < index.min_train:
+        return VectorIndex.create("Flat", dim)
+    return index
+
+
+def write_segment(
+    folder: Path,
+    segment: int,
+    index: VectorIndex,
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    stages: str = "",
+) -> dict[str, dict[str, int]]:
+    """Add ascending ids and their vectors to ``index`` and write the segment's files.
+
+    ``stages`` prefixes the fail points' names (``merge-`` in a merge).
+    Returns the files written: name → ``{"size": bytes, "crc32": int}``.
+
+    Raises:
+        BadInputError: if the index cannot be trained on these vectors.
+        OSError: if a file cannot be written.
+    """
+    from .commit import failpoint, file_checksum
+
+    assert len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1])), "a segment's ids ascend"
+    index.add(vectors, ids)
+    path = folder / segment_file(segment)
+    failpoint(stages + "before-faiss-write")
+    index.write(path)
+    failpoint(stages + "mid-faiss-write", truncate=path)
+    files = {path.name: file_checksum(path)}
+    if not index.reconstructs:
+        npy = folder / segment_file(segment, NPY)
+        with open(npy, "wb") as f:
+            np.save(f, np.ascontiguousarray(vectors, dtype="<f4"), allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        files[npy.name] = file_checksum(npy)
+    return files
+
+
+# -- the merge policy -----------------------------------------------------------------
+
+
+def plan_merge(current: SegmentSet, policy: MergePolicy) -> list[int]:
+    """The segments a write should merge now (none: an empty list).
+
+    Tiered (see :class:`~semsearch.config.MergePolicy`): the lowest tier that
+    holds ``segments_per_tier`` segments merges its smallest that many; else
+    the segment with the largest share of tombstones past
+    ``max_tombstone_share`` is rewritten alone. A merge over
+    ``max_merge_chunks`` live chunks is left to :meth:`semsearch.Index.optimize`.
+    """
+    if not policy.in_writes or not current.segments:
+        return []
+    per_tier = max(2, policy.segments_per_tier)
+    tiers: dict[int, list[Segment]] = {}
+    for segment in current.segments:
+        size = max(current.live(segment), policy.floor_chunks, 1)
+        tiers.setdefault(int(math.log(size, per_tier) + 1e-9), []).append(segment)
+    for tier in sorted(tiers):
+        members = sorted(tiers[tier], key=current.live)
+        if len(members) >= per_tier:
+            chosen = members[:per_tier]
+            if sum(current.live(s) for s in chosen) <= policy.max_merge_chunks:
+                return [s.id for s in chosen]
+    by_share = sorted(
+        current.segments,
+        key=lambda s: len(current.tombstones.get(s.id, ())) / max(1, len(s)),
+        reverse=True,
+    )
+    for segment in by_share:
+        share = len(current.tombstones.get(segment.id, ())) / max(1, len(segment))
+        if share <= policy.max_tombstone_share:
+            break
+        if current.live(segment) <= policy.max_merge_chunks:
+            return [segment.id]
+    return []

@@ -1,0 +1,216 @@
+"""Segments: a write costs what it changes, vectors are stored once, merges are exact.
+
+Index logic runs on the fake encoder; the tests that compare search results
+(merged against unmerged) use the real model on the sample articles.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from semsearch import IncompatibleIndexError, Index, MergePolicy, load_paths
+from semsearch.cli import cli
+from semsearch.config import MergePolicy as ConfigMergePolicy
+from semsearch.verify import verify
+from tests.conftest import SAMPLE_ARTICLES, make_article
+
+FORMAT3 = Path(__file__).parent / "data" / "format3"
+NEVER = MergePolicy(in_writes=False)
+
+
+def _notes(start: int, n: int, word: str = "Note") -> list:
+    return [
+        make_article(f"n{i}", f"{word} number {i} on harbours.") for i in range(start, start + n)
+    ]
+
+
+def _segment_files(folder: Path) -> dict[str, tuple[int, int, bytes]]:
+    return {
+        p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes())
+        for p in folder.glob("segment.*")
+    }
+
+
+def test_a_write_adds_one_segment_and_rewrites_none(fake_index):
+    fake_index.merge_policy = NEVER
+    fake_index.add(_notes(0, 5))
+    before = _segment_files(fake_index.path)
+    assert len(before) == 1
+    result = fake_index.add(_notes(5, 3))
+    after = _segment_files(fake_index.path)
+    assert len(after) == 2 and all(after[name] == before[name] for name in before)
+    assert result.chunks_added == 3 and fake_index.info().segments == 2
+    fake_index.remove(["n1"])  # a removal writes no vector file at all
+    assert _segment_files(fake_index.path) == after
+    assert fake_index.info().tombstones == 1 and len(fake_index) == 7
+
+
+def test_vectors_are_stored_once_in_the_segments(fake_index):
+    fake_index.add(_notes(0, 4))
+    db = sqlite3.connect(fake_index.path / "store.sqlite")
+    try:
+        blobs = db.execute("SELECT sum(length(vector)), count(*) FROM chunks").fetchone()
+    finally:
+        db.close()
+    assert blobs == (0, 4)
+    ids, vectors = fake_index.chunk_vectors()
+    assert vectors.shape == (4, 32) and np.allclose(np.linalg.norm(vectors, axis=1), 1)
+    assert ids.tolist() == sorted(ids.tolist())
+
+
+def test_removed_chunks_never_come_back_and_k_results_still_do(fake_index):
+    fake_index.merge_policy = NEVER
+    fake_index.add(_notes(0, 12))
+    fake_index.add(_notes(12, 12))
+    gone = [f"n{i}" for i in range(0, 24, 2)]
+    fake_index.remove(gone)
+    for mode in ("semantic", "hybrid"):
+        hits = fake_index.search("Note number on harbours", k=10, mode=mode)
+        assert len(hits) == 10 and not {h.article_id for h in hits} & set(gone), mode
+    # With a filter, too (the filter's chunks are all live).
+    hits = fake_index.search("Note number", k=5, filter={"id": {"in": ["n1", "n2", "n3"]}})
+    assert sorted(h.article_id for h in hits) == ["n1", "n3"]
+
+
+def test_an_update_is_a_tombstone_and_a_new_segment(fake_index):
+    fake_index.merge_policy = NEVER
+    fake_index.add(_notes(0, 3))
+    fake_index.add([make_article("n1", "Rewritten: orchards and apples.")])
+    info = fake_index.info()
+    assert (info.segments, info.tombstones, info.chunks) == (2, 1, 3)
+    hit = fake_index.search("orchards and apples", k=1)[0]
+    assert hit.article_id == "n1" and "Rewritten" in hit.text
+
+
+def test_tiered_merging_keeps_the_segment_count_bounded(fake_index):
+    fake_index.merge_policy = MergePolicy(segments_per_tier=3)
+    counts = []
+    for night in range(12):
+        fake_index.add(_notes(night * 2, 2))
+        counts.append(fake_index.info().segments)
+    assert max(counts) < 3 and len(fake_index) == 24
+    assert verify(fake_index.path).ok
+
+
+def test_a_segment_mostly_removed_is_rewritten_without_its_dead(fake_index):
+    fake_index.merge_policy = MergePolicy(max_tombstone_share=0.5)
+    fake_index.add(_notes(0, 10))
+    fake_index.remove([f"n{i}" for i in range(5)])  # half: not past the share
+    assert fake_index.info().tombstones == 5
+    fake_index.remove(["n5"])
+    info = fake_index.info()
+    assert (info.segments, info.tombstones, info.chunks) == (1, 0, 4)
+
+
+def test_optimize_merges_everything_and_drops_the_dead(fake_index):
+    fake_index.merge_policy = NEVER
+    for start in range(0, 20, 5):
+        fake_index.add(_notes(start, 5))
+    fake_index.remove(["n0", "n7"])
+    size_before = sum(p.stat().st_size for p in fake_index.path.glob("segment.*"))
+    result = fake_index.optimize()
+    assert (result.segments_before, result.segments_after) == (4, 1)
+    assert result.tombstones_dropped == 2 and fake_index.info().tombstones == 0
+    assert sum(p.stat().st_size for p in fake_index.path.glob("segment.*")) < size_before
+    assert len(fake_index) == 18 and verify(fake_index.path).ok
+    again = fake_index.optimize()  # nothing left to merge: no new generation
+    assert (again.segments_before, again.segments_after) == (1, 1)
+
+
+def test_optimize_from_the_command_line(fake_index):
+    fake_index.merge_policy = NEVER
+    fake_index.add(_notes(0, 3))
+    fake_index.add(_notes(3, 3))
+    fake_index.close()
+    runner = CliRunner()
+    result = runner.invoke(cli, ["optimize", "--index", str(fake_index.path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"segments_after": 1' in result.output
+    info = runner.invoke(cli, ["info", "--index", str(fake_index.path)])
+    assert "segments  1, 0 removed chunk(s)" in info.output
+
+
+def test_many_segments_search_exactly_as_one(tmp_path, real_encoder):
+    """The per-segment top k, merged, is the exact top k (flat segments)."""
+    articles = list(load_paths([SAMPLE_ARTICLES]))
+    with Index.create(tmp_path / "ix", encoder=real_encoder) as index:
+        index.merge_policy = NEVER
+        for article in articles:
+            index.add([article])
+        assert index.info().segments == len(articles) > 5
+        queries = ["NATO Indo-Pacific", "climate and energy", "elections", "a new vaccine"]
+        kw = {"k": 5, "group": False}
+        unmerged = {
+            (q, m): [(h.chunk_id, round(h.score, 5)) for h in index.search(q, mode=m, **kw)]
+            for q in queries
+            for m in ("semantic", "hybrid")
+        }
+        index.optimize()
+        assert index.info().segments == 1
+        for (q, m), expected in unmerged.items():
+            got = [(h.chunk_id, round(h.score, 5)) for h in index.search(q, mode=m, **kw)]
+            assert got == expected, (q, m)
+
+
+def test_a_long_lived_reader_opens_only_the_new_segments(tmp_path, fake_encoder):
+    folder = tmp_path / "ix"
+    with Index.create(folder, encoder=fake_encoder) as index:
+        index.add(_notes(0, 5))
+    with Index.open(folder, encoder=fake_encoder) as reader:
+        first = reader._vectors.segments[0]
+        with Index.open(folder, encoder=fake_encoder) as writer:
+            writer.add(_notes(5, 5, word="Memo"))
+        assert reader.refresh()
+        assert reader._vectors.segments[0] is first and len(reader._vectors.segments) == 2
+        assert reader.search("Memo number 7 on harbours.", k=1)[0].article_id == "n7"
+
+
+def test_merge_policy_is_the_documented_default():
+    assert MergePolicy is ConfigMergePolicy
+    policy = MergePolicy()
+    assert (policy.segments_per_tier, policy.in_writes) == (10, True)
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_a_format3_index_reads_and_is_converted_by_its_first_write(tmp_path, fake_encoder, kind):
+    folder = tmp_path / kind
+    shutil.copytree(FORMAT3 / kind, folder)
+    with Index.open(folder, encoder=fake_encoder) as old:
+        assert old.info().format_version == 3 and len(old) == 7
+        hit = old.search("orchards and apples", k=1)[0]
+        assert hit.article_id == "a3"
+        filtered = old.search("harbours", k=2, filter={"id": {"in": ["a1", "a2"]}})
+        assert sorted(h.article_id for h in filtered) == ["a1", "a2"]
+        before = {q: [h.article_id for h in old.search(q, k=7)] for q in ("harbours", "ferries")}
+    assert verify(folder).ok
+    with Index.open(folder, encoder=fake_encoder) as index:
+        index.add([make_article("b1", "A new article after the upgrade.")])
+        info = index.info()
+        assert info.format_version == 4 and info.segments == 2 and len(index) == 8
+        for q, ids in before.items():
+            assert [h.article_id for h in index.search(q, k=8) if h.article_id != "b1"] == ids
+    assert not list(folder.glob("vectors.*.faiss"))
+    db = sqlite3.connect(folder / "store.sqlite")
+    try:
+        assert db.execute("SELECT sum(length(vector)) FROM chunks").fetchone() == (0,)
+    finally:
+        db.close()
+    report = verify(folder)
+    assert report.ok and not report.notes, report
+
+
+def test_an_older_semsearch_is_told_the_index_is_newer(fake_index, monkeypatch):
+    """Format 3 readers (the previous release) refuse format 4 with a clear message."""
+    from semsearch import manifest
+
+    fake_index.add(_notes(0, 2))
+    fake_index.close()
+    monkeypatch.setattr(manifest, "FORMAT_VERSION", 3)
+    with pytest.raises(IncompatibleIndexError, match="has format 4, newer than this semsearch"):
+        manifest.read_manifest(fake_index.path)
