@@ -140,10 +140,9 @@ def child_open(queries_file: Path, folder: Path) -> dict[str, Any]:
         "open_seconds": opened,
         "open_rss_growth_bytes": grown,
         "latency": percentiles(seconds),
-        # Segment figures of issue 12; None on an index (or semsearch) without them.
-        "segments": getattr(info, "segments", None),
-        "tombstones": getattr(info, "tombstones", None),
-        "generation": getattr(info, "generation", None),
+        "segments": info.segments,
+        "tombstones": info.tombstones,
+        "generation": info.generation,
     }
 
 

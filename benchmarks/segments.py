@@ -64,7 +64,8 @@ from benchmarks.common import (
     write_results,
 )
 from benchmarks.scaling import K, PrecomputedEncoder, child_build
-from semsearch import Article, Index, config
+from semsearch import Article, Index
+from semsearch.config import MergePolicy
 from semsearch.manifest import vector_files
 
 SHARE = 0.01  # the single add and the single removal: 1% of the articles each
@@ -184,15 +185,13 @@ def child_exact(vectors_file: Path, folder: Path, parts: int) -> dict[str, Any]:
     encoder = PrecomputedEncoder(vectors.shape[1], vectors)
     started = time.perf_counter()
     with Index.create(folder, encoder=encoder, index_type="flat") as index:
-        # PRE-MERGE FALLBACK: before the segments core lands there is no MergePolicy.
-        if hasattr(config, "MergePolicy"):
-            index.merge_policy = config.MergePolicy(in_writes=False)
+        index.merge_policy = MergePolicy(in_writes=False)
         for rows in np.array_split(np.arange(len(vectors)), parts):
             index.add(Article(id=f"v{row}", text=f"v{row}") for row in rows)
         info = index.info()
     return {
         "seconds": time.perf_counter() - started,
-        "segments": getattr(info, "segments", None),
+        "segments": info.segments,
         "chunks": info.chunks,
         "faiss_factory": info.faiss_factory,
         "peak_rss_bytes": own_peak_rss(),
@@ -207,25 +206,14 @@ def child_query(queries_file: Path, folder: Path, hits_file: Path) -> dict[str, 
         seconds = per_item_seconds(lambda q: index.search(q, k=K), queries, warmup=WARMUP)
         info = index.info()
     hits_file.write_text(json.dumps(found))
-    segments = getattr(info, "segments", None)
-    return {"latency": percentiles(seconds), "segments": segments, "chunks": info.chunks}
+    return {"latency": percentiles(seconds), "segments": info.segments, "chunks": info.chunks}
 
 
 def child_optimize(queries_file: Path, folder: Path) -> dict[str, Any]:
     """Merge every segment of the index into one (``Index.optimize``)."""
     dim = np.load(queries_file, mmap_mode="r", allow_pickle=False).shape[1]
     with Index.open(folder, encoder=PrecomputedEncoder(dim)) as index:
-        if not hasattr(index, "optimize"):  # PRE-MERGE FALLBACK
-            started = time.perf_counter()
-            index.rebuild()
-            return {"seconds": time.perf_counter() - started}
-        result = index.optimize()
-    return {
-        "seconds": result.seconds,
-        "segments_before": result.segments_before,
-        "segments_after": result.segments_after,
-        "tombstones_dropped": result.tombstones_dropped,
-    }
+        return index.optimize().to_dict()
 
 
 def _child(kind: str, *args: Path | int) -> dict[str, Any]:

@@ -110,6 +110,7 @@ def test_segments_measures_every_target_end_to_end(tmp_path, fake_index):
     assert (data["writes"]["add"]["added"], data["writes"]["remove"]["removed"]) == (20, 20)
     exact = data["exact"]
     assert exact["results"]["identical"] == exact["results"]["queries"] == segments.QUERIES
+    assert (exact["segmented"]["segments"], exact["merged"]["segments"]) == (20, 1)
     assert exact["storage"]["chunks"] == 2000 and exact["p50_ratio"] > 0
     assert [r["night"] for r in data["rows"]] == [1, 2, 3]
     assert all(r["write"]["bytes_written"] > 0 for r in data["rows"])
