@@ -327,12 +327,12 @@ def run(base: np.ndarray, size: int, nights: int, work: Path) -> dict[str, Any]:
     first.unlink()
     same = exact["results"]["identical"]
     _log(f"exact: {same}/{QUERIES} identical, p50 ratio {exact['p50_ratio']:.2f}")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for night in range(1, nights + 1):
         write = _write(f"night-{night}", night_plan(size, night), vectors_file, folder)
-        rows.append({"night": night, "write": write, "open": _child("open", queries_file, folder)})
-        segments = rows[-1]["open"]["segments"]
-        _log(f"night {night}: {mib(write['disk_bytes']):,.0f} MiB, {segments} segments")
+        after = _child("open", queries_file, folder)
+        rows.append({"night": night, "write": write, "open": after})
+        _log(f"night {night}: {mib(write['disk_bytes']):,.0f} MiB, {after['segments']} segments")
     return {
         "size": size,
         "nights": nights,
