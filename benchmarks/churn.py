@@ -111,13 +111,14 @@ def child_night(vectors_file: Path, folder: Path, plan_file: Path) -> dict[str, 
             Article(id=f"v{i}", text=f"v{row}")
             for i, row in zip(plan["change_ids"], plan["change_rows"], strict=True)
         ]
-        added = index.add([*new, *changed])
-        removed, _ = index.remove([f"v{i}" for i in plan["remove"]])
+        # An empty side is skipped, so a plan may only add or only remove.
+        added = index.add([*new, *changed]) if new or changed else None
+        removed = index.remove([f"v{i}" for i in plan["remove"]])[0] if plan["remove"] else []
     return {
         "seconds": time.perf_counter() - started,
         "bytes_written": _io_written() - written,
-        "added": added.added,
-        "updated": added.updated,
+        "added": added.added if added else 0,
+        "updated": added.updated if added else 0,
         "removed": len(removed),
         "peak_rss_bytes": own_peak_rss(),
     }
@@ -134,7 +135,15 @@ def child_open(queries_file: Path, folder: Path) -> dict[str, Any]:
     grown = _rss() - before
     with index:
         seconds = per_item_seconds(lambda q: index.search(q, k=K), queries, warmup=WARMUP)
-    return {"open_seconds": opened, "open_rss_growth_bytes": grown, "latency": percentiles(seconds)}
+        info = index.info()
+    return {
+        "open_seconds": opened,
+        "open_rss_growth_bytes": grown,
+        "latency": percentiles(seconds),
+        "segments": info.segments,
+        "tombstones": info.tombstones,
+        "generation": info.generation,
+    }
 
 
 def vector_bytes(folder: Path) -> tuple[int, int]:

@@ -96,3 +96,26 @@ def test_churn_runs_nights_of_adds_changes_and_removes(tmp_path, fake_index):
     plans = [churn.night_plan(2000, n) for n in (1, 2)]
     touched = [i for p in plans for i in p["change_ids"] + p["remove"]]
     assert len(touched) == len(set(touched)) == 16  # no id changed or removed twice
+
+
+def test_segments_measures_every_target_end_to_end(tmp_path, fake_index):
+    from benchmarks import churn, segments
+
+    fake_index.add([make_article(f"a{i}", f"word{i} text{i % 7} more words") for i in range(30)])
+    out = tmp_path / "results"
+    data = segments.main(
+        ["--index", str(fake_index.path), "--size", "2000", "--nights", "3", "--out", str(out)]
+    )
+    assert set(data) >= {"build", "open", "writes", "exact", "rows"}
+    assert (data["writes"]["add"]["added"], data["writes"]["remove"]["removed"]) == (20, 20)
+    exact = data["exact"]
+    assert exact["results"]["identical"] == exact["results"]["queries"] == segments.QUERIES
+    assert (exact["segmented"]["segments"], exact["merged"]["segments"]) == (20, 1)
+    assert exact["storage"]["chunks"] == 2000 and exact["p50_ratio"] > 0
+    assert [r["night"] for r in data["rows"]] == [1, 2, 3]
+    assert all(r["write"]["bytes_written"] > 0 for r in data["rows"])
+    assert (out / "segments.png").stat().st_size > 0
+    assert (out / "segments.md").read_text().startswith("## Segments: 2,000")
+    nightly = {i for n in (1, 2, 3) for i in churn.night_plan(2000, n)["remove"]}
+    nightly |= {i for n in (1, 2, 3) for i in churn.night_plan(2000, n)["change_ids"]}
+    assert not nightly & set(segments.remove_plan(2000, 3)["remove"])  # none removed twice
