@@ -151,7 +151,10 @@ def vector_bytes(folder: Path) -> tuple[int, int]:
     faiss = sum(f.stat().st_size for f in vector_files(folder))
     db = sqlite3.connect(f"file:{folder / 'store.sqlite'}?mode=ro", uri=True)
     try:
-        blob, chunks = db.execute("SELECT SUM(length(vector)), COUNT(*) FROM chunks").fetchone()
+        blob, chunks = db.execute(
+            "SELECT SUM(length(vector)), COUNT(*) FROM chunks"
+            " WHERE article_pk NOT IN (SELECT pk FROM removed_articles)"
+        ).fetchone()
     finally:
         db.close()
     return faiss + int(blob or 0), int(chunks)

@@ -74,7 +74,7 @@ QUERIES = 100
 WARMUP = 10
 SEED = 0
 # The objects that hold a chunk's vector and ids, beside the vector files.
-ROW_TABLES = ("chunks", "segments", "tombstones")
+ROW_TABLES = ("chunks", "segments", "tombstones", "removed_articles")
 # Issue 12's targets.
 TARGET_WRITTEN = 0.03  # bytes written by a 1% write, as a share of the index's size
 TARGET_SECONDS = 0.05  # its wall time, as a share of the full build's
@@ -162,7 +162,10 @@ def storage(folder: Path) -> dict[str, Any]:
         # The vector column, empty for rows written since segments, may go altogether.
         columns = {row[1] for row in db.execute("PRAGMA table_info(chunks)")}
         blobs = "SUM(length(vector))" if "vector" in columns else "0"
-        blob, chunks = db.execute(f"SELECT {blobs}, COUNT(*) FROM chunks").fetchone()
+        blob, chunks = db.execute(
+            f"SELECT {blobs}, COUNT(*) FROM chunks"
+            " WHERE article_pk NOT IN (SELECT pk FROM removed_articles)"
+        ).fetchone()
     finally:
         db.close()
     rows = sum(objects.values())

@@ -263,7 +263,9 @@ class Change:
 
     Args:
         insert: articles to insert (an id already stored must also be in ``drop``).
-        drop: ids of stored articles to delete, with their chunks and vectors.
+        drop: ids of stored articles to delete now, with their chunks (replaced ones).
+        remove: ids of stored articles to remove: marked removed, their chunks
+            tombstoned, their rows deleted by the merge that drops the tombstones.
         rebuild: build the vector index anew from the stored vectors.
         index_type: the index type from now on (``auto``, ``flat``, ``hnsw`` or a
             FAISS factory); default: the manifest's.
@@ -271,6 +273,7 @@ class Change:
 
     insert: Sequence[NewArticle] = ()
     drop: Sequence[str] = ()
+    remove: Sequence[str] = ()
     rebuild: bool = False
     index_type: str | None = None
 
@@ -382,8 +385,11 @@ def commit(
     try:
         with store.transaction():
             with clock("sqlite"):
-                old_ids = store.chunk_ids(list(change.drop))
+                old_ids = store.chunk_ids([*change.drop, *change.remove])
                 store.delete_articles(list(change.drop))
+                store.remove_articles(list(change.remove))
+                # An id removed earlier and added again: its old rows go now.
+                store.purge_removed([a.article.id for a in change.insert])
                 new_ids = [
                     store.insert_article(a.article, a.article_hash, a.chunks, None, a.text_hashes)
                     for a in change.insert
@@ -401,6 +407,7 @@ def commit(
                     vectors = np.concatenate([kept[keep], change.new_vectors(dim)])
                     order = np.argsort(all_ids, kind="stable")
                     replaced = [s.id for s in current.vectors.segments]
+                    store.purge_removed()  # every tombstone goes
                     store.delete_segments(replaced)
                     fresh = segment_index(index_type, len(all_ids), dim)
                     _add_segment(
@@ -456,6 +463,10 @@ def merge(
         ids, vectors = current.vectors.live_vectors(chosen)
         try:
             with store.transaction():
+                for segment in chosen:  # removed articles go with their tombstones
+                    dead = current.vectors.tombstones.get(segment.id)
+                    if dead is not None:
+                        store.purge_chunks(dead.tolist())
                 store.delete_segments([s.id for s in chosen])  # and their tombstones
                 if len(ids):
                     index_type = manifest.vectors.index_type

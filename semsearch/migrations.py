@@ -193,6 +193,18 @@ MIGRATIONS: tuple[tuple[int, str | Callable[[sqlite3.Connection], None]], ...] =
         """,
     ),
     (6, _binary_text_hash_migration),
+    (
+        7,
+        # Removed articles wait here, their rows in place and their chunks
+        # tombstoned, until a merge drops their segment's tombstones and
+        # deletes the rows for good: a removal then costs a row here, not a
+        # page in each of the eight B-trees an article's rows are in.
+        """
+        CREATE TABLE removed_articles (
+            pk INTEGER PRIMARY KEY REFERENCES articles(pk) ON DELETE CASCADE
+        );
+        """,
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -86,7 +86,10 @@ def search(
     hybrid_weight: float = HYBRID_WEIGHT,
 ) -> list[list[Hit]]:
     """Rank articles (or chunks, ``group=False``) for each query; one hit list per query."""
-    scope = _Scope.of(store, where) if where is not None else None
+    # Removed articles keep their rows until a merge: their chunks are the
+    # tombstones, which every ranking leaves out (vector search inside FAISS).
+    dead = vectors.dead()
+    scope = _Scope.of(store, where, dead) if where is not None else None
     ranked: list[list[_Ranked]] = []
     for query in queries:
         if scope is not None and scope.empty:
@@ -95,11 +98,13 @@ def search(
             assert query.vector is not None
             ranked.append(_semantic(vectors, store, query.vector, k, group, scope))
         elif mode == "keyword":
-            matches = KeywordMatches.of(store, query, where)
+            matches = KeywordMatches.of(store, query, where, dead)
             ranked.append(matches.ranking(store, k, group))
         else:
             assert query.vector is not None
-            ranked.append(_hybrid(vectors, store, query, k, group, where, scope, hybrid_weight))
+            ranked.append(
+                _hybrid(vectors, store, query, k, group, where, scope, hybrid_weight, dead)
+            )
     rows = store.chunk_rows([r.chunk_id for hits in ranked for r in hits])
     hits = []
     for query, picked in zip(queries, ranked, strict=True):
@@ -123,8 +128,9 @@ class _Scope:
     ids: np.ndarray
 
     @classmethod
-    def of(cls, store: Store, where: Filter) -> _Scope:
-        return cls(store.filtered_chunks(where.sql, where.params))
+    def of(cls, store: Store, where: Filter, dead: np.ndarray) -> _Scope:
+        ids = store.filtered_chunks(where.sql, where.params)
+        return cls(_live(ids, dead))
 
     @property
     def empty(self) -> bool:
@@ -215,11 +221,16 @@ class KeywordMatches:
     scores: np.ndarray
 
     @classmethod
-    def of(cls, store: Store, query: Query, where: Filter | None) -> KeywordMatches:
+    def of(
+        cls, store: Store, query: Query, where: Filter | None, dead: np.ndarray
+    ) -> KeywordMatches:
         if query.match is None:
             return cls(np.zeros(0, dtype=np.int64), np.zeros(0))
         sql, params = (where.sql, where.params) if where is not None else (None, ())
         ids, scores = store.keyword_matches(query.match, sql, params, user_fts5=query.user_fts5)
+        if len(dead):
+            keep = ~np.isin(ids, dead)
+            ids, scores = ids[keep], scores[keep]
         order = np.lexsort((ids, -scores))  # ties broken by chunk id: reproducible
         return cls(ids[order], scores[order])
 
@@ -250,12 +261,13 @@ def _hybrid(
     where: Filter | None,
     scope: _Scope | None,
     weight: float,
+    dead: np.ndarray,
 ) -> list[_Ranked]:
     """Fuse the semantic and keyword rankings, scoring every candidate in both exactly."""
     assert query.vector is not None
     pool = max(k, HYBRID_POOL)
     dense = _semantic(vectors, store, query.vector, pool, True, scope)
-    matches = KeywordMatches.of(store, query, where)
+    matches = KeywordMatches.of(store, query, where, dead)
     sparse = matches.ranking(store, pool, True)
     candidates = {r.chunk_id for r in dense} | {r.chunk_id for r in sparse}
     if not candidates:
@@ -321,3 +333,8 @@ def _aligned(
     """The (ids, article keys) in the order of ``found`` (ids whose vectors were found)."""
     article_of = dict(zip(ids.tolist(), articles.tolist(), strict=True))
     return found, np.asarray([article_of[int(i)] for i in found], dtype=np.int64)
+
+
+def _live(ids: np.ndarray, dead: np.ndarray) -> np.ndarray:
+    """These chunk ids without the tombstoned ones (order kept)."""
+    return ids[~np.isin(ids, dead)] if len(dead) else ids

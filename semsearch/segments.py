@@ -152,6 +152,11 @@ class SegmentSet:
             return ""
         return max(self.segments, key=len).vectors.factory
 
+    def dead(self) -> np.ndarray:
+        """Every tombstoned chunk id, ascending: ``(n,)`` int64."""
+        parts = list(self.tombstones.values())
+        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+
     def ids(self) -> np.ndarray:
         """Every live chunk id, ascending: ``(n,)`` int64."""
         parts = [

@@ -112,6 +112,8 @@ _INSERT_ARTICLE = (
 )
 
 
+_LIVE = "pk NOT IN (SELECT pk FROM removed_articles)"
+"""An article not removed (a condition on ``articles``' ``pk``)."""
 WRITE_CACHE_KIB = 256 * 1024
 """SQLite's page cache during a write transaction, at most (KiB; allocated as used)."""
 
@@ -267,9 +269,14 @@ class Store:
 
     @_mapped
     def counts(self) -> tuple[int, int]:
-        """(articles, chunks) held."""
-        articles = self._db.execute("SELECT count(*) FROM articles").fetchone()[0]
-        chunks = self._db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        """(articles, chunks) held, removed ones not counted."""
+        articles = self._db.execute(
+            "SELECT (SELECT count(*) FROM articles) - (SELECT count(*) FROM removed_articles)"
+        ).fetchone()[0]
+        chunks = self._db.execute(
+            "SELECT (SELECT count(*) FROM chunks) - (SELECT count(*) FROM chunks"
+            " WHERE article_pk IN (SELECT pk FROM removed_articles))"
+        ).fetchone()[0]
         return int(articles), int(chunks)
 
     @_mapped
@@ -278,18 +285,21 @@ class Store:
 
         See :func:`semsearch.writer.article_hash`.
         """
-        sql = "SELECT id, content_hash FROM articles WHERE id IN (?)"
+        sql = "SELECT id, content_hash FROM articles WHERE id IN (?) AND " + _LIVE
         return dict(self._select_in(sql, article_ids))
 
     @_mapped
     def article_paths(self) -> list[tuple[str, str | None]]:
         """Every article's (id, path it was read from)."""
-        return self._db.execute("SELECT id, path FROM articles").fetchall()
+        return self._db.execute("SELECT id, path FROM articles WHERE " + _LIVE).fetchall()
 
     @_mapped
     def chunk_ids(self, article_ids: Sequence[str]) -> np.ndarray:
-        """The ids of every chunk of these articles."""
-        sql = "SELECT c.id FROM chunks c JOIN articles a ON a.pk = c.article_pk WHERE a.id IN (?)"
+        """The ids of every chunk of these articles (not removed ones)."""
+        sql = (
+            "SELECT c.id FROM chunks c JOIN articles a ON a.pk = c.article_pk"
+            " WHERE a.id IN (?) AND a." + _LIVE
+        )
         return np.asarray([r[0] for r in self._select_in(sql, article_ids)], dtype=np.int64)
 
     @_mapped
@@ -389,8 +399,11 @@ class Store:
 
     @_mapped
     def all_chunk_ids(self) -> np.ndarray:
-        """Every chunk's id, ascending: ``(n,)`` int64."""
-        rows = self._db.execute("SELECT id FROM chunks ORDER BY id").fetchall()
+        """Every chunk's id, removed articles' excepted, ascending: ``(n,)`` int64."""
+        rows = self._db.execute(
+            "SELECT id FROM chunks WHERE article_pk NOT IN (SELECT pk FROM removed_articles)"
+            " ORDER BY id"
+        ).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     @_mapped
@@ -464,6 +477,48 @@ class Store:
         )
 
     @_mapped
+    def remove_articles(self, article_ids: Sequence[str]) -> int:
+        """Mark articles removed: gone from every read, their rows kept until a merge.
+
+        Their chunks must be tombstoned in the same transaction; a merge that
+        drops those tombstones deletes the rows (:meth:`purge_chunks`).
+        Returns how many articles were marked.
+        """
+        sql = (
+            "INSERT INTO removed_articles (pk) SELECT pk FROM articles WHERE id IN (?) AND " + _LIVE
+        )
+        marked = 0
+        for batch in _batches(article_ids):
+            marks = ",".join("?" * len(batch))
+            marked += self._db.execute(sql.replace("IN (?)", "IN (" + marks + ")"), batch).rowcount
+        return marked
+
+    @_mapped
+    def purge_removed(self, article_ids: Sequence[str] | None = None) -> None:
+        """Delete the rows of removed articles for good (these ids, or all).
+
+        Before an id is added again (ids are unique), or when every tombstone goes.
+        """
+        if article_ids is None:
+            self._db.execute("DELETE FROM articles WHERE pk IN (SELECT pk FROM removed_articles)")
+            return
+        sql = "DELETE FROM articles WHERE id IN (?) AND pk IN (SELECT pk FROM removed_articles)"
+        for batch in _batches(article_ids):
+            marks = ",".join("?" * len(batch))
+            self._db.execute(sql.replace("IN (?)", "IN (" + marks + ")"), batch)
+
+    @_mapped
+    def purge_chunks(self, chunk_ids: Sequence[int]) -> None:
+        """Delete for good the removed articles that own these (tombstoned) chunks."""
+        sql = (
+            "DELETE FROM articles WHERE pk IN (SELECT pk FROM removed_articles)"
+            " AND pk IN (SELECT article_pk FROM chunks WHERE id IN (?))"
+        )
+        for batch in _batches([int(i) for i in chunk_ids]):
+            marks = ",".join("?" * len(batch))
+            self._db.execute(sql.replace("IN (?)", "IN (" + marks + ")"), batch)
+
+    @_mapped
     def drop_legacy_vectors(self) -> None:
         """Empty the ``chunks.vector`` blobs of a converted format-3 index."""
         self._db.execute("UPDATE chunks SET vector = x'' WHERE length(vector) > 0")
@@ -515,7 +570,7 @@ class Store:
     @_mapped
     def article(self, article_id: str) -> Article | None:
         """One stored article, or None."""
-        row = self._db.execute(_ARTICLE_QUERY, (article_id,)).fetchone()
+        row = self._db.execute(_ARTICLE_QUERY + " AND " + _LIVE, (article_id,)).fetchone()
         if row is None:
             return None
         id_, text, *common, tags, metadata, path = row

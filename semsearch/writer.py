@@ -203,7 +203,7 @@ class Writer:
                 digest, part = hashes[article.id], slice(start, end)
                 insert.append(NewArticle(article, digest, chunks, vectors[part], text_hashes[part]))
                 start = end
-            change = Change(insert=insert, drop=replaced + gone)
+            change = Change(insert=insert, drop=replaced, remove=gone)
             removed = self._commit(change, clock) if chunked or gone else 0
         return AddResult(
             added=len(chunked) - len(replaced),
@@ -272,7 +272,7 @@ class Writer:
             removed = [i for i in wanted if i in present]
             missing = [i for i in wanted if i not in present]
             if removed:
-                self._commit(Change(drop=removed))
+                self._commit(Change(remove=removed))
         return removed, missing
 
     def rebuild(self, index_type: str | None = None) -> None:

@@ -218,3 +218,51 @@ def test_an_older_semsearch_is_told_the_index_is_newer(fake_index, monkeypatch):
     monkeypatch.setattr(manifest, "FORMAT_VERSION", 3)
     with pytest.raises(IncompatibleIndexError, match="has format 4, newer than this semsearch"):
         manifest.read_manifest(fake_index.path)
+
+
+def _rows(folder: Path, table: str) -> int:
+    db = sqlite3.connect(folder / "store.sqlite")
+    try:
+        sql = {
+            "articles": "SELECT count(*) FROM articles",
+            "removed_articles": "SELECT count(*) FROM removed_articles",
+        }[table]
+        return int(db.execute(sql).fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_a_removed_article_is_gone_from_every_read_until_a_merge_deletes_its_rows(fake_index):
+    fake_index.merge_policy = NEVER
+    fake_index.add(_notes(0, 6))
+    fake_index.add([make_article("n9", "Harbours at dawn.", tags=("port",), source="Wire")])
+    fake_index.remove(["n2", "n9"])
+    assert _rows(fake_index.path, "articles") == 7  # the rows wait for a merge
+    assert fake_index.get("n2") is None and len(fake_index) == 5
+    assert fake_index.info().chunks == 5 and fake_index.info().tombstones == 2
+    for mode in ("keyword", "semantic", "hybrid"):
+        found = {h.article_id for h in fake_index.search("number 2 harbours", k=10, mode=mode)}
+        assert found == {"n0", "n1", "n3", "n4", "n5"}, mode
+        tagged = fake_index.search("harbours", k=5, mode=mode, filter={"tags": "port"})
+        assert tagged == [], mode
+    assert fake_index.remove(["n2"]) == ([], ["n2"])  # already removed
+    assert verify(fake_index.path).ok
+    fake_index.add([make_article("n2", "Number 2 is back.")])  # the old rows go first
+    assert fake_index.get("n2").text == "Number 2 is back." and len(fake_index) == 6
+    fake_index.optimize()
+    assert _rows(fake_index.path, "articles") == 6
+    assert _rows(fake_index.path, "removed_articles") == 0
+    assert verify(fake_index.path).ok
+
+
+def test_pruned_articles_are_removed_the_same_way(tmp_path, fake_encoder):
+    folder = tmp_path / "articles"
+    folder.mkdir()
+    for name in ("keep", "drop"):
+        (folder / f"{name}.txt").write_text(f"{name} body text.")
+    with Index.create(tmp_path / "ix", encoder=fake_encoder) as index:
+        index.add_paths([folder])
+        (folder / "drop.txt").unlink()
+        assert index.add_paths([folder], prune=True).removed == 1
+        assert index.get("drop.txt") is None and len(index) == 1
+        assert index.add_paths([folder], prune=True).removed == 0  # not pruned twice
