@@ -69,11 +69,14 @@ def _io_written() -> int:
     raise RuntimeError("no wchar in /proc/self/io")
 
 
-def _rss() -> int:
+def _rss(field: str = "VmRSS") -> int:
+    """Bytes of this process's resident memory: ``VmRSS`` (all), ``RssAnon``
+    (private: heap and anonymous maps) or ``RssFile`` (mapped files' pages,
+    shared with the page cache and other processes)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def night_plan(size: int, night: int) -> dict[str, list[int]]:
@@ -128,17 +131,20 @@ def child_open(queries_file: Path, folder: Path) -> dict[str, Any]:
     """Open the index cold (RSS growth before the first query), then time queries."""
     queries = np.load(queries_file, allow_pickle=False)
     encoder = PrecomputedEncoder(queries.shape[1])
-    before = _rss()
+    before = {f: _rss(f) for f in ("VmRSS", "RssAnon", "RssFile")}
     started = time.perf_counter()
     index = Index.open(folder, encoder=encoder)
     opened = time.perf_counter() - started
-    grown = _rss() - before
+    grown = _rss() - before["VmRSS"]
+    anon, file = _rss("RssAnon") - before["RssAnon"], _rss("RssFile") - before["RssFile"]
     with index:
         seconds = per_item_seconds(lambda q: index.search(q, k=K), queries, warmup=WARMUP)
         info = index.info()
     return {
         "open_seconds": opened,
         "open_rss_growth_bytes": grown,
+        "open_rss_anon_growth_bytes": anon,
+        "open_rss_file_growth_bytes": file,
         "latency": percentiles(seconds),
         "segments": info.segments,
         "tombstones": info.tombstones,

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,7 @@ from .config import MergePolicy
 from .errors import IncompatibleIndexError, damaged
 from .manifest import segment_file
 from .store import SegmentRow
-from .vectors import VectorIndex, resolve_factory
+from .vectors import Exclusion, VectorIndex, resolve_factory
 
 NPY = ".npy"
 
@@ -130,6 +130,8 @@ class SegmentSet:
     tombstones: dict[int, np.ndarray]
     dim: int
     legacy: bool = False
+    _exclusions: dict[int, Exclusion] = field(default_factory=dict, compare=False, repr=False)
+    """Each segment's tombstones as a FAISS selector, made at its first search."""
 
     @property
     def ntotal(self) -> int:
@@ -210,8 +212,13 @@ class SegmentSet:
             live = self.live(segment)
             if live == 0:
                 return None
+            exclusion = None
             tombstones = self.tombstones.get(segment.id)
-            return segment.vectors.search(queries, min(k, live), exclude=tombstones)
+            if tombstones is not None and len(tombstones):
+                exclusion = self._exclusions.get(segment.id)
+                if exclusion is None:
+                    exclusion = self._exclusions[segment.id] = VectorIndex.exclusion(tombstones)
+            return segment.vectors.search(queries, min(k, live), exclude=exclusion)
         held, positions = segment.positions(only)
         if len(positions) == 0:
             return None
