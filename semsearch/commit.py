@@ -71,12 +71,15 @@ from .manifest import (
 from .onnx_backend import FOLDER as ONNX_FOLDER
 from .records import Article, Chunk
 from .segments import (
+    KEYS,
     NPY,
     Segment,
     SegmentMissing,
     SegmentSet,
+    key_table,
     open_segments,
     segment_index,
+    sort_keys,
     write_segment,
 )
 from .store import SegmentRow, Store, utc_now
@@ -395,6 +398,7 @@ def commit(
                     for a in change.insert
                 ]
                 ids = np.concatenate(new_ids) if new_ids else np.zeros(0, dtype=np.int64)
+                hashes = [h for a in change.insert for h in a.text_hashes]
                 if not change.rebuild:
                     for segment, gone in current.vectors.locate(old_ids).items():
                         store.add_tombstones(segment, gone.tolist())
@@ -406,18 +410,21 @@ def commit(
                     all_ids = np.concatenate([kept_ids[keep], ids])
                     vectors = np.concatenate([kept[keep], change.new_vectors(dim)])
                     order = np.argsort(all_ids, kind="stable")
+                    kept_keys = current.vectors.live_keys()
+                    kept_keys = kept_keys[~np.isin(kept_keys["chunk"], old_ids)]
+                    keys = sort_keys(np.concatenate([kept_keys, key_table(hashes, ids)]))
                     replaced = [s.id for s in current.vectors.segments]
                     store.purge_removed()  # every tombstone goes
                     store.delete_segments(replaced)
                     fresh = segment_index(index_type, len(all_ids), dim)
                     _add_segment(
-                        folder, store, number, fresh, all_ids[order], vectors[order], written
+                        folder, store, number, fresh, all_ids[order], vectors[order], keys, written
                     )
                 elif len(ids):
                     fresh = segment_index(index_type, len(ids), dim)
-                    _add_segment(
-                        folder, store, number, fresh, ids, change.new_vectors(dim), written
-                    )
+                    keys = key_table(hashes, ids)
+                    new_vectors = change.new_vectors(dim)
+                    _add_segment(folder, store, number, fresh, ids, new_vectors, keys, written)
             manifest = _manifest_after(manifest, store, number, index_type)
             store.set_meta(GENERATION, number)
             failpoint("before-commit")
@@ -461,6 +468,7 @@ def merge(
     written: list[Path] = []
     with clock("merge"):
         ids, vectors = current.vectors.live_vectors(chosen)
+        keys = current.vectors.live_keys(chosen)
         try:
             with store.transaction():
                 for segment in chosen:  # removed articles go with their tombstones
@@ -471,7 +479,9 @@ def merge(
                 if len(ids):
                     index_type = manifest.vectors.index_type
                     fresh = segment_index(index_type, len(ids), current.vectors.dim)
-                    _add_segment(folder, store, number, fresh, ids, vectors, written, "merge-")
+                    _add_segment(
+                        folder, store, number, fresh, ids, vectors, keys, written, "merge-"
+                    )
                 manifest = _manifest_after(manifest, store, number, manifest.vectors.index_type)
                 store.set_meta(GENERATION, number)
                 failpoint("merge-before-commit")
@@ -493,13 +503,14 @@ def _add_segment(
     index: VectorIndex,
     ids: np.ndarray,
     vectors: np.ndarray,
+    keys: np.ndarray,
     written: list[Path],
     stages: str = "",
 ) -> int:
     """Write a segment of these (ascending) ids and record it; returns its id."""
     segment = store.new_segment(index.factory, len(ids), generation)
-    written += [folder / segment_file(segment), folder / segment_file(segment, NPY)]
-    files = write_segment(folder, segment, index, ids, vectors, stages)
+    written += [folder / segment_file(segment, suffix) for suffix in (".faiss", NPY, KEYS)]
+    files = write_segment(folder, segment, index, ids, vectors, keys, stages)
     store.set_segment_files(segment, files)
     return segment
 
@@ -530,7 +541,7 @@ def _manifest_after(manifest: Manifest, store: Store, generation: int, index_typ
 def remove_segment_files(folder: Path, segments: Iterable[int]) -> None:
     """Delete the files of segments no longer live (a reader holding them keeps its mapping)."""
     for segment in segments:
-        for suffix in (".faiss", NPY):
+        for suffix in (".faiss", NPY, KEYS):
             (folder / segment_file(segment, suffix)).unlink(missing_ok=True)
 
 
@@ -547,6 +558,7 @@ def convert_legacy(
     dim = manifest.model.dim
     number = current.number + 1
     stored = store.all_vectors(dim)
+    keys = key_table(store.text_hashes(stored.chunk_ids.tolist()), stored.chunk_ids)
     written: list[Path] = []
     index_type = manifest.vectors.index_type
     try:
@@ -554,7 +566,7 @@ def convert_legacy(
             if len(stored.chunk_ids):
                 fresh = segment_index(index_type, len(stored.chunk_ids), dim)
                 _add_segment(
-                    folder, store, number, fresh, stored.chunk_ids, stored.vectors, written
+                    folder, store, number, fresh, stored.chunk_ids, stored.vectors, keys, written
                 )
             store.drop_legacy_vectors()
             store.set_meta(LAYOUT, SEGMENTS)

@@ -7,8 +7,9 @@ does not know.
 
 The folder's files are named here and nowhere else: ``manifest.json``,
 ``store.sqlite`` (with SQLite's ``-wal``, ``-shm`` and ``-journal``) and the
-segments' ``segment.<id>.faiss`` (with ``segment.<id>.npy``, the exact vectors,
-beside a compressed type; see :mod:`semsearch.segments`). Indexes of format 3
+segments' ``segment.<id>.faiss`` and ``segment.<id>.keys.npy`` (with
+``segment.<id>.npy``, the exact vectors, beside a compressed type; see
+:mod:`semsearch.segments`). Indexes of format 3
 had one ``vectors.<generation>.faiss`` per generation instead.
 The writer lock (``write.lock``, :mod:`semsearch.lock`) and the ONNX export
 (``onnx/``, :mod:`semsearch.onnx_backend`) are named by their own modules.
@@ -112,7 +113,7 @@ def segment_file(segment: int, suffix: str = ".faiss") -> str:
 def segment_of(path: Path) -> int | None:
     """The segment id a file name belongs to, or None if it is no segment file."""
     parts = path.name.split(".")
-    if len(parts) == 3 and parts[0] == "segment" and parts[1].isdigit():
+    if len(parts) >= 3 and parts[0] == "segment" and parts[1].isdigit():
         return int(parts[1])
     return None
 
@@ -123,7 +124,8 @@ def legacy_vector_files(folder: Path) -> list[Path]:
 
 
 def vector_files(folder: Path) -> list[Path]:
-    """Every vector file in the folder: segments' and format 3's, live or left by a crash."""
+    """Every segment file (vectors, keys) and format-3 vector file in the folder,
+    live or left by a crash."""
     segments = [p for p in folder.glob(_SEGMENT_GLOB) if segment_of(p) is not None]
     return sorted(segments) + legacy_vector_files(folder)
 

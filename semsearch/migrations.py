@@ -205,6 +205,13 @@ MIGRATIONS: tuple[tuple[int, str | Callable[[sqlite3.Connection], None]], ...] =
         );
         """,
     ),
+    (
+        8,
+        # The embedding cache's lookup moved to the segments' key tables
+        # (segment.<id>.keys.npy): an index of random hashes took 83% of the
+        # SQLite pages a write of new chunks touched.
+        "DROP INDEX chunks_text_hash;",
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -15,6 +15,12 @@ index keeps them (read back by position with
 ascending id order. Every segment holds its chunks in ascending id order, so
 a chunk's position is a binary search away.
 
+Each segment also carries the embedding cache's keys for its chunks
+(``segment.<id>.keys.npy``: the hash of the text each vector was computed
+from, sorted, with its chunk id), so that a write finds a vector it can reuse
+by binary search in each segment, and adding chunks writes their keys in a
+file of their own instead of scattering them through a B-tree.
+
 Segments open memory-mapped (FAISS's ``IO_FLAG_MMAP_IFC``, numpy's
 ``mmap_mode``): opening reads the id maps, the vectors cost page cache shared
 by every process, and a reader that sees a new generation opens only the new
@@ -42,6 +48,34 @@ from .store import SegmentRow
 from .vectors import Exclusion, VectorIndex, resolve_factory
 
 NPY = ".npy"
+KEYS = ".keys.npy"
+KEY_DTYPE = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("chunk", "<i8")])
+"""A key table's rows: a 16-byte text hash as two big-endian halves, and its chunk id."""
+
+
+def key_table(hashes: Sequence[bytes | None], chunk_ids: np.ndarray) -> np.ndarray:
+    """The sorted key table of chunks and their text hashes (chunks without one left out).
+
+    Returns:
+        ``(n,)`` array of :data:`KEY_DTYPE`, sorted by hash.
+    """
+    rows = [
+        (int.from_bytes(h[:8], "big"), int.from_bytes(h[8:16], "big"), int(i))
+        for h, i in zip(hashes, chunk_ids, strict=True)
+        if h
+    ]
+    table = np.array(rows, dtype=KEY_DTYPE) if rows else np.zeros(0, dtype=KEY_DTYPE)
+    return sort_keys(table)
+
+
+def sort_keys(table: np.ndarray) -> np.ndarray:
+    return table[np.lexsort((table["chunk"], table["lo"], table["hi"]))]
+
+
+def _split(hashes: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    hi = np.array([int.from_bytes(h[:8], "big") for h in hashes], dtype="<u8")
+    lo = np.array([int.from_bytes(h[8:16], "big") for h in hashes], dtype="<u8")
+    return hi, lo
 
 
 class SegmentMissing(Exception):
@@ -66,8 +100,11 @@ class Segment:
         vectors: VectorIndex,
         exact: np.ndarray | None = None,
         fallback: Callable[[np.ndarray], np.ndarray] | None = None,
+        keys: Path | None = None,
     ) -> None:
         self.row = row
+        self._keys_path = keys
+        self._keys: np.ndarray | None = None
         self.vectors = vectors
         self._exact = exact
         self._fallback = fallback
@@ -103,6 +140,44 @@ class Segment:
         at_clipped = np.minimum(at, len(self.ids) - 1)
         held = self.ids[at_clipped] == chunk_ids
         return held, at_clipped[held]
+
+    @property
+    def keys(self) -> np.ndarray:
+        """The segment's key table (:data:`KEY_DTYPE`, sorted), mapped at first use.
+
+        Raises:
+            SegmentMissing: if the file is gone (a merge removed the segment).
+            IncompatibleIndexError: if it is damaged.
+        """
+        if self._keys is None:
+            if self._keys_path is None:
+                return np.zeros(0, dtype=KEY_DTYPE)
+            try:
+                keys = np.load(self._keys_path, mmap_mode="r", allow_pickle=False)
+            except FileNotFoundError:
+                raise SegmentMissing(f"{self._keys_path} is missing") from None
+            except ValueError as e:
+                raise damaged(self._keys_path, str(e)) from None
+            if keys.dtype != KEY_DTYPE:
+                raise damaged(self._keys_path, f"keys of type {keys.dtype}, not {KEY_DTYPE}")
+            self._keys = keys
+        return self._keys
+
+    def find(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        """The chunk holding each key (text hash halves), or -1: ``(n,)`` int64."""
+        keys = self.keys
+        found = np.full(len(hi), -1, dtype=np.int64)
+        if len(keys) == 0 or len(hi) == 0:
+            return found
+        at = np.searchsorted(keys["hi"], hi)
+        for n in np.flatnonzero(at < len(keys)):
+            i = int(at[n])
+            while i < len(keys) and keys["hi"][i] == hi[n]:  # 64-bit halves: about once
+                if keys["lo"][i] == lo[n]:
+                    found[n] = keys["chunk"][i]
+                    break
+                i += 1
+        return found
 
     def vectors_at(self, positions: np.ndarray) -> np.ndarray:
         """The exact vectors at these positions of :attr:`ids`: ``(n, dim)`` float32."""
@@ -153,6 +228,37 @@ class SegmentSet:
         if not self.segments:
             return ""
         return max(self.segments, key=len).vectors.factory
+
+    def reusable(self, hashes: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        """The embedding cache: the stored ``(dim,)`` float32 vector of each text hash found.
+
+        Tombstoned chunks count: their vectors are still exact until a merge.
+        """
+        if not hashes:
+            return {}
+        hi, lo = _split(hashes)
+        holder = np.full(len(hashes), -1, dtype=np.int64)
+        for segment in self.segments:
+            missing = holder < 0
+            if not missing.any():
+                break
+            holder[missing] = segment.find(hi[missing], lo[missing])
+        ids, vectors = self.vectors_of(holder[holder >= 0])
+        row = {int(i): n for n, i in enumerate(ids)}
+        return {
+            h: vectors[row[int(i)]] for h, i in zip(hashes, holder, strict=True) if int(i) in row
+        }
+
+    def live_keys(self, segments: Sequence[Segment] | None = None) -> np.ndarray:
+        """The key tables of these segments (default: all), tombstoned chunks left out, sorted."""
+        parts = []
+        for segment in self.segments if segments is None else segments:
+            keys = np.asarray(segment.keys)
+            dead = self.tombstones.get(segment.id)
+            if dead is not None and len(dead):
+                keys = keys[~np.isin(keys["chunk"], dead)]
+            parts.append(keys)
+        return sort_keys(np.concatenate(parts)) if parts else np.zeros(0, dtype=KEY_DTYPE)
 
     def dead(self) -> np.ndarray:
         """Every tombstoned chunk id, ascending: ``(n,)`` int64."""
@@ -320,13 +426,14 @@ def open_segment(folder: Path, row: SegmentRow, dim: int) -> Segment:
             raise SegmentMissing(f"{npy} is missing; the index is incomplete") from None
         except ValueError as e:
             raise damaged(npy, str(e)) from None
+    keys = folder / segment_file(row.id, KEYS)
     if vectors.ntotal != row.n_vectors or vectors.dim != dim:
         raise IncompatibleIndexError(
             f"the index at {folder} is inconsistent: {path.name} holds {vectors.ntotal} "
             f"vectors of dimension {vectors.dim}, but {row.n_vectors} of dimension {dim} "
             "were committed; run `semsearch verify`, or rebuild it"
         )
-    return Segment(row, vectors, exact)
+    return Segment(row, vectors, exact, keys=keys if keys.name in row.files else None)
 
 
 def open_segments(
@@ -369,11 +476,13 @@ def write_segment(
     index: VectorIndex,
     ids: np.ndarray,
     vectors: np.ndarray,
+    keys: np.ndarray,
     stages: str = "",
 ) -> dict[str, dict[str, int]]:
     """Add ascending ids and their vectors to ``index`` and write the segment's files.
 
-    ``stages`` prefixes the fail points' names (``merge-`` in a merge).
+    ``keys`` is the segment's key table (:func:`key_table`); ``stages``
+    prefixes the fail points' names (``merge-`` in a merge).
     Returns the files written: name → ``{"size": bytes, "crc32": int}``.
 
     Raises:
@@ -389,10 +498,13 @@ def write_segment(
     index.write(path)
     failpoint(stages + "mid-faiss-write", truncate=path)
     files = {path.name: file_checksum(path)}
+    arrays = {KEYS: np.ascontiguousarray(keys, dtype=KEY_DTYPE)}
     if not index.reconstructs:
-        npy = folder / segment_file(segment, NPY)
+        arrays[NPY] = np.ascontiguousarray(vectors, dtype="<f4")
+    for suffix, array in arrays.items():
+        npy = folder / segment_file(segment, suffix)
         with open(npy, "wb") as f:
-            np.save(f, np.ascontiguousarray(vectors, dtype="<f4"), allow_pickle=False)
+            np.save(f, array, allow_pickle=False)
             f.flush()
             os.fsync(f.fileno())
         files[npy.name] = file_checksum(npy)

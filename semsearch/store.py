@@ -416,15 +416,18 @@ class Store:
         return ids, pks
 
     @_mapped
-    def chunks_by_text_hash(self, text_hashes: Sequence[bytes]) -> dict[bytes, int]:
-        """The embedding cache's index: one chunk id per text hash found.
+    def text_hashes(self, chunk_ids: Sequence[int]) -> list[bytes | None]:
+        """Each of these chunks' text hash (``chunks.text_hash``; None where none), in order.
 
-        A text hash (``chunks.text_hash``) is :func:`semsearch.writer._embedded_text_hash`
-        of the exact text a chunk's vector was computed from; the vector is the
-        chunk's, in its segment.
+        A text hash is :func:`semsearch.writer._embedded_text_hash` of the exact
+        text a chunk's vector was computed from. Writes look them up in the
+        segments' key tables (:mod:`semsearch.segments`); this column is the
+        record they are made from when an index is converted, and what verify
+        checks them against.
         """
-        sql = "SELECT text_hash, min(id) FROM chunks WHERE text_hash IN (?) GROUP BY text_hash"
-        return {h: int(i) for h, i in self._select_in(sql, list(text_hashes))}
+        sql = "SELECT id, text_hash FROM chunks WHERE id IN (?)"
+        found = dict(self._select_in(sql, [int(i) for i in chunk_ids]))
+        return [found.get(int(i)) for i in chunk_ids]
 
     # -- the generation's segments ---------------------------------------------
 

@@ -18,7 +18,7 @@ from .errors import IncompatibleIndexError, SemsearchError
 from .keywords import keyword_text
 from .manifest import read_manifest, vector_files, vectors_file
 from .migrations import CHUNK_TEXT_QUERY
-from .segments import SegmentMissing, open_segment
+from .segments import Segment, SegmentMissing, key_table, open_segment, sort_keys
 from .store import SegmentRow, Store
 from .vectors import VectorIndex
 
@@ -248,7 +248,9 @@ def _check_segments(
         held, _ = segment.positions(dead)
         if not held.all():
             problems.append(f"{where} has {int((~held).sum())} tombstones for ids it does not hold")
-        live_parts.append(np.setdiff1d(ids, dead))
+        live = np.setdiff1d(ids, dead)
+        live_parts.append(live)
+        _check_keys(store, segment, live, where, problems)
         for start in range(0, len(ids), _BATCH):
             positions = np.arange(start, min(start + _BATCH, len(ids)))
             vectors = segment.vectors_at(positions)
@@ -273,4 +275,30 @@ def _check_segments(
         problems.append(
             f"the segments hold {len(held)} live vectors for {len(chunk_ids)} chunks "
             f"({missing} chunks without a vector, {extra} vectors without a chunk)"
+        )
+
+
+def _check_keys(
+    store: Store, segment: Segment, live: np.ndarray, where: str, problems: list[str]
+) -> None:
+    """The segment's key table: sorted, of its own chunks, and for its live chunks
+    the text hashes their rows record."""
+    try:
+        keys = np.asarray(segment.keys)
+    except SemsearchError as e:
+        problems.append(str(e))
+        return
+    held, _ = segment.positions(keys["chunk"])
+    if not held.all():
+        problems.append(f"{where}: {int((~held).sum())} keys name chunks it does not hold")
+        return
+    if len(keys) and not np.array_equal(sort_keys(keys), keys):
+        problems.append(f"{where}: its key table is not sorted")
+        return
+    recorded = key_table(store.text_hashes(live.tolist()), live)
+    mine = keys[np.isin(keys["chunk"], live)]
+    if not np.array_equal(sort_keys(mine), recorded):
+        problems.append(
+            f"{where}: its key table disagrees with the chunks' text hashes; "
+            "embedding reuse would give wrong vectors: rebuild the index"
         )

@@ -230,10 +230,7 @@ class Writer:
         dim = reader.manifest.model.dim
         vectors = np.zeros((len(texts), dim), dtype=np.float32)
         with reader._lock:
-            holders = reader._store.chunks_by_text_hash(sorted(set(text_hashes)))
-            ids, found = reader._vectors.vectors_of(list(holders.values()))
-            row = {int(i): n for n, i in enumerate(ids)}
-            cached = {h: found[row[i]] for h, i in holders.items() if i in row}
+            cached = reader._vectors.reusable(sorted(set(text_hashes)))
         # One embedding per distinct new text, however many chunks share it.
         todo = {h: i for i, h in reversed(list(enumerate(text_hashes))) if h not in cached}
         if todo:
@@ -486,9 +483,9 @@ def _embedded_text_hash(text: str) -> bytes:
     """Key of the embedding cache: the first 16 bytes of the SHA-256 of the exact
     text embedded for a chunk.
 
-    Stored in ``chunks.text_hash`` (a 16-byte blob: its index is a quarter of
-    what the hex digest's was, and a write touches that many fewer pages); the
-    model and prompt are the index's, so the text alone decides the vector.
+    Stored in ``chunks.text_hash`` (a 16-byte blob) and in the key table of the
+    chunk's segment, where writes look it up; the model and prompt are the
+    index's, so the text alone decides the vector.
     """
     return hashlib.sha256(text.encode("utf-8")).digest()[:TEXT_HASH_BYTES]
 

@@ -41,10 +41,10 @@ def test_a_write_adds_one_segment_and_rewrites_none(fake_index):
     fake_index.merge_policy = NEVER
     fake_index.add(_notes(0, 5))
     before = _segment_files(fake_index.path)
-    assert len(before) == 1
+    assert sorted(before) == ["segment.1.faiss", "segment.1.keys.npy"]
     result = fake_index.add(_notes(5, 3))
     after = _segment_files(fake_index.path)
-    assert len(after) == 2 and all(after[name] == before[name] for name in before)
+    assert len(after) == 4 and all(after[name] == before[name] for name in before)
     assert result.chunks_added == 3 and fake_index.info().segments == 2
     fake_index.remove(["n1"])  # a removal writes no vector file at all
     assert _segment_files(fake_index.path) == after
@@ -266,3 +266,31 @@ def test_pruned_articles_are_removed_the_same_way(tmp_path, fake_encoder):
         assert index.add_paths([folder], prune=True).removed == 1
         assert index.get("drop.txt") is None and len(index) == 1
         assert index.add_paths([folder], prune=True).removed == 0  # not pruned twice
+
+
+def test_embedding_reuse_finds_vectors_in_any_segment_and_after_merges(fake_index):
+    fake_index.merge_policy = NEVER
+    text = "The same paragraph, word for word."
+    assert fake_index.add([make_article("a", text)]).chunks_embedded == 1
+    assert fake_index.add([make_article("b", text)]).chunks_embedded == 0
+    fake_index.remove(["a"])  # a tombstoned chunk's vector is still exact
+    assert fake_index.add([make_article("c", text)]).chunks_embedded == 0
+    fake_index.optimize()
+    assert fake_index.add([make_article("d", text)]).chunks_embedded == 0
+    assert fake_index.add([make_article("e", "Something new.")]).chunks_embedded == 1
+    b, d = fake_index.chunk_vectors()[1][[0, -2]]  # live: b, c, d, e
+    assert np.array_equal(b, d) and verify(fake_index.path).ok
+
+
+def test_verify_finds_a_changed_key_table(fake_index):
+    from semsearch.segments import KEY_DTYPE
+
+    fake_index.add(_notes(0, 3))
+    keys_file = next(fake_index.path.glob("segment.*.keys.npy"))
+    keys = np.load(keys_file)
+    keys["lo"] = keys["lo"][::-1].copy()  # same size, wrong hashes
+    assert keys.dtype == KEY_DTYPE
+    with open(keys_file, "r+b") as f:
+        np.save(f, keys)
+    problems = verify(fake_index.path).problems
+    assert problems and "checksum" in problems[0]  # the file's CRC catches it first

@@ -86,7 +86,7 @@ def test_stored_vectors_have_one_shape_whatever_selects_them(store):
     assert sorted(some.chunk_ids.tolist()) == second[:2].tolist()
     of_b = store.vectors_of_articles([2], DIM)
     assert sorted(of_b.chunk_ids.tolist()) == second.tolist() and set(of_b.article_pks) == {2}
-    assert store.chunks_by_text_hash(["b-2", "unknown"]) == {"b-2": int(second[2])}
+    assert store.text_hashes([int(second[2]), 999]) == ["b-2", None]
     ids, pks = store.chunks_of_articles([2])
     assert ids.tolist() == second.tolist() and set(pks.tolist()) == {2}
 
