@@ -50,6 +50,24 @@ class MergePolicy:
     max_tombstone_share: float = 0.3
     in_writes: bool = True
 
+    def __post_init__(self) -> None:
+        """Raises BadInputError for a setting out of its range, naming it."""
+        from .errors import BadInputError
+
+        ranges = {
+            "segments_per_tier": (self.segments_per_tier, 2, "at least 2"),
+            "floor_chunks": (self.floor_chunks, 1, "at least 1"),
+            "max_merge_chunks": (self.max_merge_chunks, 1, "at least 1"),
+        }
+        for name, (value, low, wanted) in ranges.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise BadInputError(f"MergePolicy({name}={value!r}): must be an integer {wanted}")
+        share = self.max_tombstone_share
+        if not isinstance(share, (int, float)) or not 0 < share <= 1:
+            raise BadInputError(
+                f"MergePolicy(max_tombstone_share={share!r}): must be a share in (0, 1]"
+            )
+
 
 ENV_INDEX = "SEMSEARCH_INDEX"
 ENV_MODEL = "SEMSEARCH_MODEL"

@@ -85,6 +85,15 @@ class Index(Reader):
 
     @merge_policy.setter
     def merge_policy(self, policy: MergePolicy) -> None:
+        """Set for this object's writes only: it is not saved with the index.
+
+        Raises:
+            TypeError: for anything but a :class:`~semsearch.config.MergePolicy`.
+        """
+        if not isinstance(policy, MergePolicy):
+            raise TypeError(
+                f"merge_policy must be a semsearch.MergePolicy, not {type(policy).__name__}"
+            )
         self._writer.merge_policy = policy
 
     # -- creating --------------------------------------------------------------

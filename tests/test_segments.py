@@ -294,3 +294,33 @@ def test_verify_finds_a_changed_key_table(fake_index):
         np.save(f, keys)
     problems = verify(fake_index.path).problems
     assert problems and "checksum" in problems[0]  # the file's CRC catches it first
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"segments_per_tier": 1}, "segments_per_tier=1"),
+        ({"floor_chunks": 0}, "floor_chunks=0"),
+        ({"max_merge_chunks": -5}, "max_merge_chunks=-5"),
+        ({"max_tombstone_share": 0}, "max_tombstone_share=0"),
+        ({"max_tombstone_share": 1.5}, "max_tombstone_share=1.5"),
+    ],
+)
+def test_a_merge_policy_out_of_range_is_refused_naming_the_setting(setting, message):
+    from semsearch import BadInputError
+
+    with pytest.raises(BadInputError, match=message):
+        MergePolicy(**setting)
+
+
+def test_merge_policy_takes_only_a_merge_policy(fake_index):
+    with pytest.raises(TypeError, match=r"must be a semsearch\.MergePolicy, not dict"):
+        fake_index.merge_policy = {"segments_per_tier": 3}
+    assert fake_index.merge_policy == MergePolicy()
+
+
+def test_optimize_with_nothing_to_merge_says_so(fake_index):
+    fake_index.add(_notes(0, 2))
+    fake_index.close()
+    result = CliRunner().invoke(cli, ["optimize", "--index", str(fake_index.path)])
+    assert result.exit_code == 0 and result.output.startswith("Nothing to merge: 1 segment(s)")

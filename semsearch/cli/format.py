@@ -118,7 +118,8 @@ def echo_verify(report: VerifyReport) -> None:
         c = report.checked
         click.echo(
             f"ok: {report.path}: generation {c.get('generation')}, {c.get('articles')} "
-            f"articles, {c.get('chunks')} chunks; SQLite, keyword index and FAISS agree"
+            f"articles, {c.get('chunks')} chunks in {c.get('segments', 1)} segment(s); "
+            "SQLite, keyword index and segments agree"
         )
 
 

@@ -260,7 +260,13 @@ def optimize_command(
         result = index.optimize()
     if as_json:
         click.echo(json.dumps(result.to_dict()))
-    elif not quiet:
+    elif quiet:
+        pass
+    elif result.segments_before <= 1 and not result.tombstones_dropped:
+        click.echo(
+            f"Nothing to merge: {result.segments_before} segment(s), no removed chunks to drop."
+        )
+    else:
         click.echo(
             f"Merged {result.segments_before} segment(s) into {result.segments_after}, "
             f"dropping {result.tombstones_dropped} removed chunk(s), in {result.seconds:.1f} s."
