@@ -446,6 +446,16 @@ class Reader:
             generation=generation,
             segments=len(vectors.segments),
             tombstones=vectors.n_tombstones,
+            segment_list=tuple(
+                {
+                    "id": s.id,
+                    "factory": s.vectors.factory,
+                    "vectors": len(s),
+                    "tombstones": len(s) - vectors.live(s),
+                    "generation": s.row.generation,
+                }
+                for s in vectors.segments
+            ),
         )
 
 

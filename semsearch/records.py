@@ -198,6 +198,10 @@ class IndexInfo:
     """Live segments (see :mod:`semsearch.segments`)."""
     tombstones: int = 0
     """Removed chunks whose vectors are still in a segment, until it is merged."""
+    segment_list: tuple[dict[str, Any], ...] = ()
+    """Each live segment, oldest first: ``id``, ``factory`` (its FAISS type),
+    ``vectors`` (held, removed ones included), ``tombstones``, ``generation``
+    (the one that wrote it): what the merge policy decides on."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

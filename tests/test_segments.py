@@ -324,3 +324,18 @@ def test_optimize_with_nothing_to_merge_says_so(fake_index):
     fake_index.close()
     result = CliRunner().invoke(cli, ["optimize", "--index", str(fake_index.path)])
     assert result.exit_code == 0 and result.output.startswith("Nothing to merge: 1 segment(s)")
+
+
+def test_info_lists_each_segment_with_what_the_merge_policy_decides_on(fake_index):
+    fake_index.merge_policy = NEVER
+    fake_index.add(_notes(0, 4))
+    fake_index.add(_notes(4, 2))
+    fake_index.remove(["n0"])
+    listed = fake_index.info().segment_list
+    assert [(s["vectors"], s["tombstones"]) for s in listed] == [(4, 1), (2, 0)]
+    assert {s["factory"] for s in listed} == {"Flat"} and listed[0]["id"] < listed[1]["id"]
+    fake_index.close()
+    shown = CliRunner().invoke(cli, ["info", "--index", str(fake_index.path)]).output
+    assert f"#{listed[0]['id']}: Flat, 4 vectors, 1 removed" in shown
+    as_json = CliRunner().invoke(cli, ["info", "--index", str(fake_index.path), "--json"])
+    assert '"segment_list": [' in as_json.output

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -73,6 +73,15 @@ def echo_hits(hits: Sequence[Hit]) -> None:
         click.echo(click.style(f"    id: {hit.article_id}", dim=True))
 
 
+_SEGMENTS_SHOWN = 12
+"""Segments ``semsearch info`` lists one per line; ``--json`` has them all."""
+
+
+def _segment_line(segment: dict[str, Any]) -> str:
+    vectors, removed = segment["vectors"], segment["tombstones"]
+    return f"#{segment['id']}: {segment['factory']}, {vectors:,} vectors, {removed:,} removed"
+
+
 def echo_info(info: IndexInfo) -> None:
     """``semsearch info``: one aligned row per property of the index."""
     rows = [
@@ -98,6 +107,12 @@ def echo_info(info: IndexInfo) -> None:
             "segments",
             f"{info.segments}, {info.tombstones} removed chunk(s) awaiting a merge "
             f"(generation {info.generation})",
+        ),
+        *[("", _segment_line(d)) for d in info.segment_list[:_SEGMENTS_SHOWN]],
+        *(
+            [("", f"... and {len(info.segment_list) - _SEGMENTS_SHOWN} more (see --json)")]
+            if len(info.segment_list) > _SEGMENTS_SHOWN
+            else []
         ),
         ("size on disk", f"{info.size_bytes / 1e6:.1f} MB"),
         ("created", info.created_at),
