@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sqlite3
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +40,7 @@ from benchmarks.common import (
     RESULTS,
     ROOT,
     folder_bytes,
+    in_scratch,
     md_table,
     mib,
     own_peak_rss,
@@ -308,13 +307,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     if args.index is None:
         parser.error("--index is required")
-    with Index.open(args.index) as index:
-        base = index.chunk_vectors()[1]
-    work = Path(tempfile.mkdtemp(prefix="semsearch-churn-"))
-    try:
-        data = run(base, args.size, args.nights, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    data = in_scratch(
+        "churn", args.index, lambda base, work: run(base, args.size, args.nights, work)
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     plot(data, args.out / "churn.png")
     write_results(args.out, "churn", data, markdown(data), argv)

@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -151,6 +152,22 @@ def run_process(
 def python_child(code: str, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run Python code in a fresh interpreter (cold imports, own memory)."""
     return run_process([sys.executable, "-c", code, *args], env=env, cwd=ROOT)
+
+
+def in_scratch(
+    name: str, index: Path, run: Callable[[np.ndarray, Path], dict[str, Any]]
+) -> dict[str, Any]:
+    """``run(base, work)`` in a scratch folder removed afterwards, ``base`` being the
+    chunk vectors of ``index`` (``(n, dim)`` float32) that synthetic vectors imitate."""
+    from semsearch import Index
+
+    with Index.open(index) as opened:
+        base = opened.chunk_vectors()[1]
+    work = Path(tempfile.mkdtemp(prefix=f"semsearch-{name}-"))
+    try:
+        return run(base, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def folder_bytes(folder: Path) -> int:

@@ -42,7 +42,6 @@ import json
 import shutil
 import sqlite3
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,7 @@ from benchmarks.common import (
     RESULTS,
     ROOT,
     folder_bytes,
+    in_scratch,
     md_table,
     mib,
     own_peak_rss,
@@ -659,13 +659,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     if args.index is None:
         parser.error("--index is required")
-    with Index.open(args.index) as index:
-        base = index.chunk_vectors()[1]
-    work = Path(tempfile.mkdtemp(prefix="semsearch-segments-"))
-    try:
-        data = run(base, args.size, args.nights, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    data = in_scratch(
+        "segments", args.index, lambda base, work: run(base, args.size, args.nights, work)
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     plot(data, args.out / "segments.png")
     write_results(args.out, "segments", data, markdown(data), argv)

@@ -88,7 +88,7 @@ def search(
     """Rank articles (or chunks, ``group=False``) for each query; one hit list per query."""
     # Removed articles keep their rows until a merge: their chunks are the
     # tombstones, which every ranking leaves out (vector search inside FAISS).
-    dead = vectors.dead()
+    dead = vectors.dead
     scope = _Scope.of(store, where, dead) if where is not None else None
     ranked: list[list[_Ranked]] = []
     for query in queries:

@@ -37,6 +37,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -260,8 +261,10 @@ class SegmentSet:
             parts.append(keys)
         return sort_keys(np.concatenate(parts)) if parts else np.zeros(0, dtype=KEY_DTYPE)
 
+    @cached_property
     def dead(self) -> np.ndarray:
-        """Every tombstoned chunk id, ascending: ``(n,)`` int64."""
+        """Every tombstoned chunk id, ascending: ``(n,)`` int64 (derived once per generation:
+        every search leaves them out)."""
         parts = list(self.tombstones.values())
         return np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
 

@@ -150,11 +150,6 @@ class VectorIndex:
         return int(self._index.d)
 
     @property
-    def supports_remove(self) -> bool:
-        """Whether ids can be removed in place (else: rebuild without them)."""
-        return self._ivf is not None or isinstance(self._inner, _faiss().IndexFlatCodes)
-
-    @property
     def exact(self) -> bool:
         """Whether search is exhaustive (a flat index), so filtered search is exact too."""
         return isinstance(self._inner, _faiss().IndexFlat)
@@ -248,14 +243,6 @@ class VectorIndex:
             )
         ):
             self._index.train(np.ascontiguousarray(vectors, dtype=np.float32))
-
-    def remove(self, ids: np.ndarray) -> int:
-        """Remove ids; the caller must rebuild instead when ``supports_remove`` is false."""
-        if len(ids) == 0:
-            return 0
-        assert self.supports_remove, "remove on an index type that cannot; rebuild instead"
-        selector = _faiss().IDSelectorArray(np.ascontiguousarray(ids, dtype=np.int64))
-        return int(self._index.remove_ids(selector))
 
     @property
     def search_params(self) -> dict[str, int]:
