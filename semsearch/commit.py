@@ -374,8 +374,8 @@ def commit(
         the new generation's number, the new manifest and the chunks removed.
 
     Raises:
-        BadInputError: if the segment's index cannot be built (an IVF type with
-            too few vectors to train on); nothing is changed then.
+        BadInputError: if FAISS cannot build or train the segment's index type;
+            nothing is changed then.
         OSError: if a file cannot be written; nothing is changed then.
     """
     assert not current.vectors.legacy, "convert a format-3 index before writing to it"
