@@ -49,10 +49,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
+from .config import RECALL_TARGET, default_memory_budget
 from .errors import IncompatibleIndexError, damaged
 from .lock import LOCK_FILE
 from .manifest import (
@@ -61,6 +62,7 @@ from .manifest import (
     Manifest,
     legacy_vector_files,
     manifest_path,
+    quantizer_file,
     segment_file,
     segment_of,
     store_files,
@@ -76,10 +78,12 @@ from .segments import (
     Segment,
     SegmentMissing,
     SegmentSet,
+    VectorPlan,
+    draw_sample,
     key_table,
     open_segments,
-    segment_index,
     sort_keys,
+    tune_segment,
     write_segment,
 )
 from .store import SegmentRow, Store, utc_now
@@ -95,6 +99,9 @@ SEGMENTS = "segments"
 # Format 3's record of its one vector file (see _load_legacy).
 FACTORY = "faiss_factory"
 CHECKSUM = "faiss_file"
+QUANTIZER = "quantizer"
+"""The shared trained quantizer: ``{"file", "size", "crc32", "factory", "trained_on",
+"error", "generation"}`` (see :class:`~semsearch.segments.VectorPlan`)."""
 FAILPOINT_ENV = "SEMSEARCH_FAILPOINT"
 ATTEMPTS = 20
 """How many times a reader looks again when writers keep switching generations under it."""
@@ -149,6 +156,8 @@ class Generation:
 
     number: int
     vectors: SegmentSet
+    quantizer: dict[str, Any] | None = None
+    """The shared trained quantizer's record (``QUANTIZER`` meta), if any."""
 
 
 def load_generation(
@@ -182,12 +191,13 @@ def _load_once(folder: Path, store: Store, dim: int, previous: Generation | None
                 # A writer merged it away since the snapshot began: look again.
                 raise Moved(str(e)) from None
         n_chunks = store.counts()[1]
+        quantizer = store.meta(QUANTIZER)
     if vectors.ntotal != n_chunks:
         raise IncompatibleIndexError(
             f"the index at {folder} is inconsistent: its segments hold {vectors.ntotal} live "
             f"vectors for {n_chunks} chunks; run `semsearch verify`, or rebuild it"
         )
-    return Generation(int(number), vectors)
+    return Generation(int(number), vectors, quantizer)
 
 
 def _load_legacy(folder: Path, store: Store, dim: int, number: int) -> SegmentSet:
@@ -385,6 +395,7 @@ def commit(
     number = current.number + 1
     written: list[Path] = []
     replaced: list[int] = []
+    plan = vector_plan(folder, manifest, current, change.index_type)
     try:
         with store.transaction():
             with clock("sqlite"):
@@ -416,15 +427,32 @@ def commit(
                     replaced = [s.id for s in current.vectors.segments]
                     store.purge_removed()  # every tombstone goes
                     store.delete_segments(replaced)
-                    fresh = segment_index(index_type, len(all_ids), dim)
+                    plan.retrain = True  # a rebuild trains anew on what it holds
+                    fresh = plan.index_for(
+                        len(all_ids), len(all_ids), lambda n: _sample_of(vectors, n)
+                    )
                     _add_segment(
-                        folder, store, number, fresh, all_ids[order], vectors[order], keys, written
+                        folder,
+                        store,
+                        number,
+                        fresh,
+                        all_ids[order],
+                        vectors[order],
+                        keys,
+                        written,
+                        plan=plan,
                     )
                 elif len(ids):
-                    fresh = segment_index(index_type, len(ids), dim)
-                    keys = key_table(hashes, ids)
                     new_vectors = change.new_vectors(dim)
-                    _add_segment(folder, store, number, fresh, ids, new_vectors, keys, written)
+                    total = current.vectors.ntotal - len(old_ids) + len(ids)
+                    fresh = plan.index_for(
+                        len(ids), total, lambda n: draw_sample(current.vectors, new_vectors, n)
+                    )
+                    keys = key_table(hashes, ids)
+                    _add_segment(
+                        folder, store, number, fresh, ids, new_vectors, keys, written, plan=plan
+                    )
+                _save_quantizer(folder, store, plan, number, written)
             manifest = _manifest_after(manifest, store, number, index_type)
             store.set_meta(GENERATION, number)
             failpoint("before-commit")
@@ -449,8 +477,12 @@ def merge(
     manifest: Manifest,
     segments: Sequence[int],
     clock: StageClock | None = None,
+    retrain: bool = False,
 ) -> Committed:
     """Merge segments into one as the next generation, leaving their tombstones behind.
+
+    ``retrain``: train a new shared quantizer on the index's vectors for the
+    merged segment (``optimize``, when the data has drifted from the old one).
 
     The caller holds the writer lock, as for :func:`commit`. The stages of
     :func:`failpoint` are those of a commit prefixed ``merge-``.
@@ -465,6 +497,9 @@ def merge(
     clock = clock or StageClock()
     chosen = [s for s in current.vectors.segments if s.id in set(segments)]
     number = current.number + 1
+    dim = current.vectors.dim
+    plan = vector_plan(folder, manifest, current)
+    plan.retrain = retrain
     written: list[Path] = []
     with clock("merge"):
         ids, vectors = current.vectors.live_vectors(chosen)
@@ -477,11 +512,15 @@ def merge(
                         store.purge_chunks(dead.tolist())
                 store.delete_segments([s.id for s in chosen])  # and their tombstones
                 if len(ids):
-                    index_type = manifest.vectors.index_type
-                    fresh = segment_index(index_type, len(ids), current.vectors.dim)
-                    _add_segment(
-                        folder, store, number, fresh, ids, vectors, keys, written, "merge-"
+                    fresh = plan.index_for(
+                        len(ids),
+                        current.vectors.ntotal,
+                        lambda n: draw_sample(current.vectors, np.zeros((0, dim)), n),
                     )
+                    _add_segment(
+                        folder, store, number, fresh, ids, vectors, keys, written, "merge-", plan
+                    )
+                    _save_quantizer(folder, store, plan, number, written)
                 manifest = _manifest_after(manifest, store, number, manifest.vectors.index_type)
                 store.set_meta(GENERATION, number)
                 failpoint("merge-before-commit")
@@ -506,13 +545,67 @@ def _add_segment(
     keys: np.ndarray,
     written: list[Path],
     stages: str = "",
+    plan: VectorPlan | None = None,
 ) -> int:
-    """Write a segment of these (ascending) ids and record it; returns its id."""
+    """Write a segment of these (ascending) ids and record it; returns its id.
+
+    A compressed segment is tuned to the plan's recall target before it is
+    recorded (:func:`~semsearch.segments.tune_segment`).
+    """
     segment = store.new_segment(index.factory, len(ids), generation)
     written += [folder / segment_file(segment, suffix) for suffix in (".faiss", NPY, KEYS)]
     files = write_segment(folder, segment, index, ids, vectors, keys, stages)
     store.set_segment_files(segment, files)
+    target = plan.recall_target if plan is not None else RECALL_TARGET
+    tuning = tune_segment(index, ids, vectors, target)
+    if tuning is not None:
+        store.set_segment_settings(segment, tuning.to_dict())
     return segment
+
+
+def _sample_of(vectors: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """``count`` rows of ``vectors`` drawn uniformly without replacement."""
+    if count >= len(vectors):
+        return np.asarray(vectors, dtype=np.float32)
+    rows = np.sort(np.random.default_rng(seed).choice(len(vectors), size=count, replace=False))
+    return np.asarray(vectors[rows], dtype=np.float32)
+
+
+def vector_plan(
+    folder: Path, manifest: Manifest, current: Generation, index_type: str | None = None
+) -> VectorPlan:
+    """The plan a write makes its segments by: the manifest's settings and the shared quantizer.
+
+    Raises:
+        IncompatibleIndexError: if the quantizer's file is missing or damaged.
+    """
+    v = manifest.vectors
+    quantizer = None
+    record = current.quantizer
+    if record and (index_type is None or index_type == v.index_type):
+        quantizer = VectorIndex.read(folder / record["file"], record["factory"])
+    return VectorPlan(
+        index_type=index_type or v.index_type,
+        dim=manifest.model.dim,
+        memory_budget=v.memory_budget or default_memory_budget(),
+        recall_target=v.recall_target or RECALL_TARGET,
+        quantizer=quantizer,
+    )
+
+
+def _save_quantizer(
+    folder: Path, store: Store, plan: VectorPlan, generation: int, written: list[Path]
+) -> None:
+    """Write a quantizer this write trained, and record it (inside the transaction)."""
+    if plan.trained is None or plan.quantizer is None:
+        return
+    path = folder / quantizer_file(generation)
+    written.append(path)
+    plan.quantizer.write(path)
+    store.set_meta(
+        QUANTIZER,
+        {"file": path.name, **file_checksum(path), **plan.trained, "generation": generation},
+    )
 
 
 def _manifest_after(manifest: Manifest, store: Store, generation: int, index_type: str) -> Manifest:
@@ -521,6 +614,8 @@ def _manifest_after(manifest: Manifest, store: Store, generation: int, index_typ
     largest = (
         max(rows, key=lambda r: r.n_vectors).factory if rows else manifest.vectors.faiss_factory
     )
+    tuned = [r for r in rows if r.settings]
+    tuning = max(tuned, key=lambda r: r.n_vectors).settings if tuned else {}
     n_articles, n_chunks = store.counts()
     return replace(
         manifest,
@@ -531,6 +626,7 @@ def _manifest_after(manifest: Manifest, store: Store, generation: int, index_typ
             file="",
             generation=generation,
             segments=len(rows),
+            tuning=tuning,
         ),
         counts={"articles": n_articles, "chunks": n_chunks},
         updated_at=utc_now(),
@@ -564,10 +660,21 @@ def convert_legacy(
     try:
         with store.transaction():
             if len(stored.chunk_ids):
-                fresh = segment_index(index_type, len(stored.chunk_ids), dim)
+                plan = vector_plan(folder, manifest, current)
+                n = len(stored.chunk_ids)
+                fresh = plan.index_for(n, n, lambda count: _sample_of(stored.vectors, count))
                 _add_segment(
-                    folder, store, number, fresh, stored.chunk_ids, stored.vectors, keys, written
+                    folder,
+                    store,
+                    number,
+                    fresh,
+                    stored.chunk_ids,
+                    stored.vectors,
+                    keys,
+                    written,
+                    plan=plan,
                 )
+                _save_quantizer(folder, store, plan, number, written)
             store.drop_legacy_vectors()
             store.set_meta(LAYOUT, SEGMENTS)
             store.delete_meta(FACTORY)
@@ -618,11 +725,14 @@ def remove_leftovers(folder: Path, current: Generation) -> list[str]:
     between writing its new files and committing them.
     """
     live = {s.id for s in current.vectors.segments} if not current.vectors.legacy else set()
-    keep = vectors_file(current.number) if current.vectors.legacy else None
+    keep = {vectors_file(current.number)} if current.vectors.legacy else set()
+    if current.quantizer:
+        keep.add(current.quantizer["file"])
     removed = []
     for path in vector_files(folder):
         segment = segment_of(path)
-        if (segment is not None and segment not in live) or (segment is None and path.name != keep):
+        stale = segment not in live if segment is not None else path.name not in keep
+        if stale:
             path.unlink(missing_ok=True)
             removed.append(path.name)
     for path in folder.glob("*.tmp"):

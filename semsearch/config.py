@@ -20,6 +20,20 @@ HNSW_THRESHOLD = 100_000
 HNSW_FACTORY = "HNSW32"
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
+# "auto" above the exact range: HNSW while its whole graph and vectors fit the
+# memory budget, a compressed IVF index (4-bit PQ fast-scan codes, re-ranked
+# with the exact vectors on disk) beyond. HNSW32 costs the float32 vector, 2 x 32
+# neighbour ids at level 0, the id map, and FAISS's level bookkeeping.
+HNSW_OVERHEAD_BYTES = 2 * 32 * 4 + 8 + 24
+MEMORY_SHARE = 0.25
+"""The default memory budget: this share of the machine's physical memory."""
+RECALL_TARGET = 0.95
+"""Default recall@10 against exact search that tuning must reach."""
+TUNING_QUERIES = 500
+"""Held-out vectors a compressed segment is tuned on (fewer in a smaller segment)."""
+COMPRESSED_MIN_SEGMENT = 20_000
+"""A segment smaller than this is written flat (exact) even where the index is
+compressed: exact search over it costs well under a millisecond."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +81,54 @@ class MergePolicy:
             raise BadInputError(
                 f"MergePolicy(max_tombstone_share={share!r}): must be a share in (0, 1]"
             )
+
+
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 10**3, "kb": 10**3, "kib": 2**10,
+    "m": 10**6, "mb": 10**6, "mib": 2**20,
+    "g": 10**9, "gb": 10**9, "gib": 2**30,
+    "t": 10**12, "tb": 10**12, "tib": 2**40,
+}  # fmt: skip
+
+
+def parse_bytes(value: str | int) -> int:
+    """A size in bytes from ``2GB``, ``512MiB``, ``1.5g`` or a number of bytes.
+
+    Decimal units (kB, MB, GB, TB) are powers of 1000, binary ones (KiB, MiB,
+    GiB, TiB) powers of 1024, as IEC 80000-13 has it.
+
+    Raises:
+        BadInputError: naming the value, if it is not a positive size.
+    """
+    from .errors import BadInputError
+
+    if isinstance(value, bool):
+        raise BadInputError(f"memory budget {value!r}: not a size")
+    if isinstance(value, int):
+        size = value
+    else:
+        text = str(value).strip().lower().replace(" ", "")
+        number = text.rstrip("kmgtib")
+        unit = text[len(number) :]
+        try:
+            size = int(float(number) * _UNITS[unit])
+        except (KeyError, ValueError):
+            raise BadInputError(
+                f"memory budget {value!r}: not a size (write e.g. 2GB, 512MiB or 1000000000)"
+            ) from None
+    if size <= 0:
+        raise BadInputError(f"memory budget {value!r}: must be more than 0 bytes")
+    return size
+
+
+def default_memory_budget() -> int:
+    """:data:`MEMORY_SHARE` of this machine's physical memory, in bytes."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 8 * 2**30
+    return int(total * MEMORY_SHARE)
 
 
 ENV_INDEX = "SEMSEARCH_INDEX"

@@ -114,6 +114,8 @@ class Index(Reader):
         build_backend: str = "auto",
         lock_timeout: float = 0.0,
         backend: str | None = None,
+        memory_budget: str | int | None = None,
+        recall_target: float | None = None,
     ) -> Index:
         """Create an empty index in a folder (made if needed).
 
@@ -127,8 +129,17 @@ class Index(Reader):
         Args:
             path: the folder; default ``$SEMSEARCH_INDEX`` or ``indexes/default``.
             model: sentence-transformers model name or folder (default all-MiniLM-L6-v2).
-            index_type: ``auto`` (exact up to 100k chunks, HNSW above), ``flat``,
-                ``hnsw``, or any FAISS factory string such as ``IVF1024,Flat``.
+            index_type: ``auto`` (exact up to 100k chunks; above, HNSW while it
+                fits ``memory_budget``, and beyond a compressed IVF index of 4-bit PQ
+                fast-scan codes re-ranked with the exact vectors, tuned to
+                ``recall_target``), ``flat``, ``hnsw``, or any FAISS factory
+                string such as ``IVF1024,Flat``.
+            memory_budget: bytes the vectors may take in memory when searched
+                (``"2GB"``, ``"512MiB"`` or an int); default: a quarter of this
+                machine's memory, decided at each write. Recorded in the manifest.
+            recall_target: recall@10 against exact search that a compressed
+                index is tuned to at build and merge time (default 0.95),
+                measured on a held-out sample of the index's own vectors.
             overlap_tokens: tokens of whole sentences shared by consecutive chunks.
             chunk_tokens: cap on a chunk's tokens (default: what the model reads).
             encoder: an already loaded encoder (overrides ``model`` and the prompts);
@@ -170,6 +181,8 @@ class Index(Reader):
             onnx=onnx,
             build_backend=chosen,
             lock_timeout=lock_timeout,
+            memory_budget=memory_budget,
+            recall_target=recall_target,
         ) as index:
             pass
         return index

@@ -34,6 +34,7 @@ VECTORS_FILE = "vectors.faiss"
 STORE_FILE = "store.sqlite"
 _VECTORS_GLOB = "vectors.*.faiss"
 _SEGMENT_GLOB = "segment.*"
+_QUANTIZER_GLOB = "quantizer.*.faiss"
 # Manifests spell the torch build backend "sentence-transformers" (formats 1-3,
 # which older semsearch reads); in memory it is Backend.TORCH like everywhere else.
 _RECORDED_TORCH = "sentence-transformers"
@@ -72,6 +73,14 @@ class VectorsInfo:
     """Format 3: the generation's FAISS file; empty since segments."""
     generation: int = 0
     segments: int = 0
+    memory_budget: int = 0
+    """Bytes the index's vectors may take in memory (0: a share of the machine's
+    memory, decided at each write; see :func:`semsearch.config.default_memory_budget`)."""
+    recall_target: float = 0.95
+    """Recall@10 against exact search that compressed segments are tuned to."""
+    tuning: dict[str, Any] = field(default_factory=dict)
+    """The largest compressed segment's tuned settings and measured recall
+    (:meth:`semsearch.tuning.Tuning.to_dict`); empty without one."""
 
 
 @dataclass
@@ -110,6 +119,11 @@ def segment_file(segment: int, suffix: str = ".faiss") -> str:
     return f"segment.{segment}{suffix}"
 
 
+def quantizer_file(generation: int) -> str:
+    """The file of the shared trained quantizer a generation trained (an empty FAISS index)."""
+    return f"quantizer.{generation}.faiss"
+
+
 def segment_of(path: Path) -> int | None:
     """The segment id a file name belongs to, or None if it is no segment file."""
     parts = path.name.split(".")
@@ -127,7 +141,8 @@ def vector_files(folder: Path) -> list[Path]:
     """Every segment file (vectors, keys) and format-3 vector file in the folder,
     live or left by a crash."""
     segments = [p for p in folder.glob(_SEGMENT_GLOB) if segment_of(p) is not None]
-    return sorted(segments) + legacy_vector_files(folder)
+    quantizers = sorted(folder.glob(_QUANTIZER_GLOB))
+    return sorted(segments) + quantizers + legacy_vector_files(folder)
 
 
 def store_files(store_file: str = STORE_FILE) -> tuple[str, ...]:

@@ -212,6 +212,13 @@ MIGRATIONS: tuple[tuple[int, str | Callable[[sqlite3.Connection], None]], ...] =
         # SQLite pages a write of new chunks touched.
         "DROP INDEX chunks_text_hash;",
     ),
+    (
+        9,
+        # How a compressed segment is searched, as tuning chose it when the
+        # segment was written (JSON: nprobe, ef_search, k_factor, and the
+        # recall@10 measured against exact search); '{}' for other types.
+        "ALTER TABLE segments ADD COLUMN settings TEXT NOT NULL DEFAULT '{}';",
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

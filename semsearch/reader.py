@@ -28,7 +28,14 @@ import numpy as np
 
 from .chunk import Chunker
 from .commit import GENERATION, Generation, Moved, load_generation, retry
-from .config import DEFAULT_K, ENV_BACKEND, QUERY_BACKENDS, Backend, canonical_model_name
+from .config import (
+    DEFAULT_K,
+    ENV_BACKEND,
+    QUERY_BACKENDS,
+    Backend,
+    canonical_model_name,
+    default_memory_budget,
+)
 from .config import environment as read_environment
 from .embed import (
     Encoder,
@@ -453,9 +460,13 @@ class Reader:
                     "vectors": len(s),
                     "tombstones": len(s) - vectors.live(s),
                     "generation": s.row.generation,
+                    **({"tuning": s.row.settings} if s.row.settings else {}),
                 }
                 for s in vectors.segments
             ),
+            memory_budget=m.vectors.memory_budget or default_memory_budget(),
+            recall_target=m.vectors.recall_target,
+            tuning=dict(m.vectors.tuning),
         )
 
 

@@ -201,7 +201,19 @@ class IndexInfo:
     segment_list: tuple[dict[str, Any], ...] = ()
     """Each live segment, oldest first: ``id``, ``factory`` (its FAISS type),
     ``vectors`` (held, removed ones included), ``tombstones``, ``generation``
-    (the one that wrote it): what the merge policy decides on."""
+    (the one that wrote it): what the merge policy decides on; a compressed
+    segment's ``tuning`` too (see :attr:`tuning`)."""
+    memory_budget: int = 0
+    """Bytes the vectors may take in memory when searched (the manifest's, or
+    this machine's default share): what ``auto`` chooses a type by."""
+    recall_target: float = 0.95
+    """Recall@10 against exact search that compressed segments are tuned to."""
+    tuning: dict[str, Any] = field(default_factory=dict)
+    """The largest compressed segment's tuning, empty without one: ``nprobe``,
+    ``ef_search`` (of the HNSW coarse quantizer), ``k_factor`` (the shortlist
+    re-ranked with exact vectors is ``k_factor * k``), ``recall_at_10``
+    measured against exact search on ``queries`` held-out vectors,
+    ``recall_target``, ``query_ms`` and ``tuning_seconds``."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -42,11 +42,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import MergePolicy
+from .config import COMPRESSED_MIN_SEGMENT, IndexType, MergePolicy
 from .errors import IncompatibleIndexError, damaged
 from .manifest import segment_file
 from .store import SegmentRow
-from .vectors import Exclusion, VectorIndex, resolve_factory
+from .tuning import Tuning, rerank, tune
+from .vectors import Exclusion, SearchSettings, VectorIndex, resolve_factory
+
+EXACT_FILTER = 50_000
+"""A filter selecting at most this many chunks of a compressed segment is
+searched exactly over their exact vectors (cheaper than the IVF search with a
+selector, and exact)."""
 
 NPY = ".npy"
 KEYS = ".keys.npy"
@@ -109,6 +115,8 @@ class Segment:
         self.vectors = vectors
         self._exact = exact
         self._fallback = fallback
+        self.tuning = Tuning.from_dict(row.settings) if row.settings else None
+        """A compressed segment's tuned settings and measured recall (None for other types)."""
         stored = vectors.ids()
         if len(stored) > 1 and not bool(np.all(stored[1:] > stored[:-1])):
             # Format 3's files (and IVF's lists) are not in id order.
@@ -179,6 +187,34 @@ class Segment:
                     break
                 i += 1
         return found
+
+    @property
+    def refines(self) -> bool:
+        """Whether search re-ranks a shortlist with the exact vectors (a compressed type)."""
+        return self._exact is not None and not self.vectors.exact
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        only: np.ndarray | None = None,
+        exclude: Exclusion | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The segment's k best per query (see :meth:`VectorIndex.search`).
+
+        A compressed segment searches its codes for a shortlist of
+        ``k_factor * k`` candidates with its tuned settings and re-ranks them
+        with their exact vectors, so its scores are exact inner products.
+        """
+        if not self.refines:
+            return self.vectors.search(queries, k, only=only, exclude=exclude)
+        assert self._exact is not None
+        settings = self.tuning.settings if self.tuning is not None else SearchSettings()
+        shortlist = k * max(1, settings.k_factor)
+        _, candidates = self.vectors.search(
+            queries, shortlist, only=only, exclude=exclude, settings=settings
+        )
+        return rerank(queries, candidates, self.ids, self._exact, k)
 
     def vectors_at(self, positions: np.ndarray) -> np.ndarray:
         """The exact vectors at these positions of :attr:`ids`: ``(n, dim)`` float32."""
@@ -327,11 +363,12 @@ class SegmentSet:
                 exclusion = self._exclusions.get(segment.id)
                 if exclusion is None:
                     exclusion = self._exclusions[segment.id] = VectorIndex.exclusion(tombstones)
-            return segment.vectors.search(queries, min(k, live), exclude=exclusion)
+            return segment.search(queries, min(k, live), exclude=exclusion)
         held, positions = segment.positions(only)
         if len(positions) == 0:
             return None
-        if segment.vectors.exact or segment._fallback is not None:
+        exact_cheaply = segment.refines and len(positions) <= EXACT_FILTER
+        if segment.vectors.exact or segment._fallback is not None or exact_cheaply:
             # Exact over the filter's chunks: cheaper than scanning the whole
             # segment through a selector, and exact whatever the index type.
             scores = queries @ segment.vectors_at(positions).T
@@ -341,7 +378,7 @@ class SegmentSet:
             if top is None:
                 top = np.broadcast_to(np.arange(len(positions)), scores.shape)
             return np.take_along_axis(scores, top, axis=1), chunk_ids[top]
-        return segment.vectors.search(queries, min(k, len(positions)), only=only[held])
+        return segment.search(queries, min(k, len(positions)), only=only[held])
 
     def vectors_of(self, chunk_ids: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The exact vectors of those of these chunks the segments hold.
@@ -456,21 +493,136 @@ def open_segments(
 
 
 def segment_index(index_type: str, n_vectors: int, dim: int) -> VectorIndex:
-    """An empty index for a new segment of ``n_vectors``.
+    """An empty index for a new segment of ``n_vectors``, sized by the segment alone.
 
     ``auto`` is decided by the segment's own size (flat up to the HNSW
     threshold). A type that trains (IVF, PQ) trains on the segment's own
     vectors; a segment with too few for that
     (:attr:`~semsearch.vectors.VectorIndex.min_train`) is written flat, exact
     and cheap at that size, until merges make a segment big enough.
+    :class:`VectorPlan` decides by the whole index's size and shares one
+    trained quantizer; this is what it falls back to.
 
     Raises:
         BadInputError: if FAISS cannot build the type.
     """
-    index = VectorIndex.create(resolve_factory(index_type, n_vectors), dim)
+    index = VectorIndex.create(resolve_factory(index_type, n_vectors, dim=dim), dim)
     if index.trains and n_vectors < index.min_train:
         return VectorIndex.create("Flat", dim)
     return index
+
+
+TRAIN_PER_LIST = 64
+"""Training points per IVF list: above FAISS's warning floor of 39, and a
+sample of 262,144 for 4,096 lists (k-means minutes on 2 cores)."""
+
+
+@dataclass
+class VectorPlan:
+    """How a write makes the index of each new segment.
+
+    The type is chosen by the size of the whole index after the write
+    (:func:`~semsearch.vectors.resolve_factory` with the memory budget). A
+    compressed (trained) type shares one trained quantizer across segments:
+    IVF centroids and PQ codebooks trained once, on a uniform sample of the
+    index's vectors, and cloned by every later segment, so a nightly segment
+    of a few thousand vectors is encoded as well as the first million.
+
+    Attributes:
+        index_type: the manifest's index type.
+        dim: vector dimension.
+        memory_budget: bytes, or None for no limit.
+        recall_target: recall@10 a compressed segment is tuned to.
+        quantizer: the shared trained (empty) index, if any.
+        trained: set when this write trained a new quantizer (to be saved):
+            ``{"factory", "trained_on", "error"}``.
+        retrain: train a new quantizer even if one exists (``optimize`` on drift).
+    """
+
+    index_type: str
+    dim: int
+    memory_budget: int | None = None
+    recall_target: float = 0.95
+    quantizer: VectorIndex | None = None
+    trained: dict[str, object] | None = None
+    retrain: bool = False
+
+    def index_for(
+        self, n_vectors: int, n_total: int, sample: Callable[[int], np.ndarray]
+    ) -> VectorIndex:
+        """An empty (trained, where the type trains) index for a new segment.
+
+        Args:
+            n_vectors: vectors the segment will hold.
+            n_total: live vectors of the whole index once the segment is in.
+            sample: ``sample(n)`` returns ``(n', dim)`` float32 vectors drawn
+                uniformly from the index's vectors and the new ones (``n' <= n``).
+
+        Raises:
+            BadInputError: if FAISS cannot build or train the type.
+        """
+        auto = self.index_type.strip().lower() == IndexType.AUTO.value
+        factory = resolve_factory(self.index_type, n_total, self.memory_budget, self.dim)
+        index = VectorIndex.create(factory, self.dim)
+        if not index.trains:
+            # Flat and HNSW: a small segment is flat, as before budgets.
+            return segment_index(self.index_type, n_vectors, self.dim) if auto else index
+        if auto and n_vectors < COMPRESSED_MIN_SEGMENT:
+            return VectorIndex.create("Flat", self.dim)
+        shared = self.quantizer
+        if shared is not None and not self.retrain and (auto or shared.factory == factory):
+            return shared.clone()
+        wanted = max(index.min_train, TRAIN_PER_LIST * index.nlist)
+        points = sample(wanted)
+        if len(points) < index.min_train:
+            return VectorIndex.create("Flat", self.dim)  # too few yet to train on
+        index.train(points)
+        self.quantizer = index.clone()
+        self.retrain = False
+        self.trained = {
+            "factory": factory,
+            "trained_on": len(points),
+            "error": round(index.quantization_error(points[:20_000]), 6),
+        }
+        return index
+
+
+def draw_sample(current: SegmentSet, new: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """``count`` vectors drawn uniformly without replacement from every segment and ``new``.
+
+    Reads only the drawn rows (segments are memory-mapped), so memory is
+    ``count * dim`` floats. Tombstoned vectors may be drawn: they are still
+    real vectors of the collection's distribution.
+
+    Returns:
+        ``(min(count, n), dim)`` float32.
+    """
+    sizes = [len(s) for s in current.segments] + [len(new)]
+    total = sum(sizes)
+    count = min(count, total)
+    if count == 0:
+        return np.zeros((0, current.dim), dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(total, size=count, replace=False))
+    bounds = np.cumsum([0, *sizes])
+    parts = []
+    for n, segment in enumerate(current.segments):
+        inside = chosen[(chosen >= bounds[n]) & (chosen < bounds[n + 1])] - bounds[n]
+        if len(inside):
+            parts.append(segment.vectors_at(inside))
+    inside = chosen[chosen >= bounds[-2]] - bounds[-2]
+    if len(inside):
+        parts.append(np.asarray(new[inside], dtype=np.float32))
+    return np.concatenate(parts)
+
+
+def tune_segment(
+    index: VectorIndex, ids: np.ndarray, exact: np.ndarray, target: float
+) -> Tuning | None:
+    """Tune a new compressed segment to ``target`` (None for a type that needs none)."""
+    if not index.trains or len(ids) == 0:
+        return None
+    return tune(index, ids, exact, target)
 
 
 def write_segment(

@@ -141,6 +141,8 @@ class SegmentRow(NamedTuple):
         n_vectors: vectors in its files, tombstoned ones included.
         files: file name → ``{"size": bytes, "crc32": int}``, as written.
         generation: the generation that wrote it.
+        settings: a compressed segment's tuned search settings and measured
+            recall (see :class:`semsearch.tuning.Tuning`); empty for other types.
     """
 
     id: int
@@ -148,6 +150,7 @@ class SegmentRow(NamedTuple):
     n_vectors: int
     files: dict[str, dict[str, int]]
     generation: int
+    settings: dict[str, Any] = {}  # noqa: RUF012 (a NamedTuple default, never mutated)
 
 
 @dataclass(frozen=True)
@@ -435,9 +438,11 @@ class Store:
     def segments(self) -> list[SegmentRow]:
         """The live segments of the committed generation, by id."""
         rows = self._db.execute(
-            "SELECT id, factory, n_vectors, files, generation FROM segments ORDER BY id"
+            "SELECT id, factory, n_vectors, files, generation, settings FROM segments ORDER BY id"
         ).fetchall()
-        return [SegmentRow(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+        return [
+            SegmentRow(r[0], r[1], r[2], json.loads(r[3]), r[4], json.loads(r[5])) for r in rows
+        ]
 
     @_mapped
     def tombstones(self) -> dict[int, np.ndarray]:
@@ -464,6 +469,13 @@ class Store:
         """Record a segment's files: name → ``{"size": bytes, "crc32": int}``."""
         self._db.execute(
             "UPDATE segments SET files = ? WHERE id = ?", (json.dumps(files), int(segment))
+        )
+
+    @_mapped
+    def set_segment_settings(self, segment: int, settings: dict[str, Any]) -> None:
+        """Record a compressed segment's tuned search settings (JSON)."""
+        self._db.execute(
+            "UPDATE segments SET settings = ? WHERE id = ?", (json.dumps(settings), int(segment))
         )
 
     @_mapped

@@ -15,6 +15,7 @@ caller (a bad index type, a damaged file, a file that cannot be written).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,7 +25,14 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .config import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_FACTORY, HNSW_THRESHOLD, IndexType
+from .config import (
+    HNSW_EF_CONSTRUCTION,
+    HNSW_EF_SEARCH,
+    HNSW_FACTORY,
+    HNSW_OVERHEAD_BYTES,
+    HNSW_THRESHOLD,
+    IndexType,
+)
 from .errors import BadInputError, IncompatibleIndexError, damaged
 
 # IVF default probes: enough for recall near exact on typical embedding sets.
@@ -37,21 +45,85 @@ def _faiss() -> Any:
     return faiss
 
 
-def resolve_factory(index_type: str, n_vectors: int) -> str:
+def resolve_factory(
+    index_type: str, n_vectors: int, memory_budget: int | None = None, dim: int = 384
+) -> str:
     """The FAISS factory string for an index type at a given size.
 
-    ``auto`` is exact (``Flat``) up to ``HNSW_THRESHOLD`` vectors and ``HNSW32``
-    above; ``flat`` and ``hnsw`` name those two; anything else is taken as a
-    FAISS factory string (e.g. ``IVF1024,Flat``, ``IVF256,PQ32``).
+    ``auto`` is exact (``Flat``) up to ``HNSW_THRESHOLD`` vectors; above,
+    ``HNSW32`` while an HNSW index of ``n_vectors`` fits ``memory_budget``
+    bytes (:func:`hnsw_bytes`; no budget: always), and beyond that the
+    compressed type of :func:`compressed_factory`. ``flat`` and ``hnsw`` name
+    those two; anything else is taken as a FAISS factory string (e.g.
+    ``IVF1024,Flat``, ``IVF256,PQ32``).
+
+    The rule follows autofaiss's (``autofaiss/external/optimize.py``): exact
+    while it is fast, a graph while memory allows, inverted lists of
+    compressed codes beyond.
     """
     kind = index_type.strip()
     if kind.lower() == IndexType.AUTO.value:
-        return "Flat" if n_vectors <= HNSW_THRESHOLD else HNSW_FACTORY
+        if n_vectors <= HNSW_THRESHOLD:
+            return "Flat"
+        if memory_budget is None or n_vectors * hnsw_bytes(dim) <= memory_budget:
+            return HNSW_FACTORY
+        return compressed_factory(n_vectors, dim)
     if kind.lower() == IndexType.FLAT.value:
         return "Flat"
     if kind.lower() == IndexType.HNSW.value:
         return HNSW_FACTORY
     return kind
+
+
+def hnsw_bytes(dim: int) -> int:
+    """Memory an HNSW32 index needs per vector to search fast, in bytes: its
+    float32 vector, level-0 links and id (mapped files count: a graph search
+    touches pages all over them)."""
+    return 4 * dim + HNSW_OVERHEAD_BYTES
+
+
+def compressed_factory(n_vectors: int, dim: int) -> str:
+    """The compressed type for ``n_vectors`` of ``dim`` dimensions.
+
+    ``IVF{nlist}_HNSW32,PQ{M}x4fs``: inverted lists (``nlist`` the power of two
+    nearest ``sqrt(n)``, 16 to 65,536, so each list holds ~sqrt(n) vectors and
+    training on 64 points per list stays minutes on 2 cores) under an HNSW
+    coarse quantizer, and 4-bit PQ codes of ``M = dim / 8`` sub-vectors scanned
+    with SIMD ("fast-scan", André et al., *Quicker ADC*, 2019): ``M / 2`` bytes
+    a vector (24 for 384 dimensions) plus its 8-byte id. Search re-ranks a
+    shortlist with the exact vectors kept memory-mapped beside the segment
+    (:class:`semsearch.segments.Segment`).
+    """
+    nlist = 2 ** round(math.log2(max(1.0, math.sqrt(max(1, n_vectors)))))
+    nlist = min(65_536, max(16, nlist))
+    m = dim // 8 if dim % 8 == 0 else next(m for m in range(dim // 4, 0, -1) if dim % m == 0)
+    return f"IVF{nlist}_HNSW32,PQ{m}x4fs"
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How a compressed segment is searched, as tuning chose.
+
+    Attributes:
+        nprobe: inverted lists visited per query.
+        ef_search: efSearch of the HNSW coarse quantizer (>= nprobe).
+        k_factor: the re-ranked shortlist is ``k_factor * k`` candidates.
+    """
+
+    nprobe: int = 16
+    ef_search: int = 64
+    k_factor: int = 4
+
+    def to_dict(self) -> dict[str, int]:
+        return {"nprobe": self.nprobe, "ef_search": self.ef_search, "k_factor": self.k_factor}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchSettings:
+        return cls(
+            nprobe=int(data.get("nprobe", cls.nprobe)),
+            ef_search=int(data.get("ef_search", cls.ef_search)),
+            k_factor=int(data.get("k_factor", cls.k_factor)),
+        )
 
 
 class VectorIndex:
@@ -167,6 +239,11 @@ class VectorIndex:
         return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
     @property
+    def nlist(self) -> int:
+        """Inverted lists of an IVF index (0 for other types)."""
+        return int(self._ivf.nlist) if self._ivf is not None else 0
+
+    @property
     def is_trained(self) -> bool:
         return bool(self._index.is_trained)
 
@@ -268,6 +345,7 @@ class VectorIndex:
         k: int,
         only: np.ndarray | None = None,
         exclude: Exclusion | None = None,
+        settings: SearchSettings | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The k best (scores, ids) per query; ids are -1 past the end of the index.
 
@@ -279,6 +357,8 @@ class VectorIndex:
                 (tombstones), also inside the search: an :meth:`exclusion`,
                 made once and kept, since making one costs more than a search
                 (a hash set of every id: about 10 ms for 100k).
+            settings: an IVF index's nprobe and its HNSW quantizer's efSearch
+                (default: those stored in the index).
 
         Returns:
             ``(n, k)`` float32 scores and ``(n, k)`` int64 ids, best first.
@@ -298,17 +378,35 @@ class VectorIndex:
             faiss.omp_set_num_threads(1)
         try:
             if only is not None:
-                params = self._selecting(self.exclusion(only, invert=False))
-                scores, ids = self._index.search(queries, k, params=params)
-            elif exclude is not None:
-                scores, ids = self._index.search(queries, k, params=self._selecting(exclude))
+                selection: Exclusion | None = self.exclusion(only, invert=False)
             else:
+                selection = exclude
+            if selection is None and settings is None:
                 scores, ids = self._index.search(queries, k)
+            else:
+                params = self._params(selection, settings)
+                scores, ids = self._index.search(queries, k, params=params)
         finally:
             faiss.omp_set_num_threads(threads)
             if hnsw is not None:
                 hnsw.efSearch = saved
         return scores, ids
+
+    def quantization_error(self, vectors: np.ndarray) -> float:
+        """Mean squared distance from unit vectors to their nearest IVF centroid
+        (0 for a type without one): how well the trained quantizer fits them."""
+        if self._ivf is None or len(vectors) == 0:
+            return 0.0
+        quantizer = self._ivf.quantizer
+        # Centroids of unit vectors are not unit: |x - c|^2 = 1 - 2 x.c + |c|^2.
+        scores, assigned = quantizer.search(np.ascontiguousarray(vectors, dtype=np.float32), 1)
+        centroids = quantizer.reconstruct_batch(np.ascontiguousarray(assigned[:, 0]))
+        norms = np.einsum("ij,ij->i", centroids, centroids)
+        return float(np.mean(1.0 - 2.0 * scores[:, 0] + norms))
+
+    def clone(self) -> VectorIndex:
+        """An independent copy (of a trained, empty index: the shared quantizer)."""
+        return VectorIndex(_faiss().clone_index(self._index), self.factory)
 
     @staticmethod
     def exclusion(ids: np.ndarray, invert: bool = True) -> Exclusion:
@@ -317,18 +415,29 @@ class VectorIndex:
         batch = faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64))
         return Exclusion(faiss.IDSelectorNot(batch) if invert else batch, batch)
 
-    def _selecting(self, exclusion: Exclusion) -> Any:
-        """Search parameters with a selector and the index's own settings."""
+    def _params(self, exclusion: Exclusion | None, settings: SearchSettings | None) -> Any:
+        """Search parameters: a selector, and the index's own settings or these."""
         faiss = _faiss()
-        selector = exclusion.selector
+        selector = exclusion.selector if exclusion is not None else None
         hnsw = getattr(self._inner, "hnsw", None)
         if hnsw is not None:
-            params = faiss.SearchParametersHNSW(sel=selector, efSearch=int(hnsw.efSearch))
+            params = faiss.SearchParametersHNSW(efSearch=int(hnsw.efSearch))
         elif self._ivf is not None:
-            params = faiss.SearchParametersIVF(sel=selector, nprobe=int(self._ivf.nprobe))
+            nprobe = int(self._ivf.nprobe)
+            params = faiss.SearchParametersIVF(nprobe=nprobe)
+            if settings is not None:
+                params.nprobe = min(int(settings.nprobe), int(self._ivf.nlist))
+                if getattr(faiss.downcast_index(self._ivf.quantizer), "hnsw", None) is not None:
+                    quantizer = faiss.SearchParametersHNSW(
+                        efSearch=max(int(settings.ef_search), params.nprobe)
+                    )
+                    params.quantizer_params = quantizer
+                    params._quantizer = quantizer  # SWIG does not keep it alive for us
         else:
-            params = faiss.SearchParameters(sel=selector)
-        params._selector = exclusion  # SWIG does not keep it alive for us
+            params = faiss.SearchParameters()
+        if selector is not None:
+            params.sel = selector
+            params._selector = exclusion  # SWIG does not keep it alive for us
         return params
 
 

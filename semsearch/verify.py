@@ -13,7 +13,17 @@ from typing import Any
 
 import numpy as np
 
-from .commit import CHECKSUM, FACTORY, GENERATION, LAYOUT, SEGMENTS, Moved, file_checksum, retry
+from .commit import (
+    CHECKSUM,
+    FACTORY,
+    GENERATION,
+    LAYOUT,
+    QUANTIZER,
+    SEGMENTS,
+    Moved,
+    file_checksum,
+    retry,
+)
 from .errors import IncompatibleIndexError, SemsearchError
 from .keywords import keyword_text
 from .manifest import read_manifest, vector_files, vectors_file
@@ -94,6 +104,10 @@ def _verify_once(folder: Path) -> VerifyReport:
                 checked["segments"] = len(rows)
                 live.update(name for row in rows for name in row.files)
                 _check_segments(folder, store, rows, manifest.model.dim, problems, checked)
+                quantizer = store.meta(QUANTIZER)
+                if quantizer:
+                    live.add(quantizer["file"])
+                    _check_quantizer(folder / quantizer["file"], quantizer, problems)
             _check_keyword_text(store, problems, checked)
             n_articles, n_chunks = store.counts()
             checked.update(articles=n_articles, chunks=n_chunks)
@@ -197,6 +211,17 @@ def _check_vectors(
     if found is not None and not np.allclose(found, stored, atol=1e-5):
         bad = int((~np.isclose(found, stored, atol=1e-5).all(axis=1)).sum())
         problems.append(f"{file.name}: {bad} vectors differ from the chunks' stored vectors")
+
+
+def _check_quantizer(path: Path, record: dict[str, Any], problems: list[str]) -> None:
+    """The shared trained quantizer's file against its record."""
+    try:
+        checksum = file_checksum(path)
+    except FileNotFoundError:
+        problems.append(f"{path} is missing (the commit names it as the trained quantizer)")
+        return
+    if checksum != {"size": record.get("size"), "crc32": record.get("crc32")}:
+        problems.append(f"{path} does not match the size and checksum its commit recorded")
 
 
 def _check_segments(

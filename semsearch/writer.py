@@ -36,9 +36,11 @@ from .commit import Change, NewArticle, StageClock, failpoint
 from .config import (
     BUILD_BACKENDS,
     DEFAULT_OVERLAP_TOKENS,
+    RECALL_TARGET,
     Backend,
     MergePolicy,
     canonical_model_name,
+    parse_bytes,
 )
 from .config import environment as read_environment
 from .embed import (
@@ -338,6 +340,8 @@ class CreationSettings:
     query_prompt: str | None = None
     document_prompt: str | None = None
     build_backend: str | None = None
+    memory_budget: str | int | None = None
+    recall_target: float | None = None
 
     def conflicts(self, manifest: Manifest) -> list[tuple[str, Any, Any]]:
         """The given settings an existing index was not made with: ``(name, given, has)``.
@@ -354,6 +358,8 @@ class CreationSettings:
             "query_prompt": m.query_prompt,
             "document_prompt": m.document_prompt,
             "build_backend": m.backend,
+            "memory_budget": manifest.vectors.memory_budget,
+            "recall_target": manifest.vectors.recall_target,
         }
         defaults: dict[str, Any] = {"index_type": "auto", "overlap_tokens": DEFAULT_OVERLAP_TOKENS}
         differ = []
@@ -365,6 +371,8 @@ class CreationSettings:
                 given = canonical_model_name(given)
             if field.name == "build_backend" and given == Backend.AUTO:
                 continue
+            if field.name == "memory_budget":
+                given = parse_bytes(given)
             if given != has[field.name]:
                 differ.append((field.name, given, has[field.name]))
         return differ
@@ -409,6 +417,10 @@ def plan_creation(
     )
     index_type = settings.index_type or "auto"
     make_chunker(encoder, overlap_tokens, settings.chunk_tokens)
+    budget = parse_bytes(settings.memory_budget) if settings.memory_budget is not None else 0
+    target = RECALL_TARGET if settings.recall_target is None else settings.recall_target
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
+        raise BadInputError(f"recall target {target!r}: must be a share in (0, 1], e.g. 0.95")
     factory = resolve_factory(index_type, 0)
     vectors = VectorIndex.create(factory, encoder.dim)
     check_build_backend(encoder, backend)
@@ -429,7 +441,9 @@ def plan_creation(
             chunk_tokens=settings.chunk_tokens,
             max_title_tokens=MAX_TITLE_TOKENS,
         ),
-        vectors=VectorsInfo(index_type, faiss_factory=factory),
+        vectors=VectorsInfo(
+            index_type, faiss_factory=factory, memory_budget=budget, recall_target=float(target)
+        ),
         counts={"articles": 0, "chunks": 0},
         created_at=now,
         updated_at=now,

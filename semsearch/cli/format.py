@@ -82,6 +82,16 @@ def _segment_line(segment: dict[str, Any]) -> str:
     return f"#{segment['id']}: {segment['factory']}, {vectors:,} vectors, {removed:,} removed"
 
 
+def _tuning_line(t: dict[str, Any]) -> str:
+    reached = "reached" if t["recall_at_10"] >= t["recall_target"] else "NOT reached"
+    return (
+        f"nprobe {t['nprobe']}, efSearch {t['ef_search']}, re-rank {t['k_factor']} x k "
+        f"exact: recall@10 {t['recall_at_10']:.3f} against exact search on "
+        f"{t['queries']} held-out vectors, target {t['recall_target']} {reached}; "
+        f"{t['query_ms']:.2f} ms a query"
+    )
+
+
 def echo_info(info: IndexInfo) -> None:
     """``semsearch info``: one aligned row per property of the index."""
     rows = [
@@ -103,6 +113,8 @@ def echo_info(info: IndexInfo) -> None:
         ),
         ("chunking", f"up to {info.chunk_tokens} tokens, {info.overlap_tokens} overlap"),
         ("vector index", f"{info.index_type} (FAISS {info.faiss_factory})"),
+        ("memory budget", f"{info.memory_budget / 1e9:.2f} GB (auto chooses by it)"),
+        *([("tuning", _tuning_line(info.tuning))] if info.tuning else []),
         (
             "segments",
             f"{info.segments}, {info.tombstones} removed chunk(s) awaiting a merge "

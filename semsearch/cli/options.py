@@ -43,8 +43,27 @@ def index_type_option(f: F) -> F:
         "--index-type",
         default="auto",
         show_default=True,
-        help="New index only: auto (exact, HNSW above 100k chunks), flat, hnsw, "
-        "or a FAISS factory string such as 'IVF1024,Flat'.",
+        help="New index only: auto (exact up to 100k chunks; HNSW while it fits "
+        "--memory-budget; beyond, compressed IVF-PQ fast-scan codes re-ranked with the "
+        "exact vectors, tuned to --recall-target), flat, hnsw, or a FAISS factory "
+        "string such as 'IVF1024,Flat'.",
+    )(f)
+
+
+def budget_options(f: F) -> F:
+    f = click.option(
+        "--recall-target",
+        type=click.FloatRange(min=0, max=1, min_open=True),
+        default=None,
+        help="New index only: recall@10 against exact search that a compressed index is "
+        "tuned to, on held-out vectors of its own. [default: 0.95]",
+    )(f)
+    return click.option(
+        "--memory-budget",
+        metavar="SIZE",
+        default=None,
+        help="New index only: memory the vectors may take when searched, e.g. 2GB or "
+        "512MiB; past it, auto compresses them. [default: a quarter of this machine's memory]",
     )(f)
 
 
@@ -157,6 +176,8 @@ _CREATION_OPTIONS = {
     "query_prompt": "--query-prompt",
     "document_prompt": "--document-prompt",
     "build_backend": "--backend",
+    "memory_budget": "--memory-budget",
+    "recall_target": "--recall-target",
 }
 
 

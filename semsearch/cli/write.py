@@ -15,6 +15,7 @@ from ..config import DEFAULT_OVERLAP_TOKENS, environment
 from .app import EXIT_PARTIAL, CliError, cli
 from .format import echo_articles, echo_skipped, index_summary
 from .options import (
+    budget_options,
     clean_option,
     date_order_option,
     field_option,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 @index_option
 @model_option
 @index_type_option
+@budget_options
 @click.option(
     "--overlap",
     "overlap_tokens",
@@ -103,6 +105,8 @@ def index_command(
     index_dir: Path | None,
     model: str | None,
     index_type: str,
+    memory_budget: str | None,
+    recall_target: float | None,
     overlap_tokens: int,
     chunk_tokens: int | None,
     field_pairs: tuple[str, ...],
@@ -152,6 +156,8 @@ def index_command(
         "query_prompt": query_prompt,
         "document_prompt": document_prompt,
         "build_backend": backend or "auto",
+        "memory_budget": memory_budget,
+        "recall_target": recall_target,
     }
     # A new index is created and filled in one hold of the writer lock; if that
     # fails, the library removes what this command made (and nothing else).

@@ -1,0 +1,278 @@
+"""Tuning a compressed segment's search to a recall target, when it is written.
+
+A compressed segment (IVF lists of 4-bit PQ codes, see
+:func:`semsearch.vectors.compressed_factory`) is searched in two steps: the
+IVF search visits ``nprobe`` lists (found by an HNSW coarse quantizer with
+``ef_search``) and returns a shortlist of ``k_factor * k`` candidates by
+their approximate scores; the shortlist is re-ranked with the exact vectors
+(memory-mapped beside the segment). Those three settings trade speed for
+recall, and the right ones depend on the data, so :func:`tune` measures them
+on the segment itself, as FAISS's ``OperatingPoints`` does
+(``faiss/AutoTune.cpp``): for each setting, recall@10 against exact search
+and the time per query, and it keeps the fastest setting whose recall reaches
+the target.
+
+The queries are a held-out sample of the segment's own vectors (each query's
+own vector left out of its truth and its results, so a vector never finds
+itself), or the caller's query vectors. Recall@10 is the share of the exact
+top 10 found in the top 10 returned (intersection over 10), the measure of
+big-ann-benchmarks and of FAISS's benchmarks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .config import TUNING_QUERIES
+from .vectors import SearchSettings, VectorIndex
+
+K = 10
+"""Recall is measured at 10, the default k."""
+NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+K_FACTORS = (1, 2, 4, 8, 16)
+BLOCK = 65_536
+"""Exact vectors read at a time for the ground truth (25 MB of 384-d float32)."""
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """What tuning chose for a segment, and what it measured.
+
+    Attributes:
+        settings: the chosen nprobe, quantizer efSearch and shortlist factor.
+        recall: recall@10 against exact search with those settings, on ``queries``.
+        target: the recall@10 it was asked to reach.
+        queries: how many query vectors it was measured on.
+        held_out: whether they were the segment's own vectors (else the caller's).
+        query_ms: the measured search time per single query, in milliseconds
+            (FAISS on one thread, re-ranking included).
+        seconds: the time tuning took, ground truth included, in seconds.
+    """
+
+    settings: SearchSettings
+    recall: float
+    target: float
+    queries: int
+    held_out: bool
+    query_ms: float
+    seconds: float
+
+    @property
+    def reached(self) -> bool:
+        return self.recall >= self.target
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.settings.to_dict(),
+            "recall_at_10": round(self.recall, 4),
+            "recall_target": self.target,
+            "queries": self.queries,
+            "held_out": self.held_out,
+            "query_ms": round(self.query_ms, 4),
+            "tuning_seconds": round(self.seconds, 3),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Tuning:
+        return cls(
+            settings=SearchSettings.from_dict(data),
+            recall=float(data.get("recall_at_10", 0.0)),
+            target=float(data.get("recall_target", 0.0)),
+            queries=int(data.get("queries", 0)),
+            held_out=bool(data.get("held_out", True)),
+            query_ms=float(data.get("query_ms", 0.0)),
+            seconds=float(data.get("tuning_seconds", 0.0)),
+        )
+
+
+def exact_top_k(
+    queries: np.ndarray, vectors: np.ndarray, k: int, skip: np.ndarray | None = None
+) -> np.ndarray:
+    """Positions of the exact top k of each query among ``vectors``, by inner product.
+
+    Reads ``vectors`` (which may be memory-mapped) :data:`BLOCK` rows at a
+    time, so memory stays ``O(len(queries) * (BLOCK + k))``.
+
+    Args:
+        queries: ``(q, dim)`` float32.
+        vectors: ``(n, dim)`` float32.
+        k: results per query.
+        skip: ``(q,)`` int64: a position to leave out per query (its own), or None.
+
+    Returns:
+        ``(q, min(k, n))`` int64 positions, best first.
+    """
+    n = len(vectors)
+    kk = min(k, n - (1 if skip is not None else 0))
+    best_scores = np.full((len(queries), kk), -np.inf, dtype=np.float32)
+    best = np.full((len(queries), kk), -1, dtype=np.int64)
+    rows = np.arange(len(queries))
+    for start in range(0, n, BLOCK):
+        block = np.asarray(vectors[start : start + BLOCK], dtype=np.float32)
+        scores = queries @ block.T
+        if skip is not None:
+            inside = (skip >= start) & (skip < start + len(block))
+            scores[rows[inside], skip[inside] - start] = -np.inf
+        scores = np.concatenate([best_scores, scores], axis=1)
+        positions = np.concatenate(
+            [best, np.broadcast_to(np.arange(start, start + len(block)), scores[:, kk:].shape)],
+            axis=1,
+        )
+        top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        best_scores = np.take_along_axis(scores, top, axis=1)
+        best = np.take_along_axis(positions, top, axis=1)
+    order = np.argsort(-best_scores, axis=1, kind="stable")
+    return np.take_along_axis(best, order, axis=1)
+
+
+def rerank(
+    queries: np.ndarray,
+    candidates: np.ndarray,
+    ids: np.ndarray,
+    exact: np.ndarray,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Re-rank candidate ids with their exact vectors; the k best per query.
+
+    Args:
+        queries: ``(q, dim)`` float32.
+        candidates: ``(q, s)`` int64 candidate ids, -1 for none.
+        ids: ``(n,)`` int64 ascending ids of the segment, aligned with ``exact``.
+        exact: ``(n, dim)`` float32 exact vectors (memory-mapped is fine).
+        k: results per query.
+
+    Returns:
+        ``(q, min(k, s))`` float32 exact scores and int64 ids, best first
+        (ties by ascending id), ids -1 where there are fewer candidates.
+    """
+    q, s = candidates.shape
+    if s == 0 or len(ids) == 0:
+        return np.zeros((q, 0), dtype=np.float32), np.zeros((q, 0), dtype=np.int64)
+    valid = candidates >= 0
+    positions = np.minimum(np.searchsorted(ids, np.where(valid, candidates, 0)), len(ids) - 1)
+    flat = positions.ravel()
+    # Read each row once, in file order: random reads of a mapped file are
+    # cheapest sorted.
+    unique, inverse = np.unique(flat, return_inverse=True)
+    rows = np.asarray(exact[unique], dtype=np.float32)[inverse].reshape(q, s, -1)
+    scores = np.einsum("qsd,qd->qs", rows, queries)
+    scores = np.where(valid, scores, -np.inf).astype(np.float32)
+    kk = min(k, s)
+    order = np.lexsort((np.where(valid, candidates, np.iinfo(np.int64).max), -scores), axis=-1)
+    order = order[:, :kk]
+    best_scores = np.take_along_axis(scores, order, axis=1)
+    best_ids = np.take_along_axis(candidates, order, axis=1)
+    best_ids = np.where(np.isneginf(best_scores), -1, best_ids)
+    return best_scores, best_ids
+
+
+def recall_at(found: np.ndarray, truth: np.ndarray, k: int = K) -> float:
+    """Mean share of each query's true top k among its first k found: ``|F ∩ T| / k``."""
+    if len(truth) == 0:
+        return 1.0
+    kk = min(k, truth.shape[1])
+    hits = [
+        len(np.intersect1d(f[:kk][f[:kk] >= 0], t[:kk])) for f, t in zip(found, truth, strict=True)
+    ]
+    return float(np.mean(hits)) / kk if kk else 1.0
+
+
+def tune(
+    index: VectorIndex,
+    ids: np.ndarray,
+    exact: np.ndarray,
+    target: float,
+    queries: np.ndarray | None = None,
+    seed: int = 0,
+) -> Tuning:
+    """The fastest search settings of a compressed segment reaching ``target`` recall@10.
+
+    Args:
+        index: the segment's IVF index, its vectors added.
+        ids: ``(n,)`` int64 ascending ids of its vectors.
+        exact: ``(n, dim)`` float32 exact vectors, aligned with ``ids``.
+        target: recall@10 to reach, in (0, 1].
+        queries: ``(q, dim)`` float32 query vectors to tune on; default: up to
+            :data:`~semsearch.config.TUNING_QUERIES` of the segment's own
+            vectors, drawn at random and held out of their own results.
+        seed: for the sample.
+
+    Returns:
+        the chosen settings with what they measured. Where no setting reaches
+        the target, the one of highest recall (then the fastest).
+    """
+    started = time.perf_counter()
+    n = len(ids)
+    held_out = queries is None
+    if queries is None:
+        rng = np.random.default_rng(seed)
+        count = min(TUNING_QUERIES, max(1, n // 10))
+        sample = np.sort(rng.choice(n, size=count, replace=False))
+        queries = np.asarray(exact[sample], dtype=np.float32)
+        truth = ids[exact_top_k(queries, exact, K, skip=sample)]
+        own = ids[sample]
+    else:
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        truth = ids[exact_top_k(queries, exact, K)]
+        own = None
+    extra = 1 if own is not None else 0
+    nlist = index.nlist or 1
+    best: tuple[float, float, SearchSettings] | None = None  # (-recall or cost, ...)
+    fallback: tuple[float, float, SearchSettings] | None = None
+    for nprobe in [p for p in NPROBES if p <= nlist] or [nlist]:
+        settings = SearchSettings(nprobe=nprobe, ef_search=max(2 * nprobe, 32), k_factor=1)
+        shortlist = K * K_FACTORS[-1] + extra
+        search_ms, found = _timed_search(index, queries, shortlist, settings)
+        if best is not None and search_ms >= best[1]:
+            break  # every further setting is slower than the one found
+        for k_factor in K_FACTORS:
+            candidates = _without(found, own, K * k_factor)
+            t0 = time.perf_counter()
+            _, top = rerank(queries, candidates, ids, exact, K)
+            rerank_ms = (time.perf_counter() - t0) * 1000 / len(queries)
+            recall = recall_at(top, truth)
+            cost = search_ms + (rerank_ms if k_factor > 1 else 0.0)
+            chosen = SearchSettings(nprobe, settings.ef_search, k_factor)
+            if recall >= target:
+                if best is None or cost < best[1]:
+                    best = (recall, cost, chosen)
+                break  # a longer shortlist only costs more
+            if fallback is None or (recall, -cost) > (fallback[0], -fallback[1]):
+                fallback = (recall, cost, chosen)
+    recall, cost, settings = best or fallback or (0.0, 0.0, SearchSettings())
+    return Tuning(
+        settings=settings,
+        recall=recall,
+        target=target,
+        queries=len(queries),
+        held_out=held_out,
+        query_ms=cost,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _timed_search(
+    index: VectorIndex, queries: np.ndarray, k: int, settings: SearchSettings
+) -> tuple[float, np.ndarray]:
+    """Search one query at a time (as a user does); returns ms per query and the ids."""
+    found = np.full((len(queries), min(k, index.ntotal)), -1, dtype=np.int64)
+    t0 = time.perf_counter()
+    for i in range(len(queries)):
+        _, got = index.search(queries[i : i + 1], k, settings=settings)
+        found[i, : got.shape[1]] = got[0]
+    return (time.perf_counter() - t0) * 1000 / max(1, len(queries)), found
+
+
+def _without(found: np.ndarray, own: np.ndarray | None, width: int) -> np.ndarray:
+    """The first ``width`` candidates of each row, its query's own id left out."""
+    if own is None:
+        return found[:, :width]
+    out = np.full((len(found), width), -1, dtype=np.int64)
+    for i, row in enumerate(found):
+        kept = row[row != own[i]][:width]
+        out[i, : len(kept)] = kept
+    return out
