@@ -75,6 +75,7 @@ from .records import Article, Chunk
 from .segments import (
     KEYS,
     NPY,
+    LazyVectors,
     Segment,
     SegmentMissing,
     SegmentSet,
@@ -87,7 +88,7 @@ from .segments import (
     write_segment,
 )
 from .store import SegmentRow, Store, utc_now
-from .vectors import VectorIndex
+from .vectors import VectorIndex, compressed_factory
 
 T = TypeVar("T")
 
@@ -467,6 +468,7 @@ def commit(
     write_manifest(folder, manifest)
     failpoint("after-manifest")
     remove_segment_files(folder, replaced)
+    _remove_old_quantizer(folder, current, plan)
     return Committed(number, manifest, len(old_ids))
 
 
@@ -502,7 +504,8 @@ def merge(
     plan.retrain = retrain
     written: list[Path] = []
     with clock("merge"):
-        ids, vectors = current.vectors.live_vectors(chosen)
+        lazy = current.vectors.live_layout(chosen)
+        ids = lazy.ids
         keys = current.vectors.live_keys(chosen)
         try:
             with store.transaction():
@@ -517,6 +520,8 @@ def merge(
                         current.vectors.ntotal,
                         lambda n: draw_sample(current.vectors, np.zeros((0, dim)), n),
                     )
+                    # A compressed merge streams its vectors; flat and HNSW hold them anyway.
+                    vectors = lazy if fresh.trains else current.vectors.live_vectors(chosen)[1]
                     _add_segment(
                         folder, store, number, fresh, ids, vectors, keys, written, "merge-", plan
                     )
@@ -532,6 +537,7 @@ def merge(
         write_manifest(folder, manifest)
         failpoint("merge-after-manifest")
         remove_segment_files(folder, [s.id for s in chosen])
+        _remove_old_quantizer(folder, current, plan)
     return Committed(number, manifest, 0)
 
 
@@ -541,7 +547,7 @@ def _add_segment(
     generation: int,
     index: VectorIndex,
     ids: np.ndarray,
-    vectors: np.ndarray,
+    vectors: np.ndarray | LazyVectors,
     keys: np.ndarray,
     written: list[Path],
     stages: str = "",
@@ -557,9 +563,15 @@ def _add_segment(
     files = write_segment(folder, segment, index, ids, vectors, keys, stages)
     store.set_segment_files(segment, files)
     target = plan.recall_target if plan is not None else RECALL_TARGET
-    tuning = tune_segment(index, ids, vectors, target)
-    if tuning is not None:
-        store.set_segment_settings(segment, tuning.to_dict())
+    if index.trains:
+        exact = (
+            np.load(folder / segment_file(segment, NPY), mmap_mode="r")
+            if isinstance(vectors, LazyVectors)
+            else vectors
+        )
+        tuning = tune_segment(index, ids, exact, target)
+        if tuning is not None:
+            store.set_segment_settings(segment, tuning.to_dict())
     return segment
 
 
@@ -591,6 +603,56 @@ def vector_plan(
         recall_target=v.recall_target or RECALL_TARGET,
         quantizer=quantizer,
     )
+
+
+DRIFT = 1.2
+"""Retrain when the quantizer's error on recent vectors passes this multiple of its
+error on the sample it was trained on."""
+GROWTH = 4
+"""Retrain when the index has grown to want this many times the quantizer's lists."""
+
+
+def retrain_reason(folder: Path, manifest: Manifest, current: Generation) -> str:
+    """Why the shared quantizer should be trained again (empty: it need not be).
+
+    Drift: its mean squared distance from the vectors of the segments
+    written since it was trained (a sample of up to 20,000) to their nearest
+    centroid, against the same on its training sample; growth: the index now
+    wants :data:`GROWTH` times its lists (:func:`~semsearch.vectors.compressed_factory`).
+    """
+    record = current.quantizer
+    if not record or manifest.vectors.index_type.strip().lower() != "auto":
+        return ""
+    quantizer = VectorIndex.read(folder / record["file"], record["factory"])
+    wanted = VectorIndex.create(
+        compressed_factory(current.vectors.ntotal, manifest.model.dim), manifest.model.dim
+    )
+    if wanted.nlist >= GROWTH * quantizer.nlist:
+        return (
+            f"the index has grown to {current.vectors.ntotal:,} vectors, which want "
+            f"{wanted.nlist:,} lists; the quantizer has {quantizer.nlist:,}"
+        )
+    newer = SegmentSet(
+        tuple(s for s in current.vectors.segments if s.row.generation > record["generation"]),
+        {},
+        current.vectors.dim,
+    )
+    if not newer.segments:
+        return ""
+    sample = draw_sample(newer, np.zeros((0, current.vectors.dim)), 20_000)
+    error = quantizer.quantization_error(sample)
+    if error > DRIFT * float(record["error"]):
+        return (
+            f"the vectors written since it was trained are {error / record['error']:.2f}x as "
+            f"far from its centroids as its training sample"
+        )
+    return ""
+
+
+def _remove_old_quantizer(folder: Path, current: Generation, plan: VectorPlan) -> None:
+    """After a commit that trained a new quantizer: the old one's file (only writers read it)."""
+    if plan.trained is not None and current.quantizer:
+        (folder / current.quantizer["file"]).unlink(missing_ok=True)
 
 
 def _save_quantizer(

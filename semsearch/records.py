@@ -228,12 +228,15 @@ class OptimizeResult:
         segments_after: live segments after (1, or 0 for an empty index).
         tombstones_dropped: removed chunks whose vectors were dropped for good.
         seconds: wall time of the merge.
+        retrained: why the shared quantizer of a compressed index was trained
+            again (the data drifted from it, or outgrew its lists); empty if it was not.
     """
 
     segments_before: int
     segments_after: int
     tombstones_dropped: int
     seconds: float
+    retrained: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

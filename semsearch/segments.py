@@ -421,6 +421,32 @@ class SegmentSet:
         order = np.argsort(ids, kind="stable")
         return ids[order], vectors[order]
 
+    def live_layout(self, segments: Sequence[Segment]) -> LazyVectors:
+        """The live chunks of these segments in ascending id order, their vectors
+        left on disk to be read batch by batch (a merge in bounded memory)."""
+        ids_parts, owner_parts, position_parts = [], [], []
+        for n, segment in enumerate(segments):
+            keep = np.ones(len(segment), dtype=bool)
+            tombstones = self.tombstones.get(segment.id)
+            if tombstones is not None and len(tombstones):
+                keep[segment.positions(tombstones)[1]] = False
+            positions = np.flatnonzero(keep)
+            ids_parts.append(segment.ids[positions])
+            owner_parts.append(np.full(len(positions), n, dtype=np.int32))
+            position_parts.append(positions)
+        if not ids_parts:
+            empty = np.zeros(0, dtype=np.int64)
+            return LazyVectors((), empty, np.zeros(0, np.int32), empty, self.dim)
+        ids = np.concatenate(ids_parts)
+        order = np.argsort(ids, kind="stable")
+        return LazyVectors(
+            tuple(segments),
+            ids[order],
+            np.concatenate(owner_parts)[order],
+            np.concatenate(position_parts)[order],
+            self.dim,
+        )
+
     def locate(self, chunk_ids: np.ndarray) -> dict[int, np.ndarray]:
         """Segment id → which of these chunk ids it holds (for tombstoning them)."""
         located: dict[int, np.ndarray] = {}
@@ -430,6 +456,52 @@ class SegmentSet:
             if len(positions):
                 located[segment.id] = segment.ids[positions]
         return located
+
+
+BATCH = 65_536
+"""Vectors read, added and written at a time by a merge in bounded memory (96 MiB at 384-d)."""
+
+
+@dataclass(frozen=True)
+class LazyVectors:
+    """Exact vectors of live chunks of some segments, by ascending id, read when asked.
+
+    Attributes:
+        segments: where they are.
+        ids: ``(n,)`` int64 ascending chunk ids.
+        owner: ``(n,)`` int32: which of ``segments`` holds each.
+        positions: ``(n,)`` int64: its position there.
+        dim: vector dimension.
+    """
+
+    segments: tuple[Segment, ...]
+    ids: np.ndarray
+    owner: np.ndarray
+    positions: np.ndarray
+    dim: int
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop``: ``(stop - start, dim)`` float32."""
+        out = np.empty((stop - start, self.dim), dtype=np.float32)
+        owner = self.owner[start:stop]
+        positions = self.positions[start:stop]
+        for n in np.unique(owner):
+            mask = owner == n
+            out[mask] = self.segments[int(n)].vectors_at(positions[mask])
+        return out
+
+    def sample(self, count: int, seed: int = 0) -> np.ndarray:
+        """``count`` rows drawn uniformly without replacement: ``(m, dim)`` float32."""
+        count = min(count, len(self))
+        rows = np.sort(np.random.default_rng(seed).choice(len(self), size=count, replace=False))
+        out = np.empty((count, self.dim), dtype=np.float32)
+        for n in np.unique(self.owner[rows]):
+            mask = self.owner[rows] == n
+            out[mask] = self.segments[int(n)].vectors_at(self.positions[rows][mask])
+        return out
 
 
 def open_segment(folder: Path, row: SegmentRow, dim: int) -> Segment:
@@ -630,15 +702,18 @@ def write_segment(
     segment: int,
     index: VectorIndex,
     ids: np.ndarray,
-    vectors: np.ndarray,
+    vectors: np.ndarray | LazyVectors,
     keys: np.ndarray,
     stages: str = "",
 ) -> dict[str, dict[str, int]]:
     """Add ascending ids and their vectors to ``index`` and write the segment's files.
 
-    ``keys`` is the segment's key table (:func:`key_table`); ``stages``
-    prefixes the fail points' names (``merge-`` in a merge).
-    Returns the files written: name → ``{"size": bytes, "crc32": int}``.
+    ``vectors`` given as :class:`LazyVectors` (a merge) are read, added and
+    written :data:`BATCH` at a time, so a merge of any size holds one batch
+    of vectors in memory (and the index's codes). ``keys`` is the segment's
+    key table (:func:`key_table`); ``stages`` prefixes the fail points' names
+    (``merge-`` in a merge). Returns the files written: name →
+    ``{"size": bytes, "crc32": int}``.
 
     Raises:
         BadInputError: if the index cannot be trained on these vectors.
@@ -647,23 +722,51 @@ def write_segment(
     from .commit import failpoint, file_checksum
 
     assert len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1])), "a segment's ids ascend"
-    index.add(vectors, ids)
+    npy = folder / segment_file(segment, NPY)
+    files: dict[str, dict[str, int]] = {}
+    if isinstance(vectors, LazyVectors):
+        exact = None
+        if not index.reconstructs:
+            exact = np.lib.format.open_memmap(
+                npy, mode="w+", dtype="<f4", shape=(len(ids), vectors.dim)
+            )
+        for start in range(0, len(ids), BATCH):
+            stop = min(start + BATCH, len(ids))
+            block = vectors.block(start, stop)
+            index.add(block, ids[start:stop])
+            if exact is not None:
+                exact[start:stop] = block
+        if exact is not None:
+            exact.flush()
+            del exact
+            _fsync(npy)
+            files[npy.name] = file_checksum(npy)
+    else:
+        index.add(vectors, ids)
     path = folder / segment_file(segment)
     failpoint(stages + "before-faiss-write")
     index.write(path)
     failpoint(stages + "mid-faiss-write", truncate=path)
-    files = {path.name: file_checksum(path)}
+    files[path.name] = file_checksum(path)
     arrays = {KEYS: np.ascontiguousarray(keys, dtype=KEY_DTYPE)}
-    if not index.reconstructs:
+    if not index.reconstructs and not isinstance(vectors, LazyVectors):
         arrays[NPY] = np.ascontiguousarray(vectors, dtype="<f4")
     for suffix, array in arrays.items():
-        npy = folder / segment_file(segment, suffix)
-        with open(npy, "wb") as f:
+        out = folder / segment_file(segment, suffix)
+        with open(out, "wb") as f:
             np.save(f, array, allow_pickle=False)
             f.flush()
             os.fsync(f.fileno())
-        files[npy.name] = file_checksum(npy)
+        files[out.name] = file_checksum(out)
     return files
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # -- the merge policy -----------------------------------------------------------------

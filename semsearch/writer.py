@@ -290,17 +290,21 @@ class Writer:
         with self.writing(), reader._lock:
             current = reader._vectors
             before, tombstones = len(current.segments), current.n_tombstones
-            if before > 1 or tombstones:
+            reason = commit.retrain_reason(reader.path, reader.manifest, reader._current)
+            if before > 1 or tombstones or reason:
                 merged = commit.merge(
                     reader.path,
                     reader._store,
                     reader._current,
                     reader.manifest,
                     [s.id for s in current.segments],
+                    retrain=bool(reason),
                 )
                 self._adopt(merged)
             after = len(reader._vectors.segments)
-        return OptimizeResult(before, after, tombstones, time.perf_counter() - started)
+        return OptimizeResult(
+            before, after, tombstones, time.perf_counter() - started, retrained=reason
+        )
 
     def export_onnx(self) -> bool:
         """The write behind :meth:`semsearch.Index.export_onnx`."""

@@ -30,15 +30,15 @@ TOLERANCE = 0.03
 tuning measures it on a sample of 500 (or fewer) held-out vectors."""
 
 
-def clustered(n: int, seed: int = 0, clusters: int = 200) -> np.ndarray:
+def clustered(n: int, seed: int = 0, clusters: int = 200, centres: int = 1234) -> np.ndarray:
     """Unit vectors around random centres: neighbourhoods like embeddings', not ties.
 
     The centres are the same for every seed: vectors of two seeds are queries
     and documents of one collection.
     """
-    centres = np.random.default_rng(1234).standard_normal((clusters, DIM)).astype(np.float32)
+    points = np.random.default_rng(centres).standard_normal((clusters, DIM)).astype(np.float32)
     rng = np.random.default_rng(seed)
-    x = centres[rng.integers(0, clusters, n)] + 0.7 * rng.standard_normal((n, DIM)).astype(
+    x = points[rng.integers(0, clusters, n)] + 0.7 * rng.standard_normal((n, DIM)).astype(
         np.float32
     )
     return x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -194,3 +194,26 @@ def test_a_bad_budget_or_target_is_refused_before_anything_is_written(tmp_path):
         cli, ["index", "--index", str(tmp_path / "c"), "--recall-target", "2", "x.txt"]
     )
     assert result.exit_code == 2 and "--recall-target" in result.output
+
+
+def test_optimize_trains_the_quantizer_again_when_new_vectors_drift_from_it(
+    tmp_path, small_thresholds
+):
+    old = clustered(3_000, seed=8)
+    other = clustered(3_000, seed=9, centres=99)  # topics the first vectors never had
+    base = np.concatenate([old, other])
+    folder = tmp_path / "ix"
+    encoder = PrecomputedEncoder(DIM, base)
+    with Index.creating(folder, encoder=encoder, memory_budget="1MB", onnx=False) as index, index:
+        index.merge_policy = MergePolicy(in_writes=False)
+        index.add(notes(0, 3_000))
+        assert index.optimize().retrained == ""  # nothing new since it was trained
+        index.add(notes(3_000, 6_000))
+        result = index.optimize()
+        assert "drift" in result.retrained or "far from its centroids" in result.retrained
+        assert result.segments_after == 1
+        quantizers = sorted(p.name for p in folder.glob("quantizer.*.faiss"))
+        assert quantizers != ["quantizer.1.faiss"] and len(quantizers) == 1
+        assert index.info().tuning["recall_at_10"] >= 0.95
+        assert index.optimize().retrained == ""  # trained on what it holds now
+    assert verify(folder).ok

@@ -255,6 +255,10 @@ def optimize_command(
 ) -> None:
     """Merge the index's segments into one, dropping removed chunks' vectors for good.
 
+    A compressed index's quantizer is trained again here when the vectors
+    written since it was trained have drifted from it, or the index has
+    outgrown its lists; the merged segment is tuned to the recall target.
+
     Writes merge segments by themselves, a bounded amount each; run this in a
     quiet hour for the fastest searches and the smallest index. It is one
     atomic switch, like any write: interrupted, the index is the one before.
@@ -268,7 +272,7 @@ def optimize_command(
         click.echo(json.dumps(result.to_dict()))
     elif quiet:
         pass
-    elif result.segments_before <= 1 and not result.tombstones_dropped:
+    elif result.segments_before <= 1 and not result.tombstones_dropped and not result.retrained:
         click.echo(
             f"Nothing to merge: {result.segments_before} segment(s), no removed chunks to drop."
         )
@@ -277,6 +281,8 @@ def optimize_command(
             f"Merged {result.segments_before} segment(s) into {result.segments_after}, "
             f"dropping {result.tombstones_dropped} removed chunk(s), in {result.seconds:.1f} s."
         )
+        if result.retrained:
+            click.echo(f"Trained the vector quantizer again: {result.retrained}.")
 
 
 def _refuse_skipped(folder: Path, skipped: list[Skipped], as_json: bool) -> NoReturn:
