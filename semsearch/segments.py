@@ -404,33 +404,26 @@ class SegmentSet:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Every live chunk of these segments (default: all), by ascending id: ``(ids, vectors)``.
 
-        ``ids`` is ``(n,)`` int64, ``vectors`` ``(n, dim)`` float32.
+        ``ids`` is ``(n,)`` int64, ``vectors`` ``(n, dim)`` float32, all in memory
+        (:meth:`live_layout` reads them batch by batch instead).
         """
-        parts_ids, parts = [], []
-        for segment in self.segments if segments is None else segments:
-            keep = np.ones(len(segment), dtype=bool)
-            tombstones = self.tombstones.get(segment.id)
-            if tombstones is not None and len(tombstones):
-                keep[segment.positions(tombstones)[1]] = False
-            positions = np.flatnonzero(keep)
-            parts_ids.append(segment.ids[positions])
-            parts.append(segment.vectors_at(positions))
-        if not parts:
-            return np.zeros(0, dtype=np.int64), np.zeros((0, self.dim), dtype=np.float32)
-        ids, vectors = np.concatenate(parts_ids), np.concatenate(parts)
-        order = np.argsort(ids, kind="stable")
-        return ids[order], vectors[order]
+        lazy = self.live_layout(self.segments if segments is None else segments)
+        return lazy.ids, lazy.block(0, len(lazy))
+
+    def _live_positions(self, segment: Segment) -> np.ndarray:
+        """Positions of a segment's live (not tombstoned) vectors, ascending."""
+        keep = np.ones(len(segment), dtype=bool)
+        tombstones = self.tombstones.get(segment.id)
+        if tombstones is not None and len(tombstones):
+            keep[segment.positions(tombstones)[1]] = False
+        return np.flatnonzero(keep)
 
     def live_layout(self, segments: Sequence[Segment]) -> LazyVectors:
         """The live chunks of these segments in ascending id order, their vectors
         left on disk to be read batch by batch (a merge in bounded memory)."""
         ids_parts, owner_parts, position_parts = [], [], []
         for n, segment in enumerate(segments):
-            keep = np.ones(len(segment), dtype=bool)
-            tombstones = self.tombstones.get(segment.id)
-            if tombstones is not None and len(tombstones):
-                keep[segment.positions(tombstones)[1]] = False
-            positions = np.flatnonzero(keep)
+            positions = self._live_positions(segment)
             ids_parts.append(segment.ids[positions])
             owner_parts.append(np.full(len(positions), n, dtype=np.int32))
             position_parts.append(positions)
