@@ -88,6 +88,7 @@ from .segments import (
     write_segment,
 )
 from .store import SegmentRow, Store, utc_now
+from .tuning import tune
 from .vectors import VectorIndex, compressed_factory
 
 T = TypeVar("T")
@@ -539,6 +540,41 @@ def merge(
         remove_segment_files(folder, [s.id for s in chosen])
         _remove_old_quantizer(folder, current, plan)
     return Committed(number, manifest, 0)
+
+
+def retune(
+    folder: Path,
+    store: Store,
+    current: Generation,
+    manifest: Manifest,
+    queries: np.ndarray | None,
+    target: float,
+) -> tuple[Committed, list[dict[str, Any]]]:
+    """Tune every compressed segment again, as the next generation (no file changes).
+
+    Args:
+        queries: ``(q, dim)`` float32 query vectors to tune on; None: each
+            segment's own held-out vectors, as when it was written.
+        target: recall@10 to reach; recorded as the index's target from now on.
+
+    Returns:
+        the commit, and each compressed segment's new tuning (``id`` added).
+    """
+    tuned = []
+    for segment in current.vectors.segments:
+        if segment.refines:
+            assert segment._exact is not None
+            result = tune(segment.vectors, segment.ids, segment._exact, target, queries)
+            tuned.append({"id": segment.id, **result.to_dict()})
+    number = current.number + 1
+    manifest = replace(manifest, vectors=replace(manifest.vectors, recall_target=target))
+    with store.transaction():
+        for row in tuned:
+            store.set_segment_settings(row["id"], {k: v for k, v in row.items() if k != "id"})
+        manifest = _manifest_after(manifest, store, number, manifest.vectors.index_type)
+        store.set_meta(GENERATION, number)
+    write_manifest(folder, manifest)
+    return Committed(number, manifest, 0), tuned
 
 
 def _add_segment(

@@ -27,6 +27,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .commit import Generation, remove_created
 from .config import BUILD_BACKENDS, DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP_TOKENS, MergePolicy
 from .config import environment as read_environment
@@ -421,6 +423,36 @@ class Index(Reader):
             OSError: if the merged segment cannot be written; nothing is changed.
         """
         return self._writer.optimize()
+
+    def tune(
+        self,
+        queries: Sequence[str] | np.ndarray | None = None,
+        recall_target: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Tune the search of every compressed segment again, to a recall target.
+
+        Segments are tuned when written, on held-out vectors of their own;
+        with ``queries`` (texts, embedded as queries, or ``(n, dim)`` float32
+        query vectors) they are tuned on the queries your users ask instead:
+        for each segment, the fastest nprobe, quantizer efSearch and re-rank
+        shortlist whose recall@10 against exact search on those queries
+        reaches the target (see :mod:`semsearch.tuning`). One generation; no
+        vector file is rewritten. Flat and HNSW segments need no tuning.
+
+        Args:
+            queries: what to tune on; default: held-out vectors of each segment.
+            recall_target: recall@10 to reach, in (0, 1]; default: the index's
+                (0.95 unless created otherwise). Recorded as the index's from now on.
+
+        Returns:
+            each compressed segment's new tuning (as in ``info().segment_list``),
+            with its ``id``; empty if there is none.
+
+        Raises:
+            BadInputError: for a target out of range or query vectors of another dimension.
+            LockedError: if another process is writing.
+        """
+        return self._writer.tune(queries, recall_target)
 
     def export_onnx(self) -> bool:
         """Give an index built without one the torch-free query encoder (``onnx/``).

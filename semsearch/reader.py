@@ -20,7 +20,7 @@ import os
 import threading
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -192,7 +192,15 @@ class Reader:
             if self._store.meta(GENERATION) == self._generation:
                 return False
             dim = self.manifest.model.dim
-            self._adopt(load_generation(self.path, self._store, dim, self._current))
+            generation = load_generation(self.path, self._store, dim, self._current)
+            # The manifest follows each commit (settings such as the recall target
+            # may have changed); one not yet rewritten is read at the next refresh.
+            manifest = None
+            with suppress(IncompatibleIndexError, OSError):
+                written = read_manifest(self.path)
+                if written.vectors.generation == generation.number:
+                    manifest = written
+            self._adopt(generation, manifest)
             return True
 
     def _adopt(self, generation: Generation, manifest: Manifest | None = None) -> None:
@@ -466,8 +474,14 @@ class Reader:
             ),
             memory_budget=m.vectors.memory_budget or default_memory_budget(),
             recall_target=m.vectors.recall_target,
-            tuning=dict(m.vectors.tuning),
+            tuning=_largest_tuning(vectors),
         )
+
+
+def _largest_tuning(vectors: SegmentSet) -> dict[str, Any]:
+    """The tuning of the largest compressed segment (empty without one)."""
+    tuned = [s for s in vectors.segments if s.row.settings]
+    return dict(max(tuned, key=len).row.settings) if tuned else {}
 
 
 def make_chunker(encoder: Encoder, overlap_tokens: int, chunk_tokens: int | None) -> Chunker:

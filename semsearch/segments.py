@@ -550,7 +550,13 @@ def open_segments(
 ) -> SegmentSet:
     """The segment set of a generation, reusing the segments already open in ``previous``."""
     known = {s.id: s for s in previous.segments} if previous is not None else {}
-    segments = tuple(known.get(row.id) or open_segment(folder, row, dim) for row in rows)
+    segments = tuple(
+        # A segment's files never change; its tuned settings may (Index.tune).
+        known[row.id]
+        if row.id in known and known[row.id].row == row
+        else open_segment(folder, row, dim)
+        for row in rows
+    )
     return SegmentSet(segments, tombstones, dim)
 
 

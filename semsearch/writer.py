@@ -306,6 +306,41 @@ class Writer:
             before, after, tombstones, time.perf_counter() - started, retrained=reason
         )
 
+    def tune(
+        self, queries: Sequence[str] | np.ndarray | None, recall_target: float | None
+    ) -> list[dict[str, Any]]:
+        """The write behind :meth:`semsearch.Index.tune` (see there)."""
+        reader = self.reader
+        target = reader.manifest.vectors.recall_target if recall_target is None else recall_target
+        if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
+            raise BadInputError(f"recall target {target!r}: must be a share in (0, 1], e.g. 0.95")
+        vectors = None
+        if queries is not None:
+            if isinstance(queries, np.ndarray):
+                vectors = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+            else:
+                vectors = self.encoder.encode_queries(list(queries))
+            if (
+                vectors.ndim != 2
+                or vectors.shape[1] != reader.manifest.model.dim
+                or not len(vectors)
+            ):
+                raise BadInputError(
+                    f"tuning queries of shape {vectors.shape}: need (n, "
+                    f"{reader.manifest.model.dim}) query vectors, n >= 1"
+                )
+        with self.writing(), reader._lock:
+            done, tuned = commit.retune(
+                reader.path,
+                reader._store,
+                reader._current,
+                reader.manifest,
+                vectors,
+                float(target),
+            )
+            self._adopt(done)
+        return tuned
+
     def export_onnx(self) -> bool:
         """The write behind :meth:`semsearch.Index.export_onnx`."""
         reader = self.reader

@@ -217,3 +217,53 @@ def test_optimize_trains_the_quantizer_again_when_new_vectors_drift_from_it(
         assert index.info().tuning["recall_at_10"] >= 0.95
         assert index.optimize().retrained == ""  # trained on what it holds now
     assert verify(folder).ok
+
+
+def test_tune_on_the_users_queries_is_a_generation_that_readers_pick_up(tmp_path, small_thresholds):
+    base = clustered(3_000, seed=10)
+    folder = tmp_path / "ix"
+    encoder = PrecomputedEncoder(DIM, base)
+    with Index.creating(folder, encoder=encoder, memory_budget="1MB", onnx=False) as index, index:
+        index.add(notes(0, 3_000))
+    reader = Index.open(folder, encoder=encoder)
+    writer = Index.open(folder, encoder=encoder)
+    before = reader.info().generation
+    tuned = writer.tune(clustered(60, seed=11), recall_target=0.9)
+    assert len(tuned) == 1 and tuned[0]["queries"] == 60 and not tuned[0]["held_out"]
+    assert tuned[0]["recall_target"] == 0.9 and tuned[0]["recall_at_10"] >= 0.9
+    info = reader.info()  # a reader open before sees the new settings
+    assert info.generation == before + 1 and info.recall_target == 0.9
+    assert info.segment_list[0]["tuning"]["queries"] == 60
+    with pytest.raises(BadInputError, match="recall target 0"):
+        writer.tune(recall_target=0)
+    with pytest.raises(BadInputError, match="need \\(n, 384\\)"):
+        writer.tune(np.zeros((3, 5), dtype=np.float32))
+    reader.close()
+    writer.close()
+    assert verify(folder).ok
+
+
+def test_semsearch_tune_reports_each_segment(tmp_path, small_thresholds):
+    base = clustered(3_000, seed=12)
+    folder = tmp_path / "ix"
+    encoder = PrecomputedEncoder(DIM, base)
+    with Index.creating(folder, encoder=encoder, memory_budget="1MB", onnx=False) as index, index:
+        index.add(notes(0, 3_000))
+    queries = tmp_path / "queries.txt"
+    queries.write_text("v1\nv2\n\nv3\n")
+    runner = CliRunner()
+    # The CLI loads the index's own model; this index's is a test encoder, so tune in-process.
+    result = runner.invoke(cli, ["tune", "--index", str(folder), "--recall-target", "0"])
+    assert result.exit_code == 2 and "--recall-target" in result.output
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    result = runner.invoke(cli, ["tune", "--index", str(folder), "--queries", str(empty)])
+    assert result.exit_code == 1 and "no queries in" in result.output
+
+
+def test_semsearch_tune_on_a_flat_index_says_there_is_nothing_to_tune(sample_index_dir):
+    result = CliRunner().invoke(cli, ["tune", "--index", str(sample_index_dir)])
+    assert result.exit_code == 0, result.output
+    assert "Nothing to tune" in result.output
+    result = CliRunner().invoke(cli, ["tune", "--index", str(sample_index_dir), "--json"])
+    assert result.exit_code == 0 and result.output.strip() == "[]"

@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 import click
 
@@ -283,6 +283,63 @@ def optimize_command(
         )
         if result.retrained:
             click.echo(f"Trained the vector quantizer again: {result.retrained}.")
+
+
+@cli.command("tune")
+@index_option
+@click.option(
+    "--queries",
+    "queries_file",
+    type=click.File("r", encoding="utf-8"),
+    default=None,
+    help="Tune on these queries, one per line ('-' for stdin), instead of held-out "
+    "vectors of the index's own.",
+)
+@click.option(
+    "--recall-target",
+    type=click.FloatRange(min=0, max=1, min_open=True),
+    default=None,
+    help="Recall@10 against exact search to reach; recorded as the index's from now on. "
+    "[default: the index's, 0.95 unless created otherwise]",
+)
+@wait_option
+@json_option
+def tune_command(
+    index_dir: Path | None,
+    queries_file: TextIO | None,
+    recall_target: float | None,
+    wait_seconds: float,
+    as_json: bool,
+) -> None:
+    """Tune a compressed index's search again to a recall target.
+
+    Each compressed segment gets the fastest settings (nprobe, the coarse
+    quantizer's efSearch, the shortlist re-ranked with exact vectors) whose
+    recall@10 against exact search reaches the target. Segments are tuned
+    when written; run this to tune on the queries your users ask, or to a
+    new target. Flat and HNSW indexes need no tuning.
+    """
+    from ..index import Index
+
+    queries = None
+    if queries_file is not None:
+        queries = [line.strip() for line in queries_file if line.strip()]
+        if not queries:
+            raise CliError(f"no queries in {queries_file.name}")
+    with Index.open(index_dir) as index:
+        index.lock_timeout = wait_seconds
+        tuned = index.tune(queries, recall_target)
+    if as_json:
+        click.echo(json.dumps(tuned))
+    elif not tuned:
+        click.echo("Nothing to tune: no compressed segment (flat and HNSW need none).")
+    for t in tuned if not as_json else []:
+        reached = "reached" if t["recall_at_10"] >= t["recall_target"] else "NOT reached"
+        click.echo(
+            f"segment {t['id']}: nprobe {t['nprobe']}, efSearch {t['ef_search']}, re-rank "
+            f"{t['k_factor']} x k: recall@10 {t['recall_at_10']:.3f} on {t['queries']} "
+            f"queries, target {t['recall_target']} {reached}"
+        )
 
 
 def _refuse_skipped(folder: Path, skipped: list[Skipped], as_json: bool) -> NoReturn:
