@@ -8,6 +8,7 @@ over the same vectors.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,6 +60,17 @@ def recall_of(index: Index, base: np.ndarray, queries: np.ndarray, **search: obj
     width = max(len(f) for f in found)
     padded = np.array([f + [-1] * (width - len(f)) for f in found])
     return recall_at(padded, truth)
+
+
+def compressed(folder: Path, base: np.ndarray, n: int) -> Index:
+    """A new index with a 1 MB budget (compressed past the scaled-down thresholds),
+    merging only on ``optimize``, holding ``v0`` to ``v{n-1}``."""
+    with Index.creating(
+        folder, encoder=PrecomputedEncoder(DIM, base), memory_budget="1MB", onnx=False
+    ) as index:
+        index.merge_policy = MergePolicy(in_writes=False)
+        index.add(notes(0, n))
+    return index
 
 
 @pytest.fixture
@@ -126,11 +138,8 @@ def test_auto_compresses_past_the_budget_shares_the_quantizer_and_records_its_tu
     tmp_path, small_thresholds
 ):
     base = clustered(6_000, seed=4)
-    encoder = PrecomputedEncoder(DIM, base)
     folder = tmp_path / "ix"
-    with Index.creating(folder, encoder=encoder, memory_budget="1MB", onnx=False) as index, index:
-        index.merge_policy = MergePolicy(in_writes=False)
-        index.add(notes(0, 4_000))
+    with compressed(folder, base, 4_000) as index:
         info = index.info()
         assert info.faiss_factory.startswith("IVF") and "PQ48x4fs" in info.faiss_factory
         assert info.memory_budget == 10**6 and info.recall_target == 0.95
@@ -162,11 +171,8 @@ def test_auto_compresses_past_the_budget_shares_the_quantizer_and_records_its_tu
 
 def test_optimize_merges_compressed_segments_into_one_tuned_segment(tmp_path, small_thresholds):
     base = clustered(5_000, seed=6)
-    encoder = PrecomputedEncoder(DIM, base)
     folder = tmp_path / "ix"
-    with Index.creating(folder, encoder=encoder, memory_budget="1MB", onnx=False) as index, index:
-        index.merge_policy = MergePolicy(in_writes=False)
-        index.add(notes(0, 2_500))
+    with compressed(folder, base, 2_500) as index:
         index.add(notes(2_500, 5_000))
         index.remove([f"v{i}" for i in range(0, 5_000, 10)])
         index.optimize()
@@ -203,10 +209,7 @@ def test_optimize_trains_the_quantizer_again_when_new_vectors_drift_from_it(
     other = clustered(3_000, seed=9, centres=99)  # topics the first vectors never had
     base = np.concatenate([old, other])
     folder = tmp_path / "ix"
-    encoder = PrecomputedEncoder(DIM, base)
-    with Index.creating(folder, encoder=encoder, memory_budget="1MB", onnx=False) as index, index:
-        index.merge_policy = MergePolicy(in_writes=False)
-        index.add(notes(0, 3_000))
+    with compressed(folder, base, 3_000) as index:
         assert index.optimize().retrained == ""  # nothing new since it was trained
         index.add(notes(3_000, 6_000))
         result = index.optimize()
@@ -222,9 +225,8 @@ def test_optimize_trains_the_quantizer_again_when_new_vectors_drift_from_it(
 def test_tune_on_the_users_queries_is_a_generation_that_readers_pick_up(tmp_path, small_thresholds):
     base = clustered(3_000, seed=10)
     folder = tmp_path / "ix"
+    compressed(folder, base, 3_000).close()
     encoder = PrecomputedEncoder(DIM, base)
-    with Index.creating(folder, encoder=encoder, memory_budget="1MB", onnx=False) as index, index:
-        index.add(notes(0, 3_000))
     reader = Index.open(folder, encoder=encoder)
     writer = Index.open(folder, encoder=encoder)
     before = reader.info().generation
@@ -244,15 +246,11 @@ def test_tune_on_the_users_queries_is_a_generation_that_readers_pick_up(tmp_path
 
 
 def test_semsearch_tune_reports_each_segment(tmp_path, small_thresholds):
-    base = clustered(3_000, seed=12)
     folder = tmp_path / "ix"
-    encoder = PrecomputedEncoder(DIM, base)
-    with Index.creating(folder, encoder=encoder, memory_budget="1MB", onnx=False) as index, index:
-        index.add(notes(0, 3_000))
+    compressed(folder, clustered(3_000, seed=12), 3_000).close()
     queries = tmp_path / "queries.txt"
     queries.write_text("v1\nv2\n\nv3\n")
     runner = CliRunner()
-    # The CLI loads the index's own model; this index's is a test encoder, so tune in-process.
     result = runner.invoke(cli, ["tune", "--index", str(folder), "--recall-target", "0"])
     assert result.exit_code == 2 and "--recall-target" in result.output
     empty = tmp_path / "empty.txt"
