@@ -73,8 +73,8 @@ from .manifest import (
 from .onnx_backend import FOLDER as ONNX_FOLDER
 from .records import Article, Chunk
 from .segments import (
-    KEYS,
     NPY,
+    SUFFIXES,
     LazyVectors,
     Segment,
     SegmentMissing,
@@ -595,7 +595,7 @@ def _add_segment(
     recorded (:func:`~semsearch.segments.tune_segment`).
     """
     segment = store.new_segment(index.factory, len(ids), generation)
-    written += [folder / segment_file(segment, suffix) for suffix in (".faiss", NPY, KEYS)]
+    written += [folder / segment_file(segment, suffix) for suffix in SUFFIXES]
     files = write_segment(folder, segment, index, ids, vectors, keys, stages)
     store.set_segment_files(segment, files)
     target = plan.recall_target if plan is not None else RECALL_TARGET
@@ -735,7 +735,7 @@ def _manifest_after(manifest: Manifest, store: Store, generation: int, index_typ
 def remove_segment_files(folder: Path, segments: Iterable[int]) -> None:
     """Delete the files of segments no longer live (a reader holding them keeps its mapping)."""
     for segment in segments:
-        for suffix in (".faiss", NPY, KEYS):
+        for suffix in SUFFIXES:
             (folder / segment_file(segment, suffix)).unlink(missing_ok=True)
 
 

@@ -266,6 +266,11 @@ def _check_segments(
             problems.append(str(e))
             continue
         ids = segment.ids
+        if not segment.vectors.reconstructs and not np.array_equal(
+            np.sort(segment.vectors.ids()), ids
+        ):
+            problems.append(f"{where}: its ids file disagrees with the ids its index holds")
+            continue
         if len(np.unique(ids)) != len(ids):
             problems.append(f"{where} holds some chunk id twice")
             continue
