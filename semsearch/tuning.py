@@ -36,6 +36,13 @@ NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 K_FACTORS = (1, 2, 4, 8, 16, 32, 64)
 TIMED = 100
 """Queries timed one at a time per setting (recall is measured on all of them, in a batch)."""
+HELD_OUT_MARGIN = 4
+"""Held-out vectors of the collection are easier queries than real ones (their
+nearest neighbours are near-duplicate chunks, far closer than a question's):
+on SciFact, settings reaching recall@10 0.967 on held-out chunk vectors reached
+0.915 on the real queries, and 0.992 reached 0.965. So on held-out vectors,
+tuning aims at ``1 - (1 - target) / HELD_OUT_MARGIN`` (0.9875 for 0.95); on
+the caller's queries, at the target itself."""
 BLOCK = 65_536
 """Exact vectors read at a time for the ground truth (25 MB of 384-d float32)."""
 
@@ -67,11 +74,17 @@ class Tuning:
     def reached(self) -> bool:
         return self.recall >= self.target
 
+    @property
+    def aimed_at(self) -> float:
+        """The recall tuning aimed at: the target, raised on held-out vectors."""
+        return 1 - (1 - self.target) / HELD_OUT_MARGIN if self.held_out else self.target
+
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.settings.to_dict(),
             "recall_at_10": round(self.recall, 4),
             "recall_target": self.target,
+            "aimed_at": round(self.aimed_at, 4),
             "queries": self.queries,
             "held_out": self.held_out,
             "query_ms": round(self.query_ms, 4),
@@ -204,12 +217,14 @@ def tune(
         seed: for the sample.
 
     Returns:
-        the chosen settings with what they measured. Where no setting reaches
-        the target, the one of highest recall (then the fastest).
+        the chosen settings with what they measured. On held-out vectors the
+        recall aimed at is higher than the target (:data:`HELD_OUT_MARGIN`).
+        Where no setting reaches it, the one of highest recall.
     """
     started = time.perf_counter()
     n = len(ids)
     held_out = queries is None
+    aim = 1 - (1 - target) / HELD_OUT_MARGIN if held_out else target
     if queries is None:
         rng = np.random.default_rng(seed)
         count = min(TUNING_QUERIES, max(1, n // 10))
@@ -239,7 +254,7 @@ def tune(
             _, top = rerank(queries, _without(found, own, K * k_factor), ids, exact, K)
             recall = recall_at(top, truth)
             chosen = SearchSettings(nprobe, ef_search, k_factor)
-            if recall >= target:
+            if recall >= aim:
                 # A longer shortlist only costs more: time this one, go on to the next nprobe.
                 ms = _query_ms(index, ids, exact, queries, chosen)
                 if best is None or ms < best[1]:

@@ -87,7 +87,9 @@ def _tuning_line(t: dict[str, Any]) -> str:
     return (
         f"nprobe {t['nprobe']}, efSearch {t['ef_search']}, re-rank {t['k_factor']} x k "
         f"exact: recall@10 {t['recall_at_10']:.3f} against exact search on "
-        f"{t['queries']} held-out vectors, target {t['recall_target']} {reached}; "
+        f"{t['queries']} {'held-out vectors' if t.get('held_out', True) else 'queries'} "
+        f"(aimed at {t.get('aimed_at', t['recall_target'])}), target {t['recall_target']} "
+        f"{reached}; "
         f"{t['query_ms']:.2f} ms a query"
     )
 
