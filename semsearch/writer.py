@@ -588,6 +588,8 @@ class SeenIds:
         return found
 
     def _add_run(self, hashes: np.ndarray, offsets: np.ndarray) -> None:
+        if not len(hashes):  # a batch of repeats only
+            return
         order = np.argsort(hashes, kind="stable")
         self._runs.append((hashes[order], offsets[order]))
         # Merge while the run before is not much larger: sizes fall geometrically.
