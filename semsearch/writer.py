@@ -3,14 +3,19 @@
 A :class:`Writer` works on a :class:`~semsearch.reader.Reader`'s index. Each
 write takes the folder's writer lock (:mod:`semsearch.lock`), picks up the
 latest generation and cleans up after any crashed write
-(:func:`semsearch.commit.recover`), then prepares everything before touching
-the index: it compares the articles with what is stored (by content hash),
-finds what was pruned, chunks what changed and embeds the chunks, reusing the
-stored vector of any chunk text it has embedded before. The result is a
-:class:`~semsearch.commit.Change`, which :func:`semsearch.commit.commit`
-applies as one generation (a new segment, tombstones); the reader then reads
-that generation. If the merge policy (:class:`~semsearch.config.MergePolicy`)
-then asks for it, the same write merges segments, as one more generation.
+(:func:`semsearch.commit.recover`). An add then reads its input once, in
+windows of at most :data:`WINDOW_CHUNKS` chunks, so that its memory does not
+grow with its size: per window it compares the articles with what is stored
+(by content hash), chunks what changed and embeds the chunks, reusing the
+stored vector of any chunk text it has embedded before, and hands the window
+as a :class:`~semsearch.commit.Change` to :func:`semsearch.commit.writing`,
+which writes its rows and its segment inside the one SQLite transaction of the
+whole add. Repeated ids and the ids seen for pruning are kept as hashes
+(:class:`SeenIds`); what was pruned is removed at the end, and the commit
+makes the whole add one generation (segments, tombstones); the reader then
+reads that generation. If the merge policy
+(:class:`~semsearch.config.MergePolicy`) then asks for it, the same write
+merges segments, as one more generation.
 
 Stage timings (``load``, ``diff``, ``chunk``, ``embed``, ``sqlite``, ``faiss``)
 go into :attr:`AddResult.timings`.

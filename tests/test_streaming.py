@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -168,6 +169,26 @@ def test_a_failure_in_a_later_window_deletes_the_earlier_windows_files(
         assert index._generation == generation and len(index) == 2
         assert _segment_files(index.path) == live
         assert index.search("harbour", k=5, mode="keyword")  # the reader still reads
+
+
+def test_a_read_during_an_add_sees_the_last_commit(tmp_path, small_windows):
+    class Reads(FakeEncoder):
+        index: Index | None = None
+        seen: ClassVar[list[tuple[int, int]]] = []
+
+        def encode_documents(self, texts, batch_size=32, progress=False):
+            if self.index is not None:  # windows already written, not committed
+                hits = self.index.search("text", k=50, mode="keyword")
+                self.seen.append((len(self.index), len(hits)))
+            return super().encode_documents(texts, batch_size, progress)
+
+    encoder = Reads()
+    with _index(tmp_path / "ix", encoder) as index:
+        index.add(_articles(_texts(3)))
+        encoder.index = index
+        index.add(_articles(_texts(10, start=3)))
+        encoder.index = None
+        assert encoder.seen == [(3, 3)] * 3 and len(index) == 13
 
 
 def test_prune_pages_through_the_stored_articles(tmp_path, fake_encoder, small_windows):
