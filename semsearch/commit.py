@@ -425,12 +425,8 @@ class Write:
                 for segment, gone in current.vectors.locate(old_ids).items():
                     store.add_tombstones(segment, gone.tolist())
         self.chunks_removed += len(old_ids)
-        folder, number, index_type, written = (
-            self.folder,
-            self.number,
-            self.index_type,
-            self.written,
-        )
+        folder, number, written = self.folder, self.number, self.written
+        index_type = self.index_type
         with clock("faiss"):
             if change.rebuild:
                 # Every live vector, and the new ones, as one segment of the type.
