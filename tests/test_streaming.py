@@ -13,9 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import ClassVar
+from unittest.mock import patch
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from semsearch import Article, BadInputError, Index, MergePolicy
 from semsearch import writer as writer_module
@@ -263,3 +266,37 @@ def test_a_crash_after_a_window_leaves_the_index_as_it_was(tmp_path, fake_encode
         assert _segment_files(folder) == {s.id for s in index._vectors.segments}
         assert len(index._vectors.segments) == 2
     assert verify(folder).ok and not verify(folder).notes
+
+
+@settings(max_examples=20)
+@given(
+    rows=st.lists(
+        st.tuples(st.integers(0, 9), st.sampled_from(["harbour", "orchard", "ferry", ""])),
+        max_size=25,
+    ),
+    window=st.integers(1, 5),
+    read=st.integers(1, 4),
+)
+def test_any_windows_give_what_one_window_gives(tmp_path_factory, rows, window, read):
+    # Updates, repeated ids and articles with no text, in windows of any size.
+    base = [make_article(f"r{i}", f"Base text {i}.") for i in range(0, 10, 2)]
+    items = [
+        make_article(f"r{i}", f"{word} {n}" if word else " ", path=f"in:{n}")
+        for n, (i, word) in enumerate(rows)
+    ]
+    outcomes = []
+    for window_chunks, read_articles in ((10**6, 10**6), (window, read)):
+        folder = tmp_path_factory.mktemp("ix") / "ix"
+        with (
+            patch.object(writer_module, "WINDOW_CHUNKS", window_chunks),
+            patch.object(writer_module, "READ_ARTICLES", read_articles),
+            _index(folder, FakeEncoder()) as index,
+        ):
+            index.add(base)
+            result = index.add(items)
+            stored = {f"r{i}": getattr(index.get(f"r{i}"), "text", None) for i in range(10)}
+            counts = (result.added, result.updated, result.unchanged, result.chunks_added)
+            skipped = sorted(map(str, result.skipped))  # each batch's repeats before its chunks
+            outcomes.append((stored, counts, result.chunks_removed, skipped, len(index)))
+        assert verify(folder).ok
+    assert outcomes[1] == outcomes[0]
