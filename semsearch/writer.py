@@ -181,7 +181,7 @@ class Writer:
         clock = StageClock()
         reader = self.reader
         tally = _Tally()
-        with self.writing(), _progress_bar(progress) as bar, SeenIds() as seen:
+        with self.writing(), _progress_bar(progress) as bar, SeenIds(reader.path) as seen:
             # A connection of its own: this process's readers share the reader's,
             # and must not see this transaction's rows before their segments.
             store = Store(reader.path / reader.manifest.store_file)
@@ -512,11 +512,16 @@ class SeenIds:
     whose hashes collide. Ten million ids: 160 MB, where a set of the strings
     would take gigabytes. Use it as a context manager (the spool is closed at
     its end; the file has no name and goes with it).
+
+    Args:
+        folder: where the spool file goes (default: the system's temporary folder).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, folder: Path | None = None) -> None:
         self._runs: list[tuple[np.ndarray, np.ndarray]] = []
-        self._spool = tempfile.TemporaryFile()  # noqa: SIM115 (closed by __exit__)
+        # No name, so nothing is left behind even by a crash. 50 bytes an id or so:
+        # in the index's folder (default: the system's), not a /tmp that may be RAM.
+        self._spool = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 (closed by __exit__)
 
     def __enter__(self) -> SeenIds:
         return self
