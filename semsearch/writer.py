@@ -522,6 +522,8 @@ class SeenIds:
         # No name, so nothing is left behind even by a crash. 50 bytes an id or so:
         # in the index's folder (default: the system's), not a /tmp that may be RAM.
         self._spool = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 (closed by __exit__)
+        self._spooled = 0
+        """Bytes in the spool (each batch's records are appended in one write)."""
 
     def __enter__(self) -> SeenIds:
         return self
@@ -546,6 +548,7 @@ class SeenIds:
         kept: list[Article] = []
         new_hashes: list[int] = []
         offsets: list[int] = []
+        records: list[bytes] = []
         n = 0
         for item in items:
             if isinstance(item, Skipped):
@@ -563,9 +566,14 @@ class SeenIds:
                 )
                 continue
             here[item.id] = item.path or "an earlier article"
-            offsets.append(self._spool_write(item.id, here[item.id]))
+            key, where = _utf8(item.id), _utf8(here[item.id])
+            records.append(struct.pack("<II", len(key), len(where)) + key + where)
+            offsets.append(self._spooled)
+            self._spooled += len(records[-1])
             new_hashes.append(digest)
             kept.append(item)
+        self._spool.seek(0, os.SEEK_END)
+        self._spool.write(b"".join(records))
         self._add_run(np.array(new_hashes, dtype=np.uint64), np.array(offsets, dtype=np.int64))
         return kept
 
@@ -604,22 +612,29 @@ class SeenIds:
         self._runs.append((hashes[order], offsets[order]))
         # Merge while the run before is not much larger: sizes fall geometrically.
         while len(self._runs) > 1 and len(self._runs[-2][0]) <= 2 * len(self._runs[-1][0]):
-            (a, a_off), (b, b_off) = self._runs.pop(), self._runs.pop()
-            merged, merged_off = np.concatenate([b, a]), np.concatenate([b_off, a_off])
-            order = np.argsort(merged, kind="stable")
-            self._runs.append((merged[order], merged_off[order]))
-
-    def _spool_write(self, article_id: str, path: str) -> int:
-        key, where = _utf8(article_id), _utf8(path)
-        offset = self._spool.seek(0, os.SEEK_END)
-        self._spool.write(struct.pack("<II", len(key), len(where)) + key + where)
-        return offset
+            newer, older = self._runs.pop(), self._runs.pop()
+            self._runs.append(_merge_sorted(older, newer))
 
     def _spool_read(self, offset: int) -> tuple[str, str]:
         self._spool.seek(offset)
         n_key, n_where = struct.unpack("<II", self._spool.read(8))
         key, where = self._spool.read(n_key), self._spool.read(n_where)
         return key.decode("utf-8", "surrogatepass"), where.decode("utf-8", "surrogatepass")
+
+
+def _merge_sorted(
+    a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two runs of (sorted hashes, offsets) as one, by placing each element where it
+    goes (no sort, no concatenated copy: the peak is the two runs and the result)."""
+    n = len(a[0]) + len(b[0])
+    hashes, offsets = np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.int64)
+    at = np.searchsorted(a[0], b[0], side="right") + np.arange(len(b[0]))
+    hashes[at], offsets[at] = b
+    rest = np.ones(n, dtype=bool)
+    rest[at] = False
+    hashes[rest], offsets[rest] = a
+    return hashes, offsets
 
 
 def _utf8(text: str) -> bytes:
