@@ -1,20 +1,21 @@
 """The commit protocol: generations of segments, and applying a change atomically.
 
 Every write makes a new generation. The writer (:mod:`semsearch.writer`)
-prepares everything first (loading, chunking, embedding) and describes the
-write as a :class:`Change`; :func:`commit` applies it, in one SQLite
-transaction:
+describes the write as changes (:class:`Change`), one per window of its input (so
+that a write of millions of chunks holds one window in memory), and
+:func:`writing` applies them, all in one SQLite transaction:
 
-1. delete the dropped articles, insert the new ones with their chunks, and
-   record the dropped chunks as tombstones of the segments holding them;
-2. write and flush the new chunks' vectors as a new segment,
-   ``segment.<id>.faiss`` (:mod:`semsearch.segments`), and record it with its
-   size and CRC-32;
-3. record ``generation = n+1``, and commit.
+1. per window (:meth:`Write.apply`): delete the dropped articles, insert the
+   new ones with their chunks, and record the dropped chunks as tombstones of
+   the segments holding them; write and flush the window's vectors as a new
+   segment, ``segment.<id>.faiss`` (:mod:`semsearch.segments`), and record it
+   with its size and CRC-32;
+2. record ``generation = n+1``, and commit.
 
 That SQLite commit is the single switch: before it, the index is generation n
-in full; after it, n+1 in full. A write costs what it changes: one new file
-of its own chunks, and rows. Nothing existing is rewritten.
+in full; after it, n+1 in full, every window's segment at once. A write costs
+what it changes: new files of its own chunks, and rows. Nothing existing is
+rewritten. :func:`commit` applies a single change the same way.
 
 A :func:`merge` is a generation too: the live chunks of some segments written
 as one new segment, the old segments and their tombstones dropped in the same
@@ -274,7 +275,8 @@ class NewArticle:
 
 @dataclass(frozen=True)
 class Change:
-    """One write, described before anything is touched; :func:`commit` applies it.
+    """One write, or one window of a write: :meth:`Write.apply` applies it, :func:`commit`
+    applies one alone as a generation.
 
     Args:
         insert: articles to insert (an id already stored must also be in ``drop``).
@@ -347,8 +349,10 @@ def failpoint(stage: str, truncate: Path | None = None) -> None:
     """Kill this process at a named stage of a write, when the tests ask for it.
 
     Stages, in order: ``after-embed`` (in the writer), ``before-faiss-write``,
-    ``mid-faiss-write`` (the new file cut off halfway), ``before-commit``,
-    ``after-commit``, ``after-manifest``.
+    ``mid-faiss-write`` (the new file cut off halfway), ``after-window`` (a
+    window's rows and segment written, the next window or the commit to come;
+    the first three come once per window), ``before-commit``, ``after-commit``,
+    ``after-manifest``.
     """
     if os.environ.get(FAILPOINT_ENV) != stage:
         return
@@ -361,6 +365,196 @@ def failpoint(stage: str, truncate: Path | None = None) -> None:
 # -- applying it ------------------------------------------------------------------
 
 
+class Write:
+    """The next generation, being written one window at a time inside one SQLite transaction.
+
+    Made by :func:`writing`, which opens the transaction and commits it. Each
+    :meth:`apply` writes one window of a write: its rows (visible only to
+    this connection until the commit), its tombstones, and its new chunks'
+    vectors as a segment file of their own, recorded in the ``segments`` table
+    inside the same transaction. So a write of any size holds one window's
+    vectors at a time, SQLite spills the transaction's pages to its WAL, and
+    every window's segment becomes live at the same COMMIT, or none does.
+
+    Attributes:
+        number: the generation being written.
+        written: the files written so far (deleted again if the write fails).
+        chunks_removed: the chunks dropped or removed so far.
+        committed: after :func:`writing` ends, what it committed (None: nothing changed).
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        store: Store,
+        current: Generation,
+        manifest: Manifest,
+        clock: StageClock,
+        index_type: str,
+    ) -> None:
+        self.folder = folder
+        self.store = store
+        self.current = current
+        self.manifest = manifest
+        self.clock = clock
+        self.index_type = index_type
+        self.number = current.number + 1
+        self.written: list[Path] = []
+        self.replaced: list[int] = []
+        self.chunks_removed = 0
+        self.changed = False
+        self.rebuilt = False
+        self.committed: Committed | None = None
+        self.plan = vector_plan(folder, manifest, current, index_type)
+        self.added = 0
+        """Chunks inserted by the windows so far."""
+
+    def apply(self, change: Change) -> None:
+        """Apply one window of the write: its rows and tombstones, and a segment of its vectors.
+
+        The articles a window drops or removes must be stored before the write
+        began (an id appears in one window only); a rebuild is a write's only change.
+
+        Raises:
+            BadInputError: if FAISS cannot build or train the segment's index type.
+            OSError: if a file cannot be written.
+        """
+        assert not self.rebuilt, "a rebuild is a write's only change"
+        assert not (change.rebuild and self.changed), "a rebuild is a write's only change"
+        store, clock, current = self.store, self.clock, self.current
+        dim = self.manifest.model.dim
+        self.changed = True
+        with clock("sqlite"):
+            old_ids = store.chunk_ids([*change.drop, *change.remove])
+            store.delete_articles(list(change.drop))
+            store.remove_articles(list(change.remove))
+            # An id removed earlier and added again: its old rows go now.
+            store.purge_removed([a.article.id for a in change.insert])
+            new_ids = [
+                store.insert_article(a.article, a.article_hash, a.chunks, None, a.text_hashes)
+                for a in change.insert
+            ]
+            ids = np.concatenate(new_ids) if new_ids else np.zeros(0, dtype=np.int64)
+            hashes = [h for a in change.insert for h in a.text_hashes]
+            if not change.rebuild:
+                for segment, gone in current.vectors.locate(old_ids).items():
+                    store.add_tombstones(segment, gone.tolist())
+        self.chunks_removed += len(old_ids)
+        folder, number, written, plan = self.folder, self.number, self.written, self.plan
+        with clock("faiss"):
+            if change.rebuild:
+                # Every live vector, and the new ones, as one segment of the type.
+                self.rebuilt = True
+                kept_ids, kept = current.vectors.live_vectors()
+                keep = ~np.isin(kept_ids, old_ids)
+                all_ids = np.concatenate([kept_ids[keep], ids])
+                vectors = np.concatenate([kept[keep], change.new_vectors(dim)])
+                order = np.argsort(all_ids, kind="stable")
+                kept_keys = current.vectors.live_keys()
+                kept_keys = kept_keys[~np.isin(kept_keys["chunk"], old_ids)]
+                keys = sort_keys(np.concatenate([kept_keys, key_table(hashes, ids)]))
+                self.replaced = [s.id for s in current.vectors.segments]
+                store.purge_removed()  # every tombstone goes
+                store.delete_segments(self.replaced)
+                plan.retrain = True  # a rebuild trains anew on what it holds
+                fresh = plan.index_for(len(all_ids), len(all_ids), lambda n: _sample_of(vectors, n))
+                _add_segment(
+                    folder,
+                    store,
+                    number,
+                    fresh,
+                    all_ids[order],
+                    vectors[order],
+                    keys,
+                    written,
+                    plan=plan,
+                )
+            elif len(ids):
+                new_vectors = change.new_vectors(dim)
+                self.added += len(ids)
+                total = current.vectors.ntotal - self.chunks_removed + self.added
+                fresh = plan.index_for(
+                    len(ids), total, lambda n: draw_sample(current.vectors, new_vectors, n)
+                )
+                keys = key_table(hashes, ids)
+                _add_segment(
+                    folder, store, number, fresh, ids, new_vectors, keys, written, plan=plan
+                )
+        failpoint("after-window")
+
+
+class _Unchanged(Exception):
+    """Nothing was applied: roll the transaction back, commit no generation."""
+
+
+@contextmanager
+def writing(
+    folder: Path,
+    store: Store,
+    current: Generation,
+    manifest: Manifest,
+    clock: StageClock | None = None,
+    index_type: str | None = None,
+) -> Iterator[Write]:
+    """Write the next generation in windows: ``with writing(...) as write: write.apply(...)``.
+
+    The caller holds the writer lock, has called :func:`recover` since taking
+    it, and has converted a format-3 index (:func:`convert_legacy`). The block
+    runs inside one SQLite write transaction on ``store``: reads through
+    ``store`` in it see the windows applied so far, and no other connection
+    does. When the block ends, the generation is committed (the single
+    switch), then the manifest is written and replaced segments' files are
+    deleted; ``write.committed`` says what was committed. If the block applied
+    nothing, nothing is committed and ``write.committed`` stays None. If it
+    raises, or the process dies at any point before the commit, the
+    transaction rolls back and the index is as it was: the files written are
+    deleted now, or by the next writer's :func:`recover` after a crash.
+
+    Args:
+        folder: the index folder.
+        store: a connection to the index's store (no transaction open); for a
+            long write, not the one readers of this process share, which would
+            see the rows before their vectors.
+        current: the committed generation.
+        manifest: the current manifest; the new one is ``write.committed.manifest``.
+        clock: where to add the ``sqlite`` and ``faiss`` seconds.
+        index_type: the index type from now on (default: the manifest's).
+
+    Raises:
+        BadInputError: if FAISS cannot build or train a segment's index type.
+        OSError: if a file cannot be written.
+    """
+    assert not current.vectors.legacy, "convert a format-3 index before writing to it"
+    clock = clock or StageClock()
+    write = Write(
+        folder, store, current, manifest, clock, index_type or manifest.vectors.index_type
+    )
+    try:
+        with store.transaction():
+            yield write
+            if not write.changed:
+                raise _Unchanged
+            _save_quantizer(folder, store, write.plan, write.number, write.written)
+            manifest = _manifest_after(manifest, store, write.number, write.index_type)
+            store.set_meta(GENERATION, write.number)
+            failpoint("before-commit")
+            clock.start("sqlite")  # the commit itself
+        clock.stop("sqlite")
+    except _Unchanged:
+        return
+    except BaseException:
+        for path in write.written:  # the committed files are intact
+            path.unlink(missing_ok=True)
+        raise
+    failpoint("after-commit")
+    # Committed. The manifest and the dropped segments' files follow; both are re-derivable.
+    write_manifest(folder, manifest)
+    failpoint("after-manifest")
+    remove_segment_files(folder, write.replaced)
+    _remove_old_quantizer(folder, current, write.plan)
+    write.committed = Committed(write.number, manifest, write.chunks_removed)
+
+
 def commit(
     folder: Path,
     store: Store,
@@ -369,10 +563,9 @@ def commit(
     change: Change,
     clock: StageClock | None = None,
 ) -> Committed:
-    """Apply a change to SQLite and a new segment as the next generation.
+    """Apply one change to SQLite and a new segment as the next generation.
 
-    The caller holds the writer lock, has called :func:`recover` since taking
-    it, and has converted a format-3 index (:func:`convert_legacy`).
+    One window of :func:`writing`: see there for what the caller must hold.
 
     Args:
         folder: the index folder.
@@ -390,87 +583,10 @@ def commit(
             nothing is changed then.
         OSError: if a file cannot be written; nothing is changed then.
     """
-    assert not current.vectors.legacy, "convert a format-3 index before writing to it"
-    clock = clock or StageClock()
-    dim = manifest.model.dim
-    index_type = change.index_type or manifest.vectors.index_type
-    number = current.number + 1
-    written: list[Path] = []
-    replaced: list[int] = []
-    plan = vector_plan(folder, manifest, current, change.index_type)
-    try:
-        with store.transaction():
-            with clock("sqlite"):
-                old_ids = store.chunk_ids([*change.drop, *change.remove])
-                store.delete_articles(list(change.drop))
-                store.remove_articles(list(change.remove))
-                # An id removed earlier and added again: its old rows go now.
-                store.purge_removed([a.article.id for a in change.insert])
-                new_ids = [
-                    store.insert_article(a.article, a.article_hash, a.chunks, None, a.text_hashes)
-                    for a in change.insert
-                ]
-                ids = np.concatenate(new_ids) if new_ids else np.zeros(0, dtype=np.int64)
-                hashes = [h for a in change.insert for h in a.text_hashes]
-                if not change.rebuild:
-                    for segment, gone in current.vectors.locate(old_ids).items():
-                        store.add_tombstones(segment, gone.tolist())
-            with clock("faiss"):
-                if change.rebuild:
-                    # Every live vector, and the new ones, as one segment of the type.
-                    kept_ids, kept = current.vectors.live_vectors()
-                    keep = ~np.isin(kept_ids, old_ids)
-                    all_ids = np.concatenate([kept_ids[keep], ids])
-                    vectors = np.concatenate([kept[keep], change.new_vectors(dim)])
-                    order = np.argsort(all_ids, kind="stable")
-                    kept_keys = current.vectors.live_keys()
-                    kept_keys = kept_keys[~np.isin(kept_keys["chunk"], old_ids)]
-                    keys = sort_keys(np.concatenate([kept_keys, key_table(hashes, ids)]))
-                    replaced = [s.id for s in current.vectors.segments]
-                    store.purge_removed()  # every tombstone goes
-                    store.delete_segments(replaced)
-                    plan.retrain = True  # a rebuild trains anew on what it holds
-                    fresh = plan.index_for(
-                        len(all_ids), len(all_ids), lambda n: _sample_of(vectors, n)
-                    )
-                    _add_segment(
-                        folder,
-                        store,
-                        number,
-                        fresh,
-                        all_ids[order],
-                        vectors[order],
-                        keys,
-                        written,
-                        plan=plan,
-                    )
-                elif len(ids):
-                    new_vectors = change.new_vectors(dim)
-                    total = current.vectors.ntotal - len(old_ids) + len(ids)
-                    fresh = plan.index_for(
-                        len(ids), total, lambda n: draw_sample(current.vectors, new_vectors, n)
-                    )
-                    keys = key_table(hashes, ids)
-                    _add_segment(
-                        folder, store, number, fresh, ids, new_vectors, keys, written, plan=plan
-                    )
-                _save_quantizer(folder, store, plan, number, written)
-            manifest = _manifest_after(manifest, store, number, index_type)
-            store.set_meta(GENERATION, number)
-            failpoint("before-commit")
-            clock.start("sqlite")  # the commit itself
-        clock.stop("sqlite")
-    except BaseException:
-        for path in written:  # the committed files are intact
-            path.unlink(missing_ok=True)
-        raise
-    failpoint("after-commit")
-    # Committed. The manifest and the dropped segments' files follow; both are re-derivable.
-    write_manifest(folder, manifest)
-    failpoint("after-manifest")
-    remove_segment_files(folder, replaced)
-    _remove_old_quantizer(folder, current, plan)
-    return Committed(number, manifest, len(old_ids))
+    with writing(folder, store, current, manifest, clock, change.index_type) as write:
+        write.apply(change)
+    assert write.committed is not None
+    return write.committed
 
 
 def merge(

@@ -8,13 +8,13 @@ three rooms:
 - reads (open, search, get, info) are a :class:`~semsearch.reader.Reader`,
   which :class:`Index` extends;
 - writes (create, add, remove, rebuild, optimize) go to a
-  :class:`~semsearch.writer.Writer`, which prepares each as a
-  :class:`~semsearch.commit.Change`;
-- :func:`semsearch.commit.commit` applies a change as one generation: a new
-  segment file of the chunks written, then the SQLite transaction that names
-  it and tombstones the chunks removed, the single switch, so a failure at any
-  earlier point leaves the index as it was; :func:`semsearch.commit.merge`
-  merges segments the same way.
+  :class:`~semsearch.writer.Writer`, which prepares each as changes
+  (:class:`~semsearch.commit.Change`; an add: one per window of its input);
+- :func:`semsearch.commit.writing` applies them as one generation: a new
+  segment file of the chunks each window wrote, inside the SQLite transaction
+  that names them and tombstones the chunks removed, whose commit is the
+  single switch, so a failure at any earlier point leaves the index as it
+  was; :func:`semsearch.commit.merge` merges segments the same way.
 """
 
 from __future__ import annotations
@@ -335,9 +335,11 @@ class Index(Reader):
         """Add articles; an article whose id is already indexed is replaced if it changed.
 
         Unchanged articles (same id, same content) are not embedded again. The
-        write is all or nothing, under the index's writer lock; everything is
-        chunked and embedded before the index is touched. :class:`Skipped`
-        items (from :func:`load_paths`) pass through to the result.
+        write is all or nothing, under the index's writer lock: the input is
+        read once, in windows (each chunked, embedded and written as a segment
+        before the next is read, so memory does not grow with the input), and
+        every window becomes visible at one commit, or none does.
+        :class:`Skipped` items (from :func:`load_paths`) pass through to the result.
 
         Args:
             prune: the files and folders these articles were read from, as given to
@@ -346,8 +348,8 @@ class Index(Reader):
                 a file that had a skipped input this time are kept. Paths are
                 compared resolved (``os.path.realpath``), however they were typed.
             strict: write nothing if any input is skipped (a bad row, a repeated
-                id, an article with no text): raise instead, before the index is
-                touched.
+                id, an article with no text): raise instead, before the commit
+                (the rest of the input is still read, to count what is skipped).
 
         An id given twice in one write keeps its first article; the later one
         is skipped, named by its file and line.

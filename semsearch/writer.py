@@ -3,14 +3,19 @@
 A :class:`Writer` works on a :class:`~semsearch.reader.Reader`'s index. Each
 write takes the folder's writer lock (:mod:`semsearch.lock`), picks up the
 latest generation and cleans up after any crashed write
-(:func:`semsearch.commit.recover`), then prepares everything before touching
-the index: it compares the articles with what is stored (by content hash),
-finds what was pruned, chunks what changed and embeds the chunks, reusing the
-stored vector of any chunk text it has embedded before. The result is a
-:class:`~semsearch.commit.Change`, which :func:`semsearch.commit.commit`
-applies as one generation (a new segment, tombstones); the reader then reads
-that generation. If the merge policy (:class:`~semsearch.config.MergePolicy`)
-then asks for it, the same write merges segments, as one more generation.
+(:func:`semsearch.commit.recover`). An add then reads its input once, in
+windows of at most :data:`WINDOW_CHUNKS` chunks, so that its memory does not
+grow with its size: per window it compares the articles with what is stored
+(by content hash), chunks what changed and embeds the chunks, reusing the
+stored vector of any chunk text it has embedded before, and hands the window
+as a :class:`~semsearch.commit.Change` to :func:`semsearch.commit.writing`,
+which writes its rows and its segment inside the one SQLite transaction of the
+whole add. Repeated ids and the ids seen for pruning are kept as hashes
+(:class:`SeenIds`); what was pruned is removed at the end, and the commit
+makes the whole add one generation (segments, tombstones); the reader then
+reads that generation. If the merge policy
+(:class:`~semsearch.config.MergePolicy`) then asks for it, the same write
+merges segments, as one more generation.
 
 Stage timings (``load``, ``diff``, ``chunk``, ``embed``, ``sqlite``, ``faiss``)
 go into :attr:`AddResult.timings`.
@@ -21,17 +26,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
+import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
+from dataclasses import field as dataclass_field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
 from . import __version__, commit
-from .chunk import MAX_TITLE_TOKENS
+from .chunk import MAX_TITLE_TOKENS, Chunker
 from .commit import Change, NewArticle, StageClock, failpoint
 from .config import (
     BUILD_BACKENDS,
@@ -55,7 +63,7 @@ from .embed import (
     load_encoder,
 )
 from .errors import BadInputError, LockedError, ModelError
-from .load import STDIN_NAME, first_of_each_id, skipped_article, source_file
+from .load import STDIN_NAME, skipped_article, source_file
 from .lock import WriterLock
 from .manifest import ChunkerInfo, Manifest, ModelInfo, VectorsInfo, write_manifest
 from .migrations import TEXT_HASH_BYTES
@@ -64,6 +72,8 @@ from .records import AddResult, Article, Chunk, OptimizeResult, Skipped
 from .segments import plan_merge
 from .store import Store, utc_now
 from .vectors import VectorIndex, resolve_factory
+
+T = TypeVar("T")
 
 
 class Writer:
@@ -136,6 +146,13 @@ class Writer:
             done = commit.commit(
                 reader.path, reader._store, reader._current, reader.manifest, change, clock
             )
+            self._settle(done, clock)
+        return done.chunks_removed
+
+    def _settle(self, done: commit.Committed, clock: StageClock | None = None) -> None:
+        """Read the generation just committed, then merge segments if the policy says so."""
+        reader = self.reader
+        with reader._lock:
             self._adopt(done)
             chosen = plan_merge(reader._vectors, self.merge_policy)
             if chosen:  # one merge per write: bounded work
@@ -143,7 +160,6 @@ class Writer:
                     reader.path, reader._store, reader._current, reader.manifest, chosen, clock
                 )
                 self._adopt(merged)
-        return done.chunks_removed
 
     def add(
         self,
@@ -154,75 +170,135 @@ class Writer:
         prune: Sequence[str | os.PathLike[str]] | None,
         strict: bool,
     ) -> AddResult:
-        """The write behind :meth:`semsearch.Index.add` (see there)."""
+        """The write behind :meth:`semsearch.Index.add` (see there).
+
+        The input is read once, in windows of :data:`WINDOW_CHUNKS` chunks: each
+        is diffed, chunked, embedded and written (its rows, and its vectors as a
+        segment) before the next is read, all inside the one SQLite transaction
+        of :func:`semsearch.commit.writing`, so the whole add is one generation
+        and its memory does not grow with its size. Pruning and ``strict``'s
+        refusal come at the end, before the commit.
+        """
         started = time.perf_counter()
         clock = StageClock()
-        fresh: dict[str, Article] = {}
-        skipped: list[Skipped] = []
-        for item in clock.iterate("load", first_of_each_id(articles)):
-            if isinstance(item, Skipped):
-                skipped.append(item)
-            else:
-                fresh[item.id] = item
         reader = self.reader
-        with self.writing():
-            with clock("diff"), reader._lock:
-                hashes = {a.id: article_hash(a) for a in fresh.values()}
-                stored = reader._store.article_hashes(list(hashes))
-                todo = [a for a in fresh.values() if stored.get(a.id) != hashes[a.id]]
-                gone = self._gone(prune, set(fresh), skipped) if prune is not None else []
-            settings = reader.manifest.chunker
-            chunker = (
-                make_chunker(self.encoder, settings.overlap_tokens, settings.chunk_tokens)
-                if todo
-                else None
-            )
-            chunked: list[tuple[Article, list[Chunk]]] = []
-            with clock("chunk"):
-                for article in todo:
-                    assert chunker is not None
-                    chunks = chunker.chunks(article)
-                    if chunks:
-                        chunked.append((article, chunks))
-                    else:
-                        skipped.append(skipped_article(article, "no text to index"))
-                texts = (
-                    [chunker.embed_text(a, c) for a, cs in chunked for c in cs] if chunker else []
-                )
-            if strict and skipped:
-                raise BadInputError(
-                    f"{len(skipped)} input(s) skipped and strict mode is on, so nothing "
-                    f"was written; the first: {skipped[0]}"
-                )
-            with clock("embed"):
-                text_hashes = [_embedded_text_hash(t) for t in texts]
-                vectors, embedded = self._embed_documents(texts, text_hashes, batch_size, progress)
-            failpoint("after-embed")
-            replaced = [a.id for a, _ in chunked if a.id in stored]
-            insert, start = [], 0
-            for article, chunks in chunked:
-                end = start + len(chunks)
-                digest, part = hashes[article.id], slice(start, end)
-                insert.append(NewArticle(article, digest, chunks, vectors[part], text_hashes[part]))
-                start = end
-            change = Change(insert=insert, drop=replaced, remove=gone)
-            removed = self._commit(change, clock) if chunked or gone else 0
+        tally = _Tally()
+        with self.writing(), _progress_bar(progress) as bar, SeenIds(reader.path) as seen:
+            # A connection of its own: this process's readers share the reader's,
+            # and must not see this transaction's rows before their segments.
+            store = Store(reader.path / reader.manifest.store_file)
+            try:
+                with commit.writing(
+                    reader.path, store, reader._current, reader.manifest, clock
+                ) as write:
+                    self._add_windows(articles, store, write, seen, tally, batch_size, bar, strict)
+                    if strict and tally.skipped:
+                        skipped = tally.skipped
+                        raise BadInputError(
+                            f"{len(skipped)} input(s) skipped and strict mode is on, so nothing "
+                            f"was written; the first: {skipped[0]}"
+                        )
+                    if prune is not None:
+                        tally.removed = self._prune(prune, store, write, seen, tally.skipped)
+            finally:
+                store.close()
+            done = write.committed
+            if done is not None:
+                self._settle(done, clock)
         return AddResult(
-            added=len(chunked) - len(replaced),
-            updated=len(replaced),
-            unchanged=len(fresh) - len(todo),
-            chunks_added=len(texts),
-            chunks_removed=removed,
-            skipped=tuple(skipped),
+            added=tally.added,
+            updated=tally.updated,
+            unchanged=tally.unchanged,
+            chunks_added=tally.chunks_added,
+            chunks_removed=done.chunks_removed if done is not None else 0,
+            skipped=tuple(tally.skipped),
             seconds=time.perf_counter() - started,
             timings=clock.seconds,
-            removed=len(gone),
-            chunks_embedded=embedded,
-            lines_removed=sum(len(a.removed_lines) for a in fresh.values()),
+            removed=tally.removed,
+            chunks_embedded=tally.chunks_embedded,
+            lines_removed=tally.lines_removed,
         )
 
+    def _add_windows(
+        self,
+        articles: Iterable[Article | Skipped],
+        store: Store,
+        write: commit.Write,
+        seen: SeenIds,
+        tally: _Tally,
+        batch_size: int,
+        bar: _Bar,
+        strict: bool,
+    ) -> None:
+        """Read, diff and chunk the input, embedding and writing it a window at a time.
+
+        With ``strict``, the first skipped input stops the embedding and
+        writing; the rest is still read and chunked, to count what is skipped.
+        """
+        settings = self.reader.manifest.chunker
+        chunker: Chunker | None = None
+        window: list[_Pending] = []
+        in_window = 0
+        for batch in _batches(write.clock.iterate("load", articles), READ_ARTICLES):
+            fresh = seen.first_of_each_id(batch, tally.skipped)
+            tally.lines_removed += sum(len(a.removed_lines) for a in fresh)
+            with write.clock("diff"):
+                digests = [article_hash(a) for a in fresh]
+                stored = store.article_hashes([a.id for a in fresh])
+            for article, digest in zip(fresh, digests, strict=True):
+                if stored.get(article.id) == digest:
+                    tally.unchanged += 1
+                    continue
+                with write.clock("chunk"):
+                    if chunker is None:
+                        chunker = make_chunker(
+                            self.encoder, settings.overlap_tokens, settings.chunk_tokens
+                        )
+                    chunks = chunker.chunks(article)
+                    texts = [chunker.embed_text(article, c) for c in chunks]
+                if not chunks:
+                    tally.skipped.append(skipped_article(article, "no text to index"))
+                    continue
+                if strict and tally.skipped:
+                    continue  # refused at the end: nothing more to embed or write
+                window.append(_Pending(article, digest, chunks, texts, article.id in stored))
+                in_window += len(chunks)
+                if in_window >= WINDOW_CHUNKS:
+                    self._write_window(window, write, tally, batch_size, bar)
+                    window, in_window = [], 0
+        if window and not (strict and tally.skipped):
+            self._write_window(window, write, tally, batch_size, bar)
+
+    def _write_window(
+        self,
+        window: list[_Pending],
+        write: commit.Write,
+        tally: _Tally,
+        batch_size: int,
+        bar: _Bar,
+    ) -> None:
+        """Embed one window's chunks and apply it: its rows, and its vectors as a segment."""
+        texts = [t for pending in window for t in pending.texts]
+        with write.clock("embed"):
+            text_hashes = [_embedded_text_hash(t) for t in texts]
+            vectors, embedded = self._embed_documents(texts, text_hashes, batch_size, bar)
+        failpoint("after-embed")
+        insert, start = [], 0
+        for p in window:
+            part = slice(start, start + len(p.chunks))
+            insert.append(
+                NewArticle(p.article, p.digest, p.chunks, vectors[part], text_hashes[part])
+            )
+            start = part.stop
+        replaced = [p.article.id for p in window if p.stored]
+        write.apply(Change(insert=insert, drop=replaced))
+        tally.added += len(window) - len(replaced)
+        tally.updated += len(replaced)
+        tally.chunks_added += len(texts)
+        tally.chunks_embedded += embedded
+
     def _embed_documents(
-        self, texts: list[str], text_hashes: list[bytes], batch_size: int, progress: bool
+        self, texts: list[str], text_hashes: list[bytes], batch_size: int, bar: _Bar
     ) -> tuple[np.ndarray, int]:
         """Vectors for chunk texts: reused where this index embedded the same text, else new.
 
@@ -235,32 +311,45 @@ class Writer:
             cached = reader._vectors.reusable(sorted(set(text_hashes)))
         # One embedding per distinct new text, however many chunks share it.
         todo = {h: i for i, h in reversed(list(enumerate(text_hashes))) if h not in cached}
-        if todo:
+        items = list(todo.items())
+        for start in range(0, len(items), EMBED_STEP):  # the bar moves once per step
+            step = items[start : start + EMBED_STEP]
             fresh = self.encoder.encode_documents(
-                [texts[i] for i in todo.values()], batch_size=batch_size, progress=progress
+                [texts[i] for _, i in step], batch_size=batch_size, progress=False
             )
-            cached.update(zip(todo, fresh, strict=True))
+            cached.update(zip((h for h, _ in step), fresh, strict=True))
+            bar.update(len(step))
         for i, h in enumerate(text_hashes):
             vectors[i] = cached[h]
         return vectors, len(todo)
 
-    def _gone(
-        self, sources: Sequence[str | os.PathLike[str]], seen: set[str], skipped: list[Skipped]
-    ) -> list[str]:
-        """Indexed articles read from under these sources that this load did not yield."""
+    def _prune(
+        self,
+        sources: Sequence[str | os.PathLike[str]],
+        store: Store,
+        write: commit.Write,
+        seen: SeenIds,
+        skipped: list[Skipped],
+    ) -> int:
+        """Remove the indexed articles read from under these sources that this add did not
+        read again, a page of stored articles at a time; returns how many."""
         # "-" is stdin, whose rows load_paths names "<stdin>:LINE".
         roots = [STDIN_NAME if os.fspath(s) == "-" else _canonical(s) for s in sources]
         troubled = {_canonical(s.path) for s in skipped}
-        gone = []
-        for article_id, path in self.reader._store.article_paths():
-            if article_id in seen or path is None:
-                continue
-            file = _canonical(source_file(path))
-            if file in troubled:
-                continue
-            if any(_under(file, root) for root in roots):
-                gone.append(article_id)
-        return gone
+        removed = 0
+        for page in _stored_paths(store):
+            read = seen.contains([article_id for article_id, _ in page])
+            gone = []
+            for (article_id, path), again in zip(page, read, strict=True):
+                if again or path is None:
+                    continue
+                file = _canonical(source_file(path))
+                if file not in troubled and any(_under(file, root) for root in roots):
+                    gone.append(article_id)
+            if gone:
+                write.apply(Change(remove=gone))
+                removed += len(gone)
+        return removed
 
     def remove(self, article_ids: Iterable[str]) -> tuple[list[str], list[str]]:
         """The write behind :meth:`semsearch.Index.remove`: (removed ids, ids not found)."""
@@ -357,6 +446,249 @@ class Writer:
                 return False
             write_manifest(reader.path, reader.manifest)
         return True
+
+
+# -- the windows of an add -------------------------------------------------------------
+
+WINDOW_CHUNKS = 65_536
+"""Chunks an add embeds and writes at a time, as one segment of its generation.
+
+While a window is written the process holds its chunks' texts, their vectors
+(96 MiB of 384-d float32) and the segment's FAISS index; SQLite's page cache
+is bounded too (:data:`semsearch.store.WRITE_CACHE_KIB`), spilling the rest
+of the transaction to its WAL. So an add of any size peaks a few hundred MB
+above what the process held before, and makes one segment per window."""
+READ_ARTICLES = 4_096
+"""Articles read from the input at a time, checked for repeated ids and compared
+with the store in one query."""
+EMBED_STEP = 4_096
+"""Texts per call to the encoder: the progress bar moves once per call."""
+PAGE_ARTICLES = 10_000
+"""Stored articles read at a time when pruning."""
+
+
+@dataclass
+class _Tally:
+    """What an add has done so far, for :class:`AddResult`."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    chunks_added: int = 0
+    chunks_embedded: int = 0
+    lines_removed: int = 0
+    skipped: list[Skipped] = dataclass_field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """An article of the window being filled: chunked, to be embedded."""
+
+    article: Article
+    digest: str
+    chunks: list[Chunk]
+    texts: list[str]
+    """The text embedded for each chunk (:meth:`semsearch.chunk.Chunker.embed_text`)."""
+    stored: bool
+    """Whether it replaces a stored article of its id."""
+
+
+class _Bar(Protocol):
+    def update(self, n: int) -> object: ...
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        return None
+
+
+@contextmanager
+def _progress_bar(show: bool) -> Iterator[_Bar]:
+    """One bar for a whole add, counting the chunks embedded (its total is unknown:
+    the input is read as it goes)."""
+    if not show:
+        yield _NoBar()
+        return
+    from tqdm import tqdm  # comes with sentence-transformers and huggingface_hub
+
+    with tqdm(desc="Embedding", unit=" chunks") as bar:
+        yield bar
+
+
+def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+_PAGE_OF_PATHS = (
+    "SELECT pk, id, path FROM articles WHERE pk > ?"
+    " AND pk NOT IN (SELECT pk FROM removed_articles) ORDER BY pk LIMIT ?"
+)
+
+
+def _stored_paths(store: Store) -> Iterator[list[tuple[str, str | None]]]:
+    """Every stored article's (id, path it was read from), a page at a time (not a list
+    of millions at once)."""
+    after = -(2**63)
+    while rows := store.execute(_PAGE_OF_PATHS, (after, PAGE_ARTICLES)):
+        after = rows[-1][0]
+        yield [(article_id, path) for _pk, article_id, path in rows]
+
+
+class SeenIds:
+    """The article ids one add has read, in bounded memory: for repeated ids and pruning.
+
+    Each id costs 16 bytes of RAM: an 8-byte hash (BLAKE2b) kept in sorted
+    runs, merged as they grow (a log-structured merge: O(log n) runs), and the
+    offset in a temporary spool file of the id itself and the path it was
+    first read from. The spool is read only for an id whose hash was seen
+    before: to name where it was first read, and to tell a repeat from two ids
+    whose hashes collide. Ten million ids: 160 MB, where a set of the strings
+    would take gigabytes. Use it as a context manager (the spool is closed at
+    its end; the file has no name and goes with it).
+
+    Args:
+        folder: where the spool file goes (default: the system's temporary folder).
+    """
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self._runs: list[tuple[np.ndarray, np.ndarray]] = []
+        # No name, so nothing is left behind even by a crash. 50 bytes an id or so:
+        # in the index's folder (default: the system's), not a /tmp that may be RAM.
+        self._spool = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 (closed by __exit__)
+        self._spooled = 0
+        """Bytes in the spool (each batch's records are appended in one write)."""
+
+    def __enter__(self) -> SeenIds:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._spool.close()
+
+    def first_of_each_id(
+        self, items: Sequence[Article | Skipped], skipped: list[Skipped]
+    ) -> list[Article]:
+        """The articles among these whose id was not read before, in this batch or earlier.
+
+        As :func:`semsearch.load.first_of_each_id`, in bounded memory: a later
+        article of an id is appended to ``skipped`` as a :class:`Skipped` that
+        names its file and line and where the first one was read; the
+        :class:`Skipped` items among ``items`` are appended too, in order.
+        """
+        articles = [item for item in items if isinstance(item, Article)]
+        hashes = _id_hashes([a.id for a in articles])
+        earlier = self._first_paths(hashes, [a.id for a in articles])
+        here: dict[str, str] = {}
+        kept: list[Article] = []
+        new_hashes: list[int] = []
+        offsets: list[int] = []
+        records: list[bytes] = []
+        n = 0
+        for item in items:
+            if isinstance(item, Skipped):
+                skipped.append(item)
+                continue
+            first = earlier[n] or here.get(item.id)
+            digest = int(hashes[n])
+            n += 1
+            if first is not None:
+                skipped.append(
+                    skipped_article(
+                        item,
+                        f"duplicate id {item.id!r}, first at {first}; this one is skipped",
+                    )
+                )
+                continue
+            here[item.id] = item.path or "an earlier article"
+            key, where = _utf8(item.id), _utf8(here[item.id])
+            records.append(struct.pack("<II", len(key), len(where)) + key + where)
+            offsets.append(self._spooled)
+            self._spooled += len(records[-1])
+            new_hashes.append(digest)
+            kept.append(item)
+        self._spool.seek(0, os.SEEK_END)
+        self._spool.write(b"".join(records))
+        self._add_run(np.array(new_hashes, dtype=np.uint64), np.array(offsets, dtype=np.int64))
+        return kept
+
+    def contains(self, ids: Sequence[str]) -> np.ndarray:
+        """Whether each id was read: ``(n,)`` bool.
+
+        By hash alone: an id whose hash collides with one read (about one in
+        2**64 / n) counts as read, which keeps it from being pruned.
+        """
+        hashes = _id_hashes(ids)
+        found = np.zeros(len(hashes), dtype=bool)
+        for run, _ in self._runs:
+            at = np.minimum(np.searchsorted(run, hashes), len(run) - 1)
+            found |= run[at] == hashes
+        return found
+
+    def _first_paths(self, hashes: np.ndarray, ids: Sequence[str]) -> list[str | None]:
+        """Where each id was first read, if it was read before (from the spool)."""
+        found: list[str | None] = [None] * len(ids)
+        for run, offsets in self._runs:
+            at = np.searchsorted(run, hashes)
+            hits = np.flatnonzero(run[np.minimum(at, len(run) - 1)] == hashes)
+            for hit in hits:  # repeats, and collisions of 64-bit hashes
+                n, i = int(hit), int(at[hit])
+                while found[n] is None and i < len(run) and run[i] == hashes[n]:
+                    article_id, path = self._spool_read(int(offsets[i]))
+                    if article_id == ids[n]:
+                        found[n] = path
+                    i += 1
+        return found
+
+    def _add_run(self, hashes: np.ndarray, offsets: np.ndarray) -> None:
+        if not len(hashes):  # a batch of repeats only
+            return
+        order = np.argsort(hashes, kind="stable")
+        self._runs.append((hashes[order], offsets[order]))
+        # Merge while the run before is not much larger: sizes fall geometrically.
+        while len(self._runs) > 1 and len(self._runs[-2][0]) <= 2 * len(self._runs[-1][0]):
+            newer, older = self._runs.pop(), self._runs.pop()
+            self._runs.append(_merge_sorted(older, newer))
+
+    def _spool_read(self, offset: int) -> tuple[str, str]:
+        self._spool.seek(offset)
+        n_key, n_where = struct.unpack("<II", self._spool.read(8))
+        key, where = self._spool.read(n_key), self._spool.read(n_where)
+        return key.decode("utf-8", "surrogatepass"), where.decode("utf-8", "surrogatepass")
+
+
+def _merge_sorted(
+    a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two runs of (sorted hashes, offsets) as one, by placing each element where it
+    goes (no sort, no concatenated copy: the peak is the two runs and the result)."""
+    n = len(a[0]) + len(b[0])
+    hashes, offsets = np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.int64)
+    at = np.searchsorted(a[0], b[0], side="right") + np.arange(len(b[0]))
+    hashes[at], offsets[at] = b
+    rest = np.ones(n, dtype=bool)
+    rest[at] = False
+    hashes[rest], offsets[rest] = a
+    return hashes, offsets
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _id_hashes(ids: Sequence[str]) -> np.ndarray:
+    """An 8-byte BLAKE2b hash of each article id: ``(n,)`` uint64."""
+    return np.fromiter(
+        (int.from_bytes(hashlib.blake2b(_utf8(i), digest_size=8).digest(), "little") for i in ids),
+        dtype=np.uint64,
+        count=len(ids),
+    )
 
 
 # -- creating an index ---------------------------------------------------------------
