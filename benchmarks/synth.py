@@ -51,6 +51,7 @@ Writes ``synth.json``, ``synth.md`` and ``synth.png`` into ``--out`` (default
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import re
 import shutil
@@ -166,7 +167,7 @@ class VectorModel:
     def batches(
         self, n: int, stream: int = BASE_STREAM, start: int = 0
     ) -> Iterator[tuple[int, np.ndarray]]:
-        """Rows ``start`` to ``n`` of a stream as ``(first row, vectors)`` pieces of a batch each."""
+        """Rows ``start`` to ``n`` of a stream, as ``(first row, vectors)`` pieces of one batch."""
         row = start
         while row < n:
             i, offset = divmod(row, BATCH)
@@ -287,7 +288,7 @@ class TextModel:
         draws = np.searchsorted(self.cumulative, rng.random(int(lengths.sum())), side="right")
         tokens = self.words[np.minimum(draws, len(self.words) - 1)]
         bounds = np.concatenate([[0], np.cumsum(lengths)])
-        return [" ".join(tokens[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        return [" ".join(tokens[a:b]) for a, b in itertools.pairwise(bounds)]
 
     def texts(self, n: int, stream: int = BASE_STREAM, start: int = 0) -> Iterator[str]:
         """Texts of rows ``start`` to ``n`` of a stream, in order."""
@@ -323,7 +324,9 @@ def corpus_texts(dataset: Path) -> Iterator[str]:
 # -- reading real vectors -----------------------------------------------------------
 
 
-def read_index(index_dir: Path, dataset: Path | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def read_index(
+    index_dir: Path, dataset: Path | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """An index's chunk vectors and, with a BEIR dataset, its judged queries embedded.
 
     The index is copied to a scratch folder and opened there, so the original
@@ -422,7 +425,8 @@ def compare(real: np.ndarray, sizes: Sequence[int]) -> dict[str, Any]:
         for kind, model in (("blend", blend), ("harsh", harsh)):
             stats = neighbour_stats(model.vectors(size))
             growth.append({"kind": kind, **_without_values(stats)})
-            _log(f"{kind} {size:,}: nn1 {stats['nn1']['median']:.3f}, gap {stats['gap']['median']:.3f}")
+            nn1, gap = stats["nn1"]["median"], stats["gap"]["median"]
+            _log(f"{kind} {size:,}: nn1 {nn1:.3f}, gap {gap:.3f}")
     return {"equal_size": rows, "growth": growth}
 
 
@@ -438,14 +442,13 @@ def markdown(data: dict[str, Any], source: str) -> str:
         return f"{stats['median']:.{digits}f} ({stats['p10']:.{digits}f}-{stats['p90']:.{digits}f})"
 
     headers = ["set", "vectors", "1st nn cosine", "10th nn cosine", "gap 1st-10th", "local dim"]
-    rows = [
-        [r["set"], f"{r['n']:,}", cell(r["nn1"]), cell(r["nn10"]), cell(r["gap"]), cell(r["lid"], 1)]
-        for r in data["equal_size"]
-    ]
-    growth = [
-        [r["kind"], f"{r['n']:,}", cell(r["nn1"]), cell(r["nn10"]), cell(r["gap"]), cell(r["lid"], 1)]
-        for r in data["growth"]
-    ]
+
+    def columns(r: dict[str, Any]) -> list[object]:
+        stats = (cell(r["nn1"]), cell(r["nn10"]), cell(r["gap"]), cell(r["lid"], 1))
+        return [f"{r['n']:,}", *stats]
+
+    rows = [[r["set"], *columns(r)] for r in data["equal_size"]]
+    growth = [[r["kind"], *columns(r)] for r in data["growth"]]
     parts = [
         "## Synthetic vectors against the real chunk vectors",
         "",
