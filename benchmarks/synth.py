@@ -84,6 +84,13 @@ HARSH_NOISE = 0.5
 STATS_SAMPLE = 2_000
 STATS_K = 10
 LID_K = 20
+# Cheap ANN settings whose recall@10 tells how hard a set is for approximate search.
+ANN_SETTINGS = (
+    ("HNSW16", "efSearch", (10, 20, 40)),
+    ("IVF64,Flat", "nprobe", (1, 4)),
+    ("IVF64,PQ32x4fs", "nprobe", (4, 16)),
+)
+ANN_QUERIES = 300
 SEED = 0
 _WORD = re.compile(r"[^\W\d_]{2,}")
 
@@ -406,6 +413,41 @@ def _summary(values: np.ndarray) -> dict[str, Any]:
     }
 
 
+def ann_recall(vectors: np.ndarray, seed: int = SEED) -> dict[str, float]:
+    """Recall@10 of a few cheap FAISS settings, with 300 of the set's own points as queries.
+
+    The queries are held out of the base (seeded). The figures tell how hard
+    the set is for approximate search: a synthetic set should score as the
+    real one does at equal size.
+
+    Returns:
+        ``{"<factory> <param>=<value>": recall@10}``; empty for fewer than 2,796 vectors.
+    """
+    import faiss
+
+    from benchmarks.common import recall_at_k
+
+    if len(vectors) < ANN_QUERIES + 39 * 64:  # IVF64 wants 39 training points per list
+        return {}
+    order = np.random.default_rng([seed, 11]).permutation(len(vectors))
+    queries = vectors[order[:ANN_QUERIES]]
+    base = np.ascontiguousarray(vectors[np.sort(order[ANN_QUERIES:])])
+    flat = faiss.IndexFlatIP(base.shape[1])
+    flat.add(base)
+    _, truth = flat.search(queries, STATS_K)
+    found: dict[str, float] = {}
+    space = faiss.ParameterSpace()
+    for factory, param, values in ANN_SETTINGS:
+        index = faiss.index_factory(base.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+        index.train(base)
+        index.add(base)
+        for value in values:
+            space.set_index_parameter(index, param, value)
+            _, ids = index.search(queries, STATS_K)
+            found[f"{factory} {param}={value}"] = recall_at_k(ids, truth, STATS_K)
+    return found
+
+
 # -- the check --------------------------------------------------------------------
 
 
@@ -424,6 +466,8 @@ def compare(real: np.ndarray, sizes: Sequence[int]) -> dict[str, Any]:
     rows = []
     for name, kind, vectors in equal:
         rows.append({"set": name, "kind": kind, **neighbour_stats(vectors)})
+        if "half" not in name:
+            rows[-1]["ann_recall"] = ann_recall(vectors)
         _log(f"{name}: nn1 {rows[-1]['nn1']['median']:.3f}, gap {rows[-1]['gap']['median']:.3f}")
     growth = []
     for size in sizes:
@@ -468,6 +512,20 @@ def markdown(data: dict[str, Any], source: str) -> str:
         "",
         md_table(headers, rows),
     ]
+    judged = [r for r in data["equal_size"] if r.get("ann_recall")]
+    if judged:
+        settings = list(judged[0]["ann_recall"])
+        parts += [
+            "",
+            f"How hard each set is for approximate search at equal size: recall@{STATS_K} "
+            f"of a few cheap FAISS settings, with {ANN_QUERIES} of the set's own points "
+            "held out as queries (no re-ranking):",
+            "",
+            md_table(
+                ["set", *settings],
+                [[r["set"], *(round(r["ann_recall"][k], 3) for k in settings)] for r in judged],
+            ),
+        ]
     if growth:
         parts += [
             "",

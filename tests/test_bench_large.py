@@ -131,3 +131,27 @@ def test_harness_runs_end_to_end_at_a_tiny_size(sample_index_dir: Path, tmp_path
     md = (tmp_path / "out" / "large_1500.md").read_text()
     assert "python -m benchmarks.large --size 1500" in md and "Targets of issue 13" in md
     assert list((tmp_path / "scratch").iterdir()) == []  # the scratch index is deleted
+
+
+@pytest.mark.model
+def test_a_failing_set_is_recorded_and_exits_non_zero(
+    sample_index_dir: Path, tmp_path: Path
+) -> None:
+    argv = ["--size", "500", "--sets", "blend", "--queries", "10", "--index-type", "NoSuchIndex"]
+    argv += ["--index", str(sample_index_dir), "--dataset", str(TINY_BEIR)]
+    with pytest.raises(SystemExit, match="1 set"):
+        large.main([*argv, "--scratch", str(tmp_path / "s"), "--out", str(tmp_path / "out")])
+    data = json.loads((tmp_path / "out" / "large_500.json").read_text())
+    assert data["sets"] == [] and data["failed"][0]["set"] == "blend"
+    assert "blend failed" in (tmp_path / "out" / "large_500.md").read_text()
+
+
+@pytest.mark.model
+def test_synth_check_writes_its_tables_and_plot(sample_index_dir: Path, tmp_path: Path) -> None:
+    data = synth.main(["--index", str(sample_index_dir), "--sizes", "400", "--out", str(tmp_path)])
+    sets = [r["set"] for r in data["equal_size"]]
+    assert sets[0] == "real chunk vectors" and len(sets) == 5
+    assert [r["n"] for r in data["growth"]] == [400, 400]
+    assert all(0.0 < r["nn1"]["median"] <= 1.0 for r in data["equal_size"])
+    assert (tmp_path / "synth.png").stat().st_size > 0
+    assert "| real chunk vectors |" in (tmp_path / "synth.md").read_text()
