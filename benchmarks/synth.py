@@ -71,7 +71,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import RESULTS, md_table, unit, write_results
+from benchmarks.common import RESULTS, SCIFACT, md_table, unit, write_results
 
 # Rows per batch: row r of a stream is row r % BATCH of batch r // BATCH.
 BATCH = 16_384
@@ -333,6 +333,45 @@ def corpus_texts(dataset: Path) -> Iterator[str]:
                 yield f"{row.get('title', '')} {row.get('text', '')}"
 
 
+def keyword_load(docs: Sequence[str], queries: Sequence[str]) -> dict[str, float]:
+    """How much of a collection a keyword query touches, its words ORed (as FTS5 is asked).
+
+    Returns:
+        ``matched``: mean fraction of documents holding any of a query's words;
+        ``postings``: mean postings read per query, per document (the sum of the
+        query words' document frequencies over N); ``vocabulary``: distinct words.
+    """
+    sets = [{w.lower() for w in _WORD.findall(d)} for d in docs]
+    df: Counter[str] = Counter(w for words in sets for w in words)
+    matched, postings = [], []
+    for query in queries:
+        words = {w.lower() for w in _WORD.findall(query)}
+        matched.append(sum(1 for s in sets if not words.isdisjoint(s)) / len(sets))
+        postings.append(sum(df[w] for w in words) / len(sets))
+    return {
+        "matched": float(np.mean(matched)),
+        "postings": float(np.mean(postings)),
+        "vocabulary": float(len(df)),
+    }
+
+
+def compare_texts(dataset: Path, n_queries: int = 100) -> list[dict[str, Any]]:
+    """Keyword load of the generated texts beside the real corpus cut to the same lengths."""
+    from semsearch.evaluate import load_beir
+
+    real = list(corpus_texts(dataset))
+    model = TextModel.fit(real)
+    queries = list(load_beir(dataset).judged_queries().values())[:n_queries]
+    rng = np.random.default_rng([SEED, 13])
+    lengths = rng.integers(model.min_words, model.max_words + 1, len(real))
+    cut = [" ".join(t.split()[:length]) for t, length in zip(real, lengths, strict=True)]
+    rows = [
+        ("real corpus, cut to the same lengths", cut),
+        ("generated (word frequencies)", list(model.texts(len(real)))),
+    ]
+    return [{"texts": name, "n": len(docs), **keyword_load(docs, queries)} for name, docs in rows]
+
+
 # -- reading real vectors -----------------------------------------------------------
 
 
@@ -526,6 +565,21 @@ def markdown(data: dict[str, Any], source: str) -> str:
                 [[r["set"], *(round(r["ann_recall"][k], 3) for k in settings)] for r in judged],
             ),
         ]
+    if data.get("texts"):
+        parts += [
+            "",
+            "Texts for keyword search: how much of the collection the real queries touch "
+            "(their words ORed), generated texts against the real corpus cut to the same "
+            "lengths:",
+            "",
+            md_table(
+                ["texts", "documents", "matched by a query", "postings per document", "words"],
+                [
+                    [t["texts"], f"{t['n']:,}", t["matched"], t["postings"], round(t["vocabulary"])]
+                    for t in data["texts"]
+                ],
+            ),
+        ]
     if growth:
         parts += [
             "",
@@ -595,14 +649,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--sizes", default="100000", help="synthetic sizes for the growth table (comma-separated)"
     )
+    parser.add_argument(
+        "--dataset", type=Path, default=SCIFACT, help="BEIR folder: texts and queries to compare"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     started = time.perf_counter()
     sizes = [int(s) for s in args.sizes.replace("_", "").split(",") if s.strip()]
     real, _ = read_index(args.index)
+    texts = compare_texts(args.dataset) if args.dataset and args.dataset.is_dir() else []
     data: dict[str, Any] = {
         "settings": {
             "index": str(args.index),
+            "dataset": str(args.dataset) if texts else None,
             "neighbours": NEIGHBOURS,
             "spread": SPREAD,
             "noise": NOISE,
@@ -613,6 +672,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "seed": SEED,
         },
         **compare(real, sizes),
+        "texts": texts,
     }
     data["seconds"] = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)

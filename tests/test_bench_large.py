@@ -70,6 +70,14 @@ def test_texts_follow_the_word_frequencies() -> None:
     assert words.count("the") > words.count("cell") > words.count("protein") > 0
 
 
+def test_keyword_load_counts_documents_and_postings() -> None:
+    docs = ["cat sat here", "the dog", "cat and dog", "nothing"]
+    load = synth.keyword_load(docs, ["Cat!", "dog cat"])
+    assert load["matched"] == pytest.approx((2 / 4 + 3 / 4) / 2)
+    assert load["postings"] == pytest.approx((2 / 4 + 4 / 4) / 2)
+    assert load["vocabulary"] == 7
+
+
 def test_neighbour_stats_on_pairs_of_known_cosine() -> None:
     # 50 pairs at cosine 0.8, each pair orthogonal to every other: nn1 is 0.8 for all.
     dim, c = 100, 0.8
@@ -148,7 +156,9 @@ def test_a_failing_set_is_recorded_and_exits_non_zero(
 
 @pytest.mark.model
 def test_synth_check_writes_its_tables_and_plot(sample_index_dir: Path, tmp_path: Path) -> None:
-    data = synth.main(["--index", str(sample_index_dir), "--sizes", "400", "--out", str(tmp_path)])
+    argv = ["--index", str(sample_index_dir), "--dataset", str(TINY_BEIR), "--sizes", "400"]
+    data = synth.main([*argv, "--out", str(tmp_path)])
+    assert [t["n"] for t in data["texts"]] == [40, 40]
     sets = [r["set"] for r in data["equal_size"]]
     assert sets[0] == "real chunk vectors" and len(sets) == 5
     assert [r["n"] for r in data["growth"]] == [400, 400]
