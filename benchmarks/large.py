@@ -538,9 +538,14 @@ def markdown(rows: list[dict[str, Any]], data: dict[str, Any]) -> str:
         for r in rows
     ]
     settings = data["settings"]
-    options = ", ".join(
-        f"`{k}={settings[k]}`" for k in ("index_type", "memory_budget", "recall_target")
-    )
+    applied = rows[0]["build"]["create_options"] if rows else {}
+    asked = [f"`index_type={settings['index_type']}`"]
+    for key in ("memory_budget", "recall_target"):
+        if settings[key] is None:
+            continue
+        ignored = "" if key in applied else " (ignored: this semsearch's Index.create lacks it)"
+        asked.append(f"`{key}={settings[key]}`{ignored}")
+    options = ", ".join(asked)
     parts = [
         f"## {size:,} one-chunk articles",
         "",

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import large, synth
+from benchmarks import large, report, synth
 from benchmarks.common import TINY_BEIR, recall_at_k, unit
 from semsearch.embed import FINGERPRINT_TEXT
 
@@ -165,3 +165,9 @@ def test_synth_check_writes_its_tables_and_plot(sample_index_dir: Path, tmp_path
     assert all(0.0 < r["nn1"]["median"] <= 1.0 for r in data["equal_size"])
     assert (tmp_path / "synth.png").stat().st_size > 0
     assert "| real chunk vectors |" in (tmp_path / "synth.md").read_text()
+
+
+def test_report_names_the_large_benchmark_command(tmp_path: Path) -> None:
+    text = report.render("{{large_10m}} {{large_1m}}", tmp_path)
+    assert "`python -m benchmarks.large`" in text
+    assert "`python -m benchmarks.large --quick`" in text
