@@ -171,3 +171,14 @@ def test_report_names_the_large_benchmark_command(tmp_path: Path) -> None:
     text = report.render("{{large_10m}} {{large_1m}}", tmp_path)
     assert "`python -m benchmarks.large`" in text
     assert "`python -m benchmarks.large --quick`" in text
+
+
+def test_create_options_keep_only_what_index_create_accepts() -> None:
+    import inspect
+
+    from semsearch import Index
+
+    accepted = inspect.signature(Index.create).parameters
+    assert large.create_options(None, None) == {}
+    expected = {"memory_budget": "2GB"} if "memory_budget" in accepted else {}
+    assert large.create_options("2GB", None) == expected
