@@ -487,10 +487,12 @@ def _stage_seconds(row: dict[str, Any], pattern: str) -> float | None:
 
 
 def per_vector(n_bytes: int | None, n: int) -> float | None:
+    """Bytes per vector, or None where the figure is missing (no /proc)."""
     return None if n_bytes is None else n_bytes / n
 
 
 def markdown(rows: list[dict[str, Any]], data: dict[str, Any]) -> str:
+    """The section: query figures, build figures, failures, and the targets met or not."""
     size = data["settings"]["size"]
     cpu = data["cpu"]
     headers = ["set", "vectors", "index", "recall@10", "p50 ms", "p95 ms", "p99 ms", "open s"]

@@ -118,6 +118,7 @@ class VectorModel:
 
     @property
     def dim(self) -> int:
+        """The vectors' dimension."""
         return int(self.anchors.shape[1])
 
     @classmethod
