@@ -403,10 +403,13 @@ class Store:
         table = self._snippet_table()
         with sqlite_errors(self.path):
             rows = self._select_in("SELECT id, title, text FROM chunk_text WHERE id IN (?)", ids)
-            self._db.execute(f"DELETE FROM temp.{table}")  # the last query's chunks
+            # The last query's chunks go, these come: the FTS5 table is rebuilt from
+            # its content table (twice as fast as FTS5 deleting row by row).
+            self._db.execute(f"DELETE FROM temp.{table}_text")
             self._db.executemany(
-                f"INSERT INTO temp.{table} (rowid, title, text) VALUES (?, ?, ?)", rows
+                f"INSERT INTO temp.{table}_text (id, title, text) VALUES (?, ?, ?)", rows
             )
+            self._db.execute(f"INSERT INTO temp.{table} ({table}) VALUES ('rebuild')")
         with sqlite_errors(self.path, user_fts5):
             found = self._db.execute(
                 f"SELECT rowid, highlight({table}, 1, ?, ?) FROM temp.{table}"
@@ -417,7 +420,7 @@ class Store:
 
     @_mapped
     def _snippet_table(self) -> str:
-        """The temporary FTS5 table :meth:`highlighted` uses, made on first use.
+        """The temporary FTS5 table :meth:`highlighted` uses (and its content table), made once.
 
         Its tokenizer is read from ``chunks_fts``' own definition, so the two
         always tokenize alike. It lives in this connection's temporary database
@@ -431,9 +434,12 @@ class Store:
             if tokenizer is None:
                 raise damaged(self.path, "no such table: chunks_fts, or it has no tokenizer")
             self._db.execute(
-                "CREATE VIRTUAL TABLE IF NOT EXISTS temp.snippets USING fts5(title, text, "
-                + tokenizer.group(0)
-                + ")"
+                "CREATE TEMP TABLE IF NOT EXISTS snippets_text"
+                " (id INTEGER PRIMARY KEY, title TEXT, text TEXT)"
+            )
+            self._db.execute(
+                "CREATE VIRTUAL TABLE IF NOT EXISTS temp.snippets USING fts5(title, text,"
+                " content='snippets_text', content_rowid='id', " + tokenizer.group(0) + ")"
             )
             self._snippets = "snippets"
         return self._snippets
