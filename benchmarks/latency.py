@@ -11,6 +11,15 @@
   that process's peak RSS; with the ONNX backend (the default when the index
   has an export) and forced through sentence-transformers, side by side.
 - Warm figures use the index's default backend (named in the results).
+- Beside a plain peer: semsearch against the few lines anyone would write with
+  sentence-transformers and FAISS over the same chunk vectors
+  (``SentenceTransformer(model).encode([query], normalize_embeddings=True)``,
+  then a FAISS index of the index's own type, k=10), each in a process of its
+  own, kept warm and sent the same queries in turn (the order rotating query
+  by query), so both see the same machine at the same moments. Each process
+  times its own call; the ratios are semsearch's p50 over the peer's p50 in
+  that run (semantic, and hybrid, semsearch's default mode, against the same
+  peer).
 
     python -m benchmarks.latency --index INDEX --dataset DATASET [--queries N] [--cold-runs N]
 """
@@ -18,10 +27,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from benchmarks.common import (
     RESULTS,
@@ -71,6 +86,121 @@ def warm(index: Index, queries: list[str], k: int = 10) -> dict[str, Any]:
     return figures
 
 
+# -- beside a plain peer, in separate processes -----------------------------------
+
+
+class _Worker:
+    """A warm search process of this module's (``worker``), answering one query per line."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.latency", "worker", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+
+    def seconds(self, query: str, mode: str) -> float:
+        """The worker's own time for one search (its output's transfer not counted)."""
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._process.stdin.write(json.dumps({"query": query, "mode": mode}) + "\n")
+        self._process.stdin.flush()
+        line = self._process.stdout.readline()
+        if not line:
+            raise SystemExit(f"a latency worker stopped (exit status {self._process.wait()})")
+        return float(json.loads(line)["seconds"])
+
+    def close(self) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        self._process.wait()
+
+
+def worker(argv: list[str]) -> None:
+    """``python -m benchmarks.latency worker semsearch INDEX`` or
+    ``... worker peer VECTORS.npy MODEL FACTORY``: search each query read from stdin."""
+    kind, *args = argv
+    if kind == "semsearch":
+        index = Index.open(args[0])
+
+        def search(query: str, mode: str) -> object:
+            return index.search(query, k=10, mode=mode)
+
+    else:
+        import faiss
+        from sentence_transformers import SentenceTransformer
+
+        vectors = np.load(args[0], allow_pickle=False)
+        flat = faiss.index_factory(vectors.shape[1], args[2], faiss.METRIC_INNER_PRODUCT)
+        if not flat.is_trained:
+            flat.train(vectors)
+        flat.add(vectors)
+        model = SentenceTransformer(args[1], device="cpu")
+
+        def search(query: str, mode: str) -> object:
+            vector = model.encode([query], normalize_embeddings=True, convert_to_numpy=True)
+            return flat.search(vector, 10)
+
+    for line in sys.stdin:
+        asked = json.loads(line)
+        start = time.perf_counter()
+        search(asked["query"], asked["mode"])
+        seconds = time.perf_counter() - start
+        print(json.dumps({"seconds": seconds}), flush=True)
+
+
+PAIRED = (("peer", "semantic"), ("semsearch", "semantic"), ("semsearch", "hybrid"))
+"""What is timed for each query: (process, mode)."""
+
+
+def paired(index_dir: Path, queries: list[str], warmup: int = 10) -> dict[str, Any]:
+    """semsearch and the plain peer in separate warm processes, queries sent to each in turn.
+
+    Returns p50/p95/p99 per row of :data:`PAIRED` and the ratios of semsearch's
+    p50 (semantic, hybrid) over the peer's.
+    """
+    from semsearch.embed import resolve_model
+
+    with Index.open(index_dir) as index:
+        info = index.info()
+        _, vectors = index.chunk_vectors()
+    factory = info.faiss_factory
+    with tempfile.TemporaryDirectory(prefix="semsearch-latency-") as tmp:
+        np.save(Path(tmp) / "vectors.npy", vectors)
+        # The peer loads the model folder semsearch would; offline, as it is local.
+        offline = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+        workers = {
+            "peer": _Worker(
+                "peer",
+                str(Path(tmp) / "vectors.npy"),
+                resolve_model(info.model),
+                factory,
+                env=offline,
+            ),
+            "semsearch": _Worker("semsearch", str(index_dir)),
+        }
+        try:
+            for query in queries[-warmup:]:  # loads the models and warms the caches
+                for name, mode in PAIRED:
+                    workers[name].seconds(query, mode)
+            times: dict[str, list[float]] = {f"{n} {m}": [] for n, m in PAIRED}
+            for i, query in enumerate(queries):
+                turn = i % len(PAIRED)
+                for name, mode in PAIRED[turn:] + PAIRED[:turn]:
+                    times[f"{name} {mode}"].append(workers[name].seconds(query, mode))
+        finally:
+            for w in workers.values():
+                w.close()
+    figures: dict[str, Any] = {key: percentiles(t) for key, t in times.items()}
+    peer = figures["peer semantic"]["p50_ms"]
+    figures["ratios"] = {
+        mode: figures[f"semsearch {mode}"]["p50_ms"] / peer for mode in ("semantic", "hybrid")
+    }
+    figures["peer"] = {"faiss_factory": factory, "model": info.model, "chunks": len(vectors)}
+    return figures
+
+
 def cold(index_dir: Path, query: str, runs: int, backend: str) -> dict[str, Any]:
     command = [*semsearch_command(), "query", query, "--index", str(index_dir), "-k", "10"]
     env = {**os.environ, "SEMSEARCH_BACKEND": backend}
@@ -111,6 +241,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "model": info.model,
         },
         "warm": warm_figures,
+        "paired": paired(args.index, queries),
         "cold": {
             backend: cold(args.index, queries[0], args.cold_runs, backend)
             for backend in ("onnx", "torch")
@@ -157,9 +288,41 @@ def markdown(d: dict[str, Any]) -> str:
     return (
         f"Index of {i['articles']:,} articles, {i['chunks']:,} chunks (FAISS "
         f"{i['faiss_factory']}), k=10, {w['total_hybrid']['n']} queries.\n\n{warm_table}\n\n"
-        f"{ratio}\n\n{cold_table}"
+        f"{ratio}\n\n{markdown_paired(d['paired'])}\n\n{cold_table}"
+    )
+
+
+def markdown_paired(p: dict[str, Any]) -> str:
+    """The paired run's table: each row's percentiles and its p50 over the peer's."""
+    peer = p["peer semantic"]["p50_ms"]
+    names = {
+        "peer semantic": "plain peer: sentence-transformers `encode` + FAISS "
+        f"{p['peer']['faiss_factory']}, top 10 chunks",
+        "semsearch semantic": '`Index.search(text, mode="semantic")`',
+        "semsearch hybrid": "`Index.search(text)` (hybrid)",
+    }
+    table = md_table(
+        ["separate warm processes, queries in turn", "p50 ms", "p95 ms", "p99 ms", "p50 / peer"],
+        [
+            [
+                names[key],
+                p[key]["p50_ms"],
+                p[key]["p95_ms"],
+                p[key]["p99_ms"],
+                f"{p[key]['p50_ms'] / peer:.2f}x",
+            ]
+            for key in names
+        ],
+    )
+    r = p["ratios"]
+    return (
+        f"{table}\n\nBeside the plain peer, same queries, same chunk vectors, one run: "
+        f"semantic **{r['semantic']:.2f}x**, hybrid **{r['hybrid']:.2f}x** its p50."
     )
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["worker"]:
+        worker(sys.argv[2:])
+    else:
+        main()

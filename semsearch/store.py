@@ -284,6 +284,15 @@ class Store:
         return int(articles), int(chunks)
 
     @_mapped
+    def has_chunks(self) -> bool:
+        """Whether any chunk is held (removed ones not counted), without counting them all."""
+        row = self._db.execute(
+            "SELECT EXISTS (SELECT 1 FROM chunks"
+            " WHERE article_pk NOT IN (SELECT pk FROM removed_articles))"
+        ).fetchone()
+        return bool(row[0])
+
+    @_mapped
     def article_hashes(self, article_ids: Sequence[str]) -> dict[str, str]:
         """The stored article hash (column ``content_hash``) of each of these articles that exists.
 
