@@ -111,6 +111,14 @@ class _Worker:
             raise SystemExit(f"a latency worker stopped (exit status {self._process.wait()})")
         return float(json.loads(line)["seconds"])
 
+    def first_line(self) -> dict[str, Any]:
+        """What the worker said once loaded (the peer: its torch threads)."""
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line:
+            raise SystemExit(f"a latency worker stopped (exit status {self._process.wait()})")
+        return dict(json.loads(line))
+
     def close(self) -> None:
         assert self._process.stdin is not None
         self._process.stdin.close()
@@ -129,6 +137,7 @@ def worker(argv: list[str]) -> None:
 
     else:
         import faiss
+        import torch
         from sentence_transformers import SentenceTransformer
 
         vectors = np.load(args[0], allow_pickle=False)
@@ -137,6 +146,7 @@ def worker(argv: list[str]) -> None:
             flat.train(vectors)
         flat.add(vectors)
         model = SentenceTransformer(args[1], device="cpu")
+        print(json.dumps({"torch_threads": torch.get_num_threads()}), flush=True)
 
         def search(query: str, mode: str) -> object:
             vector = model.encode([query], normalize_embeddings=True, convert_to_numpy=True)
@@ -180,6 +190,8 @@ def paired(index_dir: Path, queries: list[str], warmup: int = 10) -> dict[str, A
             ),
             "semsearch": _Worker("semsearch", str(index_dir)),
         }
+        torch_threads = workers["peer"].first_line()["torch_threads"]
+        load_before = os.getloadavg()[0]
         try:
             for query in queries[-warmup:]:  # loads the models and warms the caches
                 for name, mode in PAIRED:
@@ -192,12 +204,20 @@ def paired(index_dir: Path, queries: list[str], warmup: int = 10) -> dict[str, A
         finally:
             for w in workers.values():
                 w.close()
+    load_after = os.getloadavg()[0]
     figures: dict[str, Any] = {key: percentiles(t) for key, t in times.items()}
     peer = figures["peer semantic"]["p50_ms"]
     figures["ratios"] = {
         mode: figures[f"semsearch {mode}"]["p50_ms"] / peer for mode in ("semantic", "hybrid")
     }
-    figures["peer"] = {"faiss_factory": factory, "model": info.model, "chunks": len(vectors)}
+    figures["peer"] = {
+        "faiss_factory": factory,
+        "model": info.model,
+        "chunks": len(vectors),
+        "torch_threads": torch_threads,
+    }
+    # How busy the machine was: the ratios hold for both sides alike, the times do not.
+    figures["load_average"] = {"before": load_before, "after": load_after}
     return figures
 
 
@@ -314,10 +334,12 @@ def markdown_paired(p: dict[str, Any]) -> str:
             for key in names
         ],
     )
-    r = p["ratios"]
+    r, load = p["ratios"], p["load_average"]
     return (
         f"{table}\n\nBeside the plain peer, same queries, same chunk vectors, one run: "
-        f"semantic **{r['semantic']:.2f}x**, hybrid **{r['hybrid']:.2f}x** its p50."
+        f"semantic **{r['semantic']:.2f}x**, hybrid **{r['hybrid']:.2f}x** its p50 "
+        f"(the peer's torch on {p['peer']['torch_threads']} threads, its default; load "
+        f"average {load['before']:.1f} before the run, {load['after']:.1f} after)."
     )
 
 

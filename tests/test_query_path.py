@@ -83,3 +83,13 @@ def test_searching_writes_nothing_into_the_index_folder(sample_index_dir, real_e
             index.search(query, k=5)
             index.search(query, k=5, mode="semantic")
         assert _files(sample_index_dir) == before
+
+
+def test_the_paired_benchmark_times_semsearch_beside_the_plain_peer(sample_index_dir):
+    from benchmarks.latency import PAIRED, markdown_paired, paired
+
+    figures = paired(sample_index_dir, QUERIES[:4], warmup=1)
+    assert all(figures[f"{n} {m}"]["n"] == 4 for n, m in PAIRED)
+    assert set(figures["ratios"]) == {"semantic", "hybrid"}
+    assert figures["peer"]["faiss_factory"] == "Flat" and figures["peer"]["torch_threads"] >= 1
+    assert "plain peer" in markdown_paired(figures)
