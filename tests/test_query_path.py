@@ -90,6 +90,7 @@ def test_the_paired_benchmark_times_semsearch_beside_the_plain_peer(sample_index
 
     figures = paired(sample_index_dir, QUERIES[:4], warmup=1)
     assert all(figures[f"{n} {m}"]["n"] == 4 for n, m in PAIRED)
-    assert set(figures["ratios"]) == {"semantic", "hybrid"}
-    assert figures["peer"]["faiss_factory"] == "Flat" and figures["peer"]["torch_threads"] >= 1
+    assert figures["ratios"]["peer-1-thread"].keys() == {"semantic", "hybrid"}
+    assert figures["peer"]["faiss_factory"] == "Flat"
+    assert figures["peer"]["torch_threads"]["peer-1-thread"] == 1
     assert "plain peer" in markdown_paired(figures)
