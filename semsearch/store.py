@@ -400,8 +400,9 @@ class Store:
         temporary in-memory FTS5 table with the index's own tokenizer: whether a
         document matches an expression, and where, depends on that document
         alone, so the result is the same, but without reading the whole index's
-        postings of the query's words (3.8 ms of a SciFact query's 7, for 10 hits).
-        Nothing is written to the index's file.
+        postings of the query's words (for 10 SciFact hits, 0.37 ms against 3.8
+        ms over ``chunks_fts``, measured side by side). Nothing is written to the
+        index's file.
 
         Raises:
             BadInputError: for an invalid FTS5 expression of the user's (``user_fts5``).
