@@ -346,6 +346,11 @@ class OnnxEncoder:
             tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
             options = onnxruntime.SessionOptions()
             options.log_severity_level = 3
+            # Idle pool threads sleep rather than spin: a spinning thread holds a
+            # core after run() returns, which SQLite, FAISS and other processes
+            # then wait for. Semantic SciFact queries on 2 busy cores: p50 20.6
+            # ms spinning off, 29.5 on (interleaved, same index); same vectors.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             if settings.get("optimized"):  # fused at export: nothing left to do
                 options.graph_optimization_level = (
                     onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL

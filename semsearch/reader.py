@@ -355,7 +355,7 @@ class Reader:
                 if not isinstance(text, str) or not text.strip():
                     raise BadInputError("empty query: give some words to search for")
             with self._lock:
-                if self._store.counts()[1] == 0:
+                if not self._store.has_chunks():  # no model to load for an empty index
                     return [[] for _ in texts]
             prepared = self._prepare(texts, mode, keyword_syntax)
         # One generation: FAISS and SQLite as one commit left them, whatever writers do.
