@@ -31,9 +31,11 @@ RECALL_TARGET = 0.95
 """Default recall@10 against exact search that tuning must reach."""
 TUNING_QUERIES = 500
 """Held-out vectors a compressed segment is tuned on (fewer in a smaller segment)."""
-COMPRESSED_MIN_SEGMENT = 20_000
-"""A segment smaller than this is written flat (exact) even where the index is
-compressed: exact search over it costs well under a millisecond."""
+SMALL_SEGMENT = 20_000
+"""A segment smaller than this is written flat (exact) even where the index as a
+whole is HNSW or compressed: exact search over it costs about a millisecond.
+Bigger segments of an index past the exact range take the index's type (a
+write of many 65k-chunk windows made as many flat segments, 3-4 ms each)."""
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import COMPRESSED_MIN_SEGMENT, IndexType, MergePolicy
+from .config import SMALL_SEGMENT, IndexType, MergePolicy
 from .errors import IncompatibleIndexError, damaged
 from .manifest import segment_file
 from .store import SegmentRow
@@ -655,12 +655,11 @@ class VectorPlan:
         """
         auto = self.index_type.strip().lower() == IndexType.AUTO.value
         factory = resolve_factory(self.index_type, n_total, self.memory_budget, self.dim)
+        if auto and n_vectors < SMALL_SEGMENT:
+            return VectorIndex.create("Flat", self.dim)
         index = VectorIndex.create(factory, self.dim)
         if not index.trains:
-            # Flat and HNSW: a small segment is flat, as before budgets.
-            return segment_index(self.index_type, n_vectors, self.dim) if auto else index
-        if auto and n_vectors < COMPRESSED_MIN_SEGMENT:
-            return VectorIndex.create("Flat", self.dim)
+            return index
         shared = self.quantizer
         if shared is not None and not self.retrain and (auto or shared.factory == factory):
             return shared.clone()

@@ -78,7 +78,7 @@ def compressed(folder: Path, base: np.ndarray, n: int) -> Index:
 def small_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
     """``auto``'s size thresholds scaled down 100x, so a few thousand vectors exercise them."""
     monkeypatch.setattr(vectors_module, "HNSW_THRESHOLD", 1_000)
-    monkeypatch.setattr(segments_module, "COMPRESSED_MIN_SEGMENT", 500)
+    monkeypatch.setattr(segments_module, "SMALL_SEGMENT", 500)
 
 
 def test_parse_bytes_reads_units_and_names_a_bad_value():
