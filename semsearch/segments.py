@@ -793,11 +793,44 @@ def _fsync(path: Path) -> None:
 # -- the merge policy -----------------------------------------------------------------
 
 
-def plan_merge(current: SegmentSet, policy: MergePolicy) -> list[int]:
+def kind_of(index: VectorIndex) -> str:
+    """``flat``, ``hnsw`` or ``compressed`` (a type that trains)."""
+    if index.exact:
+        return "flat"
+    return "compressed" if index.trains else "hnsw"
+
+
+def misfits(current: SegmentSet, plan: VectorPlan) -> list[Segment]:
+    """Segments of ``auto`` whose kind is not what the index's size asks for now.
+
+    An index past the exact range wants its segments of :data:`SMALL_SEGMENT`
+    chunks or more HNSW or compressed (by the memory budget): segments written
+    while it was smaller (flat, or HNSW before it outgrew the budget) are
+    rewritten by a merge in a later write, as Lucene rewrites segments of an
+    older codec.
+    """
+    if plan.index_type.strip().lower() != IndexType.AUTO.value:
+        return []
+    total = current.ntotal
+    factory = resolve_factory(plan.index_type, total, plan.memory_budget, plan.dim)
+    if factory == "Flat":
+        return []
+    wanted = kind_of(VectorIndex.create(factory, plan.dim))
+    return [
+        s
+        for s in current.segments
+        if current.live(s) >= SMALL_SEGMENT and kind_of(s.vectors) != wanted
+    ]
+
+
+def plan_merge(
+    current: SegmentSet, policy: MergePolicy, misfit: Sequence[Segment] = ()
+) -> list[int]:
     """The segments a write should merge now (none: an empty list).
 
     Tiered (see :class:`~semsearch.config.MergePolicy`): the lowest tier that
     holds ``segments_per_tier`` segments merges its smallest that many; else
+    the :func:`misfits` (``misfit``) are merged into one, smallest first; else
     the segment with the largest share of tombstones past
     ``max_tombstone_share`` is rewritten alone. A merge over
     ``max_merge_chunks`` live chunks is left to :meth:`semsearch.Index.optimize`.
@@ -815,6 +848,14 @@ def plan_merge(current: SegmentSet, policy: MergePolicy) -> list[int]:
             chosen = members[:per_tier]
             if sum(current.live(s) for s in chosen) <= policy.max_merge_chunks:
                 return [s.id for s in chosen]
+    taken, size = [], 0
+    for segment in sorted(misfit, key=current.live):
+        if size + current.live(segment) > policy.max_merge_chunks:
+            break
+        taken.append(segment.id)
+        size += current.live(segment)
+    if taken:
+        return taken
     by_share = sorted(
         current.segments,
         key=lambda s: len(current.tombstones.get(s.id, ())) / max(1, len(s)),

@@ -69,7 +69,7 @@ from .manifest import ChunkerInfo, Manifest, ModelInfo, VectorsInfo, write_manif
 from .migrations import TEXT_HASH_BYTES
 from .reader import Reader, make_chunker
 from .records import AddResult, Article, Chunk, OptimizeResult, Skipped
-from .segments import plan_merge
+from .segments import misfits, plan_merge
 from .store import Store, utc_now
 from .vectors import VectorIndex, resolve_factory
 
@@ -154,7 +154,8 @@ class Writer:
         reader = self.reader
         with reader._lock:
             self._adopt(done)
-            chosen = plan_merge(reader._vectors, self.merge_policy)
+            plan = commit.vector_plan(reader.path, reader.manifest, reader._current)
+            chosen = plan_merge(reader._vectors, self.merge_policy, misfits(reader._vectors, plan))
             if chosen:  # one merge per write: bounded work
                 merged = commit.merge(
                     reader.path, reader._store, reader._current, reader.manifest, chosen, clock

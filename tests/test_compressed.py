@@ -267,3 +267,22 @@ def test_semsearch_tune_on_a_flat_index_says_there_is_nothing_to_tune(sample_ind
     assert "Nothing to tune" in result.output
     result = CliRunner().invoke(cli, ["tune", "--index", str(sample_index_dir), "--json"])
     assert result.exit_code == 0 and result.output.strip() == "[]"
+
+
+def test_segments_written_before_the_index_outgrew_them_are_rewritten_by_a_later_write(
+    tmp_path, small_thresholds
+):
+    base = clustered(3_000, seed=13)
+    folder = tmp_path / "ix"
+    with (
+        Index.creating(
+            folder, encoder=PrecomputedEncoder(DIM, base), memory_budget="1MB", onnx=False
+        ) as index,
+        index,
+    ):
+        index.add(notes(0, 800))  # within the (scaled) exact range: flat
+        assert [s["factory"] for s in index.info().segment_list] == ["Flat"]
+        index.add(notes(800, 3_000))  # past it: the flat segment no longer fits
+        kinds = {s["factory"].split(",")[-1] for s in index.info().segment_list}
+        assert kinds == {"PQ48x4fs"}, index.info().segment_list
+        assert recall_of(index, base, clustered(50, seed=14)) >= 0.95 - TOLERANCE
