@@ -54,9 +54,11 @@ from typing import BinaryIO, TypeVar
 import numpy as np
 
 from .errors import IncompatibleIndexError, damaged
+from .impacts import write_keywords
 from .lock import LOCK_FILE
 from .manifest import (
     FORMAT_VERSION,
+    KEYWORD_SUFFIXES,
     STORE_FILE,
     Manifest,
     legacy_vector_files,
@@ -510,7 +512,9 @@ def _add_segment(
     """Write a segment of these (ascending) ids and record it; returns its id."""
     segment = store.new_segment(index.factory, len(ids), generation)
     written += [folder / segment_file(segment, suffix) for suffix in (".faiss", NPY, KEYS)]
+    written += [folder / segment_file(segment, suffix) for suffix in KEYWORD_SUFFIXES]
     files = write_segment(folder, segment, index, ids, vectors, keys, stages)
+    files.update(write_keywords(folder, store, segment, ids, stages))
     store.set_segment_files(segment, files)
     return segment
 
@@ -541,7 +545,7 @@ def _manifest_after(manifest: Manifest, store: Store, generation: int, index_typ
 def remove_segment_files(folder: Path, segments: Iterable[int]) -> None:
     """Delete the files of segments no longer live (a reader holding them keeps its mapping)."""
     for segment in segments:
-        for suffix in (".faiss", NPY, KEYS):
+        for suffix in (".faiss", NPY, KEYS, *KEYWORD_SUFFIXES):
             (folder / segment_file(segment, suffix)).unlink(missing_ok=True)
 
 

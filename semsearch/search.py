@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import impacts
 from .filters import Filter
 from .keywords import marked_spans
 from .records import COMMON_FIELDS, Hit
@@ -98,13 +99,11 @@ def search(
             assert query.vector is not None
             ranked.append(_semantic(vectors, store, query.vector, k, group, scope))
         elif mode == "keyword":
-            matches = KeywordMatches.of(store, query, where, dead)
+            matches = KeywordMatches.of(vectors, store, query, where, scope)
             ranked.append(matches.ranking(store, k, group))
         else:
             assert query.vector is not None
-            ranked.append(
-                _hybrid(vectors, store, query, k, group, where, scope, hybrid_weight, dead)
-            )
+            ranked.append(_hybrid(vectors, store, query, k, group, where, scope, hybrid_weight))
     rows = store.chunk_rows([r.chunk_id for hits in ranked for r in hits])
     hits = []
     for query, picked in zip(queries, ranked, strict=True):
@@ -213,39 +212,77 @@ def _pick(
 # -- keyword -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class KeywordMatches:
-    """Every chunk matching a keyword query: ids and BM25 scores, best first."""
+    """Every live chunk matching a keyword query: ids and BM25 scores, unordered.
 
-    ids: np.ndarray
-    scores: np.ndarray
+    Scored from the segments' postings (:mod:`semsearch.impacts`) where the
+    query is plain words and every segment has them; else by FTS5, which
+    scores every match itself (the user's own FTS5 syntax, the prefix and
+    two-word alternatives of no-space scripts, segments written before
+    postings existed). Both give FTS5's BM25 formula.
+    """
+
+    def __init__(self, ids: np.ndarray, scores: np.ndarray) -> None:
+        self.ids = ids
+        self.scores = scores
+        self._by_id: np.ndarray | None = None
 
     @classmethod
     def of(
-        cls, store: Store, query: Query, where: Filter | None, dead: np.ndarray
+        cls,
+        vectors: SegmentSet,
+        store: Store,
+        query: Query,
+        where: Filter | None,
+        scope: _Scope | None,
     ) -> KeywordMatches:
         if query.match is None:
             return cls(np.zeros(0, dtype=np.int64), np.zeros(0))
+        found = None
+        if not query.user_fts5:
+            tokens = impacts.query_tokens(store, query.match)
+            if tokens is not None:
+                found = impacts.bm25(store.path.parent, vectors, tokens)
+        if found is not None:
+            ids, scores = found  # tombstones already left out
+            if scope is not None:
+                keep = np.isin(ids, scope.ids)
+                ids, scores = ids[keep], scores[keep]
+            return cls(ids, scores)
         sql, params = (where.sql, where.params) if where is not None else (None, ())
         ids, scores = store.keyword_matches(query.match, sql, params, user_fts5=query.user_fts5)
-        if len(dead):
-            keep = ~np.isin(ids, dead)
-            ids, scores = ids[keep], scores[keep]
-        order = np.lexsort((ids, -scores))  # ties broken by chunk id: reproducible
-        return cls(ids[order], scores[order])
+        keep = _live_mask(ids, vectors.dead)
+        return cls(ids[keep], scores[keep])
+
+    @property
+    def best(self) -> float:
+        """The best BM25 among the matches (1.0 with none)."""
+        return float(self.scores.max()) if len(self.scores) else 1.0
+
+    def top(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The n best (scores, ids), best first; ties broken by chunk id (reproducible)."""
+        if n < len(self.scores):
+            # Every score tied with the n-th best comes along, so the tie-break is exact.
+            cut = np.partition(self.scores, len(self.scores) - n)[len(self.scores) - n]
+            pool = np.flatnonzero(self.scores >= cut)
+        else:
+            pool = np.arange(len(self.scores))
+        order = pool[np.lexsort((self.ids[pool], -self.scores[pool]))][:n]
+        return self.scores[order], self.ids[order]
 
     def scores_of(self, chunk_ids: np.ndarray) -> np.ndarray:
         """BM25 of these chunks, 0 for those that do not match."""
         if len(self.ids) == 0:
             return np.zeros(len(chunk_ids))
-        by_id = np.argsort(self.ids)
-        sorted_ids = self.ids[by_id]
+        if self._by_id is None:
+            self._by_id = np.argsort(self.ids, kind="stable")
+        sorted_ids = self.ids[self._by_id]
         at = np.searchsorted(sorted_ids, chunk_ids).clip(max=len(sorted_ids) - 1)
-        return np.where(sorted_ids[at] == chunk_ids, self.scores[by_id][at], 0.0)
+        return np.where(sorted_ids[at] == chunk_ids, self.scores[self._by_id][at], 0.0)
 
     def ranking(self, store: Store, k: int, group: bool) -> list[_Ranked]:
         """The k best articles (their best chunks), or the k best chunks."""
-        picked = _until_k(lambda n: (self.scores[:n], self.ids[:n]), len(self.ids), store, k, group)
+        picked = _until_k(self.top, len(self.ids), store, k, group)
         return [_Ranked(score, chunk_id, keyword=score) for score, chunk_id in picked]
 
 
@@ -261,13 +298,12 @@ def _hybrid(
     where: Filter | None,
     scope: _Scope | None,
     weight: float,
-    dead: np.ndarray,
 ) -> list[_Ranked]:
     """Fuse the semantic and keyword rankings, scoring every candidate in both exactly."""
     assert query.vector is not None
     pool = max(k, HYBRID_POOL)
     dense = _semantic(vectors, store, query.vector, pool, True, scope)
-    matches = KeywordMatches.of(store, query, where, dead)
+    matches = KeywordMatches.of(vectors, store, query, where, scope)
     sparse = matches.ranking(store, pool, True)
     candidates = {r.chunk_id for r in dense} | {r.chunk_id for r in sparse}
     if not candidates:
@@ -280,7 +316,7 @@ def _hybrid(
     ids, articles = _aligned(found, ids, articles)
     cosine = chunk_vectors @ query.vector
     bm25 = matches.scores_of(ids)
-    best_bm25 = float(matches.scores[0]) if len(matches.scores) else 1.0
+    best_bm25 = matches.best
     fused = weight * cosine + (1 - weight) * bm25 / best_bm25
     if not group:
         order = np.lexsort((ids, -fused))[:k]
@@ -333,6 +369,11 @@ def _aligned(
     """The (ids, article keys) in the order of ``found`` (ids whose vectors were found)."""
     article_of = dict(zip(ids.tolist(), articles.tolist(), strict=True))
     return found, np.asarray([article_of[int(i)] for i in found], dtype=np.int64)
+
+
+def _live_mask(ids: np.ndarray, dead: np.ndarray) -> np.ndarray:
+    """Which of these chunk ids are not tombstoned."""
+    return ~np.isin(ids, dead) if len(dead) else np.ones(len(ids), dtype=bool)
 
 
 def _live(ids: np.ndarray, dead: np.ndarray) -> np.ndarray:

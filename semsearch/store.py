@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import re
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -376,6 +377,23 @@ class Store:
             rows = self._db.execute(sql, (match, *params)).fetchall()
         table = np.asarray(rows, dtype=np.float64).reshape(len(rows), 2)  # ids < 2**53: exact
         return table[:, 0].astype(np.int64), table[:, 1]
+
+    @_mapped
+    def keyword_tokenizer(self) -> str:
+        """The ``tokenize`` argument of the FTS5 table, as SQL (a quoted string)."""
+        row = self._db.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'chunks_fts'"
+        ).fetchone()
+        found = re.search(r"tokenize\s*=\s*('(?:[^']|'')*')", row[0] if row else "")
+        if found is None:
+            raise damaged(self.path, "the keyword index chunks_fts has no tokenizer")
+        return found.group(1)
+
+    @_mapped
+    def keyword_texts(self, chunk_ids: Sequence[int]) -> dict[int, str]:
+        """Each chunk's title and text as the FTS5 table indexes them (keyword text), by id."""
+        sql = "SELECT id, coalesce(title, '') || ' ' || coalesce(text, '') FROM chunk_text"
+        return dict(self._select_in(sql + " WHERE id IN (?)", [int(i) for i in chunk_ids]))
 
     def highlighted(
         self, match: str, chunk_ids: Sequence[int], *, user_fts5: bool = False

@@ -1,0 +1,406 @@
+"""Keyword search by BM25 over per-segment term postings, without FTS5 scoring every match.
+
+FTS5's ``bm25()`` is an auxiliary function called once per matching row: a
+SciFact claim matches a third of the index, and scoring and fetching those
+rows cost more than embedding the query. So, like bm25s, each segment also
+holds its chunks' term statistics as arrays (a sparse term × chunk matrix),
+written beside its vectors and memory-mapped:
+
+- ``segment.<id>.kw-terms.npy``: one row per term, sorted by the term's
+  128-bit hash (BLAKE2b of its UTF-8): where its postings start, how many;
+- ``segment.<id>.kw-postings.npy``: ``(position, tf)`` of every chunk holding
+  each term, grouped by term, positions ascending;
+- ``segment.<id>.kw-docs.npy``: each chunk's id and length in tokens, by position.
+
+A query is scored as a sparse matrix-vector product in numpy over the
+postings of its terms only: each posting's BM25 impact
+``idf × tf × (k1 + 1) / (tf + k1 × (1 − b + b × D / avgdl))`` is summed per
+chunk, with the statistics (chunks, tokens, each term's chunk count) summed
+over the live segments, tombstoned chunks excluded. The top k come from an
+``argpartition``; tombstones and filters are masks. The formula, constants and
+order of additions are FTS5's own (``fts5_aux.c``), so scores equal what FTS5
+gives on an index holding exactly the live chunks.
+
+Terms are FTS5's own: the segment's chunks are tokenized by the index's FTS5
+tokenizer (Porter stemming, ``unicode61``, folding, read from the table's
+schema), run over each whitespace-separated piece of their keyword text
+(title and text, as the FTS5 table reads them from ``chunk_text``) in an
+in-memory SQLite database; the tokenizer never joins tokens across
+whitespace, so a text's tokens are its pieces' tokens in order.
+
+A segment's files are written in the transaction that records the segment
+(:func:`write_keywords`, called by :func:`semsearch.commit._add_segment`), so
+they belong to the same generation as its vectors and rows. FTS5 stays for
+highlights, for the user's own FTS5 syntax, for query words that are not one
+plain token (prefix and two-word alternatives of no-space scripts), and for a
+generation with a segment written before these files existed (until a merge
+rewrites it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sqlite3
+import threading
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import damaged
+from .manifest import KEYWORD_DOCS, KEYWORD_POSTINGS, KEYWORD_TERMS, segment_file
+from .segments import Segment, SegmentMissing, SegmentSet
+from .store import Store
+
+# FTS5's bm25() constants (fts5_aux.c), and its floor for the idf of a common term.
+K1 = 1.2
+B = 0.75
+_MIN_IDF = 1e-6
+
+TERM_DTYPE = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("start", "<i8"), ("count", "<i8")])
+"""A term's row: its hash as two halves, where its postings start and how many there are."""
+DOC_DTYPE = np.dtype([("chunk", "<i8"), ("length", "<u4")])
+"""A chunk's row, by position: its id and its length in tokens (title and text)."""
+_BATCH = 5_000
+
+
+def posting_dtype(tf: str) -> np.dtype:
+    """A posting: the chunk's position in the segment and the term's count in it."""
+    return np.dtype([("pos", "<u4"), ("tf", tf)])
+
+
+def term_hash(term: str) -> tuple[int, int]:
+    """A term's 128-bit key as two unsigned 64-bit halves."""
+    digest = hashlib.blake2b(term.encode("utf-8"), digest_size=16).digest()
+    return int.from_bytes(digest[:8], "big"), int.from_bytes(digest[8:], "big")
+
+
+# -- tokens, as FTS5 makes them --------------------------------------------------------
+
+
+class Tokenizer:
+    """The FTS5 tokenizer of an index, run in an in-memory database; pieces are cached.
+
+    Args:
+        spec: the ``tokenize`` argument of the index's FTS5 table, as SQL (quoted).
+    """
+
+    def __init__(self, spec: str) -> None:
+        self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        self._db.execute(f"CREATE VIRTUAL TABLE pieces USING fts5(x, content='', tokenize={spec})")
+        self._db.execute("CREATE VIRTUAL TABLE piece_tokens USING fts5vocab(pieces, instance)")
+        self._cache: dict[str, tuple[str, ...]] = {}
+        self._lock = threading.Lock()
+
+    def tokens(self, pieces: Sequence[str]) -> list[tuple[str, ...]]:
+        """Each piece's tokens (stemmed, folded), in order."""
+        with self._lock:
+            missing = list(dict.fromkeys(p for p in pieces if p not in self._cache))
+            for start in range(0, len(missing), 50_000):
+                self._tokenize(missing[start : start + 50_000])
+            if len(self._cache) > 2_000_000:  # bounded: a reader lives long
+                self._cache.clear()
+                self._tokenize(list(dict.fromkeys(pieces)))
+            return [self._cache[p] for p in pieces]
+
+    def _tokenize(self, pieces: list[str]) -> None:
+        found: list[list[str]] = [[] for _ in pieces]
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany(
+                "INSERT INTO pieces (rowid, x) VALUES (?, ?)", enumerate(pieces, start=1)
+            )
+            rows = self._db.execute(
+                "SELECT doc, term FROM piece_tokens ORDER BY doc, offset"
+            ).fetchall()
+        finally:
+            self._db.execute("ROLLBACK")  # nothing kept: the table stays empty
+        for doc, term in rows:
+            found[doc - 1].append(term)
+        self._cache.update(zip(pieces, map(tuple, found), strict=True))
+
+
+_TOKENIZERS: dict[str, Tokenizer] = {}
+_TOKENIZERS_LOCK = threading.Lock()
+
+
+def tokenizer(store: Store) -> Tokenizer:
+    """The (shared) tokenizer of this store's FTS5 table."""
+    spec = store.keyword_tokenizer()
+    with _TOKENIZERS_LOCK:
+        if spec not in _TOKENIZERS:
+            _TOKENIZERS[spec] = Tokenizer(spec)
+        return _TOKENIZERS[spec]
+
+
+# -- writing a segment's postings -------------------------------------------------------
+
+
+def write_keywords(
+    folder: Path, store: Store, segment: int, ids: np.ndarray, stages: str = ""
+) -> dict[str, dict[str, int]]:
+    """Write a segment's keyword files for its chunks (ascending ids, rows in the store).
+
+    Called inside the transaction that records the segment, after its chunks'
+    rows are written, so the text is what the FTS5 index holds.
+
+    Args:
+        folder: the index folder.
+        store: the store, in the write transaction.
+        segment: the segment's id.
+        ids: its chunk ids, ascending (positions in the files follow them).
+        stages: prefix of the fail points' names (``merge-`` in a merge).
+
+    Returns:
+        The files written: name → ``{"size": bytes, "crc32": int}``.
+
+    Raises:
+        OSError: if a file cannot be written.
+    """
+    from .commit import failpoint, file_checksum
+
+    terms, postings, docs = _postings(store, np.asarray(ids, dtype=np.int64))
+    files = {}
+    failpoint(stages + "before-keywords-write")
+    arrays = {KEYWORD_DOCS: docs, KEYWORD_POSTINGS: postings, KEYWORD_TERMS: terms}
+    for suffix, array in arrays.items():
+        path = folder / segment_file(segment, suffix)
+        with open(path, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        files[path.name] = file_checksum(path)
+    failpoint(stages + "mid-keywords-write", truncate=folder / segment_file(segment, KEYWORD_TERMS))
+    return files
+
+
+def _postings(store: Store, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (terms, postings, docs) arrays of these chunks."""
+    tok = tokenizer(store)
+    vocabulary: dict[str, int] = {}
+    keys: list[np.ndarray] = []  # term id × n + position, one per (term, chunk)
+    counts: list[np.ndarray] = []
+    lengths = np.zeros(len(ids), dtype=np.int64)
+    n = max(len(ids), 1)
+    for start in range(0, len(ids), _BATCH):
+        batch = ids[start : start + _BATCH]
+        texts = store.keyword_texts(batch.tolist())
+        term_ids: list[int] = []
+        positions: list[int] = []
+        for offset, chunk_id in enumerate(batch.tolist()):
+            pieces = texts.get(chunk_id, "").split()
+            tokens = [t for piece in tok.tokens(pieces) for t in piece]
+            lengths[start + offset] = len(tokens)
+            term_ids += [vocabulary.setdefault(t, len(vocabulary)) for t in tokens]
+            positions += [start + offset] * len(tokens)
+        pairs, tf = np.unique(
+            np.asarray(term_ids, dtype=np.int64) * n + np.asarray(positions, dtype=np.int64),
+            return_counts=True,
+        )
+        keys.append(pairs)
+        counts.append(tf)
+    hashes = np.array([term_hash(t) for t in vocabulary], dtype=np.uint64).reshape(-1, 2)
+    rank = np.empty(len(vocabulary), dtype=np.int64)  # term id → its row in hash order
+    by_hash = np.lexsort((hashes[:, 1], hashes[:, 0])) if len(hashes) else rank
+    rank[by_hash] = np.arange(len(vocabulary))
+    pairs = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
+    tf = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
+    row, position = rank[pairs // n], pairs % n
+    order = np.lexsort((position, row))
+    wide = tf.max(initial=0) >= 2**16
+    postings = np.empty(len(order), dtype=posting_dtype("<u4" if wide else "<u2"))
+    postings["pos"], postings["tf"] = position[order], tf[order]
+    per_term = np.bincount(row, minlength=len(vocabulary))
+    terms = np.empty(len(vocabulary), dtype=TERM_DTYPE)
+    terms["hi"], terms["lo"] = hashes[by_hash, 0], hashes[by_hash, 1]
+    terms["count"] = per_term
+    terms["start"] = np.cumsum(per_term) - per_term
+    docs = np.empty(len(ids), dtype=DOC_DTYPE)
+    docs["chunk"], docs["length"] = ids, lengths
+    return terms, postings, docs
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SegmentPostings:
+    """One segment's keyword arrays, memory-mapped."""
+
+    terms: np.ndarray
+    postings: np.ndarray
+    docs: np.ndarray
+
+    def find(self, hi: int, lo: int) -> tuple[int, int]:
+        """(start, count) of a term's postings; count 0 if the segment lacks it."""
+        at = int(np.searchsorted(self.terms["hi"], np.uint64(hi)))
+        while at < len(self.terms) and int(self.terms["hi"][at]) == hi:
+            if int(self.terms["lo"][at]) == lo:
+                return int(self.terms["start"][at]), int(self.terms["count"][at])
+            at += 1
+        return 0, 0
+
+
+_OPENED: weakref.WeakKeyDictionary[Segment, SegmentPostings] = weakref.WeakKeyDictionary()
+
+
+def _open(folder: Path, segment: Segment) -> SegmentPostings | None:
+    """A segment's keyword arrays (mapped once per open segment), or None if it has none.
+
+    Raises:
+        SegmentMissing: if a file is gone (a writer merged the segment away).
+        IncompatibleIndexError: if a file is damaged.
+    """
+    found = _OPENED.get(segment)
+    if found is not None:
+        return found
+    names = [segment_file(segment.id, s) for s in (KEYWORD_TERMS, KEYWORD_POSTINGS, KEYWORD_DOCS)]
+    if not all(name in segment.row.files for name in names):
+        return None
+    arrays = []
+    for name in names:
+        try:
+            arrays.append(np.load(folder / name, mmap_mode="r", allow_pickle=False))
+        except FileNotFoundError:
+            raise SegmentMissing(f"{folder / name} is missing") from None
+        except ValueError as e:
+            raise damaged(folder / name, str(e)) from None
+    terms, postings, docs = arrays
+    if terms.dtype != TERM_DTYPE or docs.dtype != DOC_DTYPE or len(docs) != len(segment):
+        raise damaged(folder / names[0], "keyword arrays of the wrong type or length")
+    found = SegmentPostings(terms, postings, docs)
+    _OPENED[segment] = found
+    return found
+
+
+@dataclass(frozen=True)
+class _Live:
+    """A generation's keyword arrays with its tombstones as masks, and its live totals."""
+
+    segments: tuple[SegmentPostings, ...]
+    dead: tuple[np.ndarray | None, ...]  # per segment: bool by position, or None
+    n_chunks: int
+    n_tokens: int
+
+
+_GENERATIONS: dict[int, tuple[weakref.ref[SegmentSet], _Live | None]] = {}
+_GENERATIONS_LOCK = threading.Lock()
+
+
+def _live(folder: Path, vectors: SegmentSet) -> _Live | None:
+    """The generation's keyword arrays (made once per open generation), or None if any
+    segment has none."""
+    with _GENERATIONS_LOCK:
+        known = _GENERATIONS.get(id(vectors))
+        if known is not None and known[0]() is vectors:
+            return known[1]
+    opened = [_open(folder, s) for s in vectors.segments] if not vectors.legacy else [None]
+    live: _Live | None = None
+    if all(p is not None for p in opened):
+        segments = tuple(p for p in opened if p is not None)
+        dead: list[np.ndarray | None] = []
+        n_chunks = n_tokens = 0
+        for segment, postings in zip(vectors.segments, segments, strict=True):
+            lengths = postings.docs["length"]
+            n_chunks += len(lengths)
+            n_tokens += int(lengths.sum(dtype=np.int64))
+            gone = vectors.tombstones.get(segment.id)
+            mask = None
+            if gone is not None and len(gone):
+                chunks = postings.docs["chunk"]
+                at = np.minimum(np.searchsorted(chunks, gone), len(chunks) - 1)
+                mask = np.zeros(len(lengths), dtype=bool)
+                mask[at[chunks[at] == gone]] = True
+                n_chunks -= int(mask.sum())
+                n_tokens -= int(lengths[mask].sum(dtype=np.int64))
+            dead.append(mask)
+        live = _Live(segments, tuple(dead), n_chunks, n_tokens)
+    with _GENERATIONS_LOCK:
+        for key in [k for k, (ref, _) in _GENERATIONS.items() if ref() is None]:
+            del _GENERATIONS[key]
+        _GENERATIONS[id(vectors)] = (weakref.ref(vectors), live)
+    return live
+
+
+def available(folder: Path, vectors: SegmentSet) -> bool:
+    """Whether every live segment of the generation has keyword arrays."""
+    return _live(folder, vectors) is not None
+
+
+def bm25(
+    folder: Path, vectors: SegmentSet, phrases: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """BM25 of every live chunk holding any of these tokens: ``(chunk ids, scores)``.
+
+    One phrase per query word (its one FTS5 token); a token repeated counts
+    each time, as in FTS5. Unordered; chunk ids int64, scores float64.
+    Returns None if a segment has no keyword arrays (search FTS5 then).
+    """
+    live = _live(folder, vectors)
+    if live is None:
+        return None
+    empty = (np.zeros(0, dtype=np.int64), np.zeros(0))
+    if live.n_chunks == 0 or not phrases:
+        return empty
+    keys = [term_hash(p) for p in phrases]
+    # Each phrase's live postings per segment, and its live chunk count.
+    found: list[list[tuple[np.ndarray, np.ndarray]]] = []
+    df = np.zeros(len(phrases))
+    for segment, dead in zip(live.segments, live.dead, strict=True):
+        per_phrase = []
+        for j, (hi, lo) in enumerate(keys):
+            start, count = segment.find(hi, lo)
+            block = segment.postings[start : start + count]
+            pos = block["pos"].astype(np.int64)
+            tf = block["tf"].astype(np.float64)
+            if dead is not None and count:
+                keep = ~dead[pos]
+                pos, tf = pos[keep], tf[keep]
+            df[j] += len(pos)
+            per_phrase.append((pos, tf))
+        found.append(per_phrase)
+    idf = np.log((live.n_chunks - df + 0.5) / (df + 0.5))
+    idf[idf <= 0.0] = _MIN_IDF
+    avgdl = float(live.n_tokens) / float(live.n_chunks)
+    ids, scores = [], []
+    for segment, per_phrase in zip(live.segments, found, strict=True):
+        pos = np.concatenate([p for p, _ in per_phrase])
+        if len(pos) == 0:
+            continue
+        tf = np.concatenate([t for _, t in per_phrase])
+        weight = np.repeat(idf, [len(p) for p, _ in per_phrase])
+        length = segment.docs["length"][pos].astype(np.float64)
+        # FTS5's expression and order of operations, phrase by phrase.
+        impact = weight * ((tf * (K1 + 1.0)) / (tf + K1 * (1 - B + B * length / avgdl)))
+        matched, inverse = np.unique(pos, return_inverse=True)
+        # bincount adds in input order, phrase by phrase, as FTS5 sums them.
+        total = np.bincount(inverse.ravel(), weights=impact, minlength=len(matched))
+        ids.append(segment.docs["chunk"][matched])
+        scores.append(total)
+    if not ids:
+        return empty
+    return np.concatenate(ids).astype(np.int64), np.concatenate(scores)
+
+
+_PLAIN = re.compile(r'"([^"\s]+)"')
+
+
+def query_tokens(store: Store, match: str) -> list[str] | None:
+    """The one token of each quoted word of an expression made by ``match_expression``,
+    or None if some part is not one plain token (search FTS5 then)."""
+    words = []
+    for part in match.split(" OR "):
+        plain = _PLAIN.fullmatch(part)
+        if plain is None:
+            return None
+        words.append(plain.group(1))
+    tokens: list[str] = []
+    for made in tokenizer(store).tokens(words):
+        if len(made) > 1:
+            return None  # a phrase: positions matter
+        tokens += made  # none: the word matches nothing, as in FTS5
+    return tokens
