@@ -39,7 +39,9 @@ def _texts(seed: int, n: int) -> dict[str, str]:
 
 
 def _add(index: Index, texts: dict[str, str]) -> None:
-    index.add([make_article(i, t, title=f"On {t.split()[0]}", source=i[-1]) for i, t in texts.items()])
+    index.add(
+        [make_article(i, t, title=f"On {t.split()[0]}", source=i[-1]) for i, t in texts.items()]
+    )
 
 
 def _scores(index: Index, query: str, **options) -> dict[str, float]:
@@ -120,7 +122,9 @@ def test_filters_apply_inside_the_search(tmp_path, fake_encoder):
 
 
 def test_keyword_hits_are_highlighted(fake_index):
-    fake_index.add([make_article("a", "Walruses haul out on the ice."), make_article("b", "Gulls.")])
+    fake_index.add(
+        [make_article("a", "Walruses haul out on the ice."), make_article("b", "Gulls.")]
+    )
     (hit,) = fake_index.search("walruses", k=5, mode="keyword")
     assert [hit.text[s:e] for s, e in hit.highlights] == ["Walruses"]
 
@@ -161,7 +165,9 @@ with Index.open(sys.argv[1], encoder=FakeEncoder()) as index:
 
 @pytest.mark.parametrize("action", ["add", "optimize"])
 @pytest.mark.parametrize("stage", ["before-keywords-write", "mid-keywords-write"])
-def test_a_writer_killed_while_writing_postings_loses_nothing(tmp_path, fake_encoder, action, stage):
+def test_a_writer_killed_while_writing_postings_loses_nothing(
+    tmp_path, fake_encoder, action, stage
+):
     folder = tmp_path / "ix"
     with Index.create(folder, encoder=fake_encoder) as index:
         index.merge_policy = MergePolicy(in_writes=False)
