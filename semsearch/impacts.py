@@ -52,9 +52,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import damaged
+from .keywords import CLOSE, OPEN
 from .manifest import KEYWORD_DOCS, KEYWORD_POSTINGS, KEYWORD_TERMS, segment_file
 from .segments import Segment, SegmentMissing, SegmentSet
-from .store import Store
+from .store import Store, sqlite_errors
 
 # FTS5's bm25() constants (fts5_aux.c), and its floor for the idf of a common term.
 K1 = 1.2
@@ -93,6 +94,7 @@ class Tokenizer:
         self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         self._db.execute(f"CREATE VIRTUAL TABLE pieces USING fts5(x, content='', tokenize={spec})")
         self._db.execute("CREATE VIRTUAL TABLE piece_tokens USING fts5vocab(pieces, instance)")
+        self._db.execute(f"CREATE VIRTUAL TABLE marks USING fts5(title, text, tokenize={spec})")
         self._cache: dict[str, tuple[str, ...]] = {}
         self._lock = threading.Lock()
 
@@ -106,6 +108,30 @@ class Tokenizer:
                 self._cache.clear()
                 self._tokenize(list(dict.fromkeys(pieces)))
             return [self._cache[p] for p in pieces]
+
+    def highlight(self, match: str, rows: Sequence[tuple[int, str | None, str]]) -> dict[int, str]:
+        """FTS5's ``highlight()`` of the text of these (id, title, text) rows that match.
+
+        A row's highlights depend on its own text only, so a table of just
+        these rows marks them as the index's table would, for a fraction of
+        the cost: there, the expression is evaluated over every term's doclist.
+
+        Raises:
+            sqlite3.OperationalError: for an expression FTS5 rejects.
+        """
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT INTO marks (rowid, title, text) VALUES (?, ?, ?)", rows
+                )
+                found = self._db.execute(
+                    "SELECT rowid, highlight(marks, 1, ?, ?) FROM marks WHERE marks MATCH ?",
+                    (OPEN, CLOSE, match),
+                ).fetchall()
+            finally:
+                self._db.execute("ROLLBACK")
+        return dict(found)
 
     def _tokenize(self, pieces: list[str]) -> None:
         found: list[list[str]] = [[] for _ in pieces]
@@ -384,6 +410,21 @@ def bm25(
     if not ids:
         return empty
     return np.concatenate(ids).astype(np.int64), np.concatenate(scores)
+
+
+def highlighted(
+    store: Store, match: str, chunk_ids: Sequence[int], *, user_fts5: bool = False
+) -> dict[int, str]:
+    """Chunk text with the terms matching an FTS5 expression wrapped in markers, by chunk id.
+
+    Chunks that do not match are left out.
+
+    Raises:
+        BadInputError: for an invalid FTS5 expression of the user's (``user_fts5``).
+    """
+    rows = store.keyword_rows(chunk_ids)
+    with sqlite_errors(store.path, user_fts5):
+        return tokenizer(store).highlight(match, rows)
 
 
 _PLAIN = re.compile(r'"([^"\s]+)"')

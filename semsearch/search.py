@@ -110,7 +110,7 @@ def search(
         marked = {}
         if highlight and query.match is not None and picked:
             chunk_ids = [r.chunk_id for r in picked]
-            marked = store.highlighted(query.match, chunk_ids, user_fts5=query.user_fts5)
+            marked = impacts.highlighted(store, query.match, chunk_ids, user_fts5=query.user_fts5)
         hits.append(
             [
                 _hit(rank, mode, r, rows[r.chunk_id], marked.get(r.chunk_id))

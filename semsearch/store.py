@@ -395,6 +395,12 @@ class Store:
         sql = "SELECT id, coalesce(title, '') || ' ' || coalesce(text, '') FROM chunk_text"
         return dict(self._select_in(sql + " WHERE id IN (?)", [int(i) for i in chunk_ids]))
 
+    @_mapped
+    def keyword_rows(self, chunk_ids: Sequence[int]) -> list[tuple[int, str | None, str]]:
+        """These chunks' (id, title, text) as the FTS5 table indexes them (keyword text)."""
+        sql = "SELECT id, title, text FROM chunk_text WHERE id IN (?)"
+        return self._select_in(sql, [int(i) for i in chunk_ids])
+
     def highlighted(
         self, match: str, chunk_ids: Sequence[int], *, user_fts5: bool = False
     ) -> dict[int, str]:
