@@ -64,8 +64,9 @@ _MIN_IDF = 1e-6
 
 TERM_DTYPE = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("start", "<i8"), ("count", "<i8")])
 """A term's row: its hash as two halves, where its postings start and how many there are."""
-DOC_DTYPE = np.dtype([("chunk", "<i8"), ("length", "<u4")])
-"""A chunk's row, by position: its id and its length in tokens (title and text)."""
+DOC_DTYPE = np.dtype([("chunk", "<i8"), ("article", "<i8"), ("length", "<u4")])
+"""A chunk's row, by position: its id, its article's key and its length in tokens
+(title and text). A chunk's article never changes: an edit makes new chunks."""
 _BATCH = 5_000
 
 
@@ -211,6 +212,7 @@ def _postings(store: Store, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
     keys: list[np.ndarray] = []  # term id × n + position, one per (term, chunk)
     counts: list[np.ndarray] = []
     lengths = np.zeros(len(ids), dtype=np.int64)
+    articles = np.full(len(ids), -1, dtype=np.int64)
     n = max(len(ids), 1)
     for start in range(0, len(ids), _BATCH):
         batch = ids[start : start + _BATCH]
@@ -218,7 +220,8 @@ def _postings(store: Store, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
         term_ids: list[int] = []
         positions: list[int] = []
         for offset, chunk_id in enumerate(batch.tolist()):
-            pieces = texts.get(chunk_id, "").split()
+            articles[start + offset], text = texts.get(chunk_id, (-1, ""))
+            pieces = text.split()
             tokens = [t for piece in tok.tokens(pieces) for t in piece]
             lengths[start + offset] = len(tokens)
             term_ids += [vocabulary.setdefault(t, len(vocabulary)) for t in tokens]
@@ -246,7 +249,7 @@ def _postings(store: Store, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
     terms["count"] = per_term
     terms["start"] = np.cumsum(per_term) - per_term
     docs = np.empty(len(ids), dtype=DOC_DTYPE)
-    docs["chunk"], docs["length"] = ids, lengths
+    docs["chunk"], docs["article"], docs["length"] = ids, articles, lengths
     return terms, postings, docs
 
 
@@ -359,17 +362,18 @@ def available(folder: Path, vectors: SegmentSet) -> bool:
 
 def bm25(
     folder: Path, vectors: SegmentSet, phrases: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """BM25 of every live chunk holding any of these tokens: ``(chunk ids, scores)``.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """BM25 of every live chunk holding any of these tokens: ``(chunk ids, scores, articles)``.
 
     One phrase per query word (its one FTS5 token); a token repeated counts
-    each time, as in FTS5. Unordered; chunk ids int64, scores float64.
+    each time, as in FTS5. Unordered; chunk ids and their article keys int64,
+    scores float64.
     Returns None if a segment has no keyword arrays (search FTS5 then).
     """
     live = _live(folder, vectors)
     if live is None:
         return None
-    empty = (np.zeros(0, dtype=np.int64), np.zeros(0))
+    empty = (np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0, dtype=np.int64))
     if live.n_chunks == 0 or not phrases:
         return empty
     keys = [term_hash(p) for p in phrases]
@@ -392,7 +396,7 @@ def bm25(
     idf = np.log((live.n_chunks - df + 0.5) / (df + 0.5))
     idf[idf <= 0.0] = _MIN_IDF
     avgdl = float(live.n_tokens) / float(live.n_chunks)
-    ids, scores = [], []
+    ids, scores, articles = [], [], []
     for segment, per_phrase in zip(live.segments, found, strict=True):
         pos = np.concatenate([p for p, _ in per_phrase])
         if len(pos) == 0:
@@ -406,10 +410,15 @@ def bm25(
         # bincount adds in input order, phrase by phrase, as FTS5 sums them.
         total = np.bincount(inverse.ravel(), weights=impact, minlength=len(matched))
         ids.append(segment.docs["chunk"][matched])
+        articles.append(segment.docs["article"][matched])
         scores.append(total)
     if not ids:
         return empty
-    return np.concatenate(ids).astype(np.int64), np.concatenate(scores)
+    return (
+        np.concatenate(ids).astype(np.int64),
+        np.concatenate(scores),
+        np.concatenate(articles).astype(np.int64),
+    )
 
 
 def highlighted(

@@ -222,9 +222,12 @@ class KeywordMatches:
     postings existed). Both give FTS5's BM25 formula.
     """
 
-    def __init__(self, ids: np.ndarray, scores: np.ndarray) -> None:
+    def __init__(
+        self, ids: np.ndarray, scores: np.ndarray, articles: np.ndarray | None = None
+    ) -> None:
         self.ids = ids
         self.scores = scores
+        self.articles = articles  # each chunk's article key, where the postings give it
         self._by_id: np.ndarray | None = None
 
     @classmethod
@@ -244,11 +247,11 @@ class KeywordMatches:
             if tokens is not None:
                 found = impacts.bm25(store.path.parent, vectors, tokens)
         if found is not None:
-            ids, scores = found  # tombstones already left out
+            ids, scores, articles = found  # tombstones already left out
             if scope is not None:
                 keep = np.isin(ids, scope.ids)
-                ids, scores = ids[keep], scores[keep]
-            return cls(ids, scores)
+                ids, scores, articles = ids[keep], scores[keep], articles[keep]
+            return cls(ids, scores, articles)
         sql, params = (where.sql, where.params) if where is not None else (None, ())
         ids, scores = store.keyword_matches(query.match, sql, params, user_fts5=query.user_fts5)
         keep = _live_mask(ids, vectors.dead)
@@ -261,14 +264,18 @@ class KeywordMatches:
 
     def top(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The n best (scores, ids), best first; ties broken by chunk id (reproducible)."""
+        order = self._best(n)
+        return self.scores[order], self.ids[order]
+
+    def _best(self, n: int) -> np.ndarray:
+        """Positions of the n best matches, best first."""
         if n < len(self.scores):
             # Every score tied with the n-th best comes along, so the tie-break is exact.
             cut = np.partition(self.scores, len(self.scores) - n)[len(self.scores) - n]
             pool = np.flatnonzero(self.scores >= cut)
         else:
             pool = np.arange(len(self.scores))
-        order = pool[np.lexsort((self.ids[pool], -self.scores[pool]))][:n]
-        return self.scores[order], self.ids[order]
+        return pool[np.lexsort((self.ids[pool], -self.scores[pool]))][:n]
 
     def scores_of(self, chunk_ids: np.ndarray) -> np.ndarray:
         """BM25 of these chunks, 0 for those that do not match."""
@@ -282,7 +289,17 @@ class KeywordMatches:
 
     def ranking(self, store: Store, k: int, group: bool) -> list[_Ranked]:
         """The k best articles (their best chunks), or the k best chunks."""
-        picked = _until_k(self.top, len(self.ids), store, k, group)
+        if self.articles is None:
+            picked = _until_k(self.top, len(self.ids), store, k, group)
+        else:  # as _until_k, with the articles at hand
+            articles = self.articles
+            fetch = min(len(self.ids), max(k * _FETCH_FACTOR, _MIN_FETCH) if group else k)
+            while True:
+                order = self._best(fetch)
+                picked = _pick(self.scores[order], self.ids[order], articles[order], k, group)
+                if len(picked) >= k or fetch >= len(self.ids):
+                    break
+                fetch = min(len(self.ids), fetch * _FETCH_FACTOR)
         return [_Ranked(score, chunk_id, keyword=score) for score, chunk_id in picked]
 
 

@@ -390,10 +390,14 @@ class Store:
         return found.group(1)
 
     @_mapped
-    def keyword_texts(self, chunk_ids: Sequence[int]) -> dict[int, str]:
-        """Each chunk's title and text as the FTS5 table indexes them (keyword text), by id."""
-        sql = "SELECT id, coalesce(title, '') || ' ' || coalesce(text, '') FROM chunk_text"
-        return dict(self._select_in(sql + " WHERE id IN (?)", [int(i) for i in chunk_ids]))
+    def keyword_texts(self, chunk_ids: Sequence[int]) -> dict[int, tuple[int, str]]:
+        """Each chunk's (article key, title and text as the FTS5 table indexes them), by id."""
+        sql = (
+            "SELECT t.id, c.article_pk, coalesce(t.title, '') || ' ' || coalesce(t.text, '')"
+            " FROM chunk_text t JOIN chunks c ON c.id = t.id WHERE t.id IN (?)"
+        )
+        rows = self._select_in(sql, [int(i) for i in chunk_ids])
+        return {chunk: (article, text) for chunk, article, text in rows}
 
     @_mapped
     def keyword_rows(self, chunk_ids: Sequence[int]) -> list[tuple[int, str | None, str]]:
