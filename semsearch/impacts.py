@@ -62,8 +62,10 @@ K1 = 1.2
 B = 0.75
 _MIN_IDF = 1e-6
 
-TERM_DTYPE = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("start", "<i8"), ("count", "<i8")])
-"""A term's row: its hash as two halves, where its postings start and how many there are."""
+HI, LO, START, COUNT = range(4)
+"""The terms array's columns: a term's hash as two halves, where its postings start and
+how many there are. ``(n, 4)`` uint64 in Fortran order, so that each column is contiguous
+in the mapped file (a binary search over a strided column would copy it)."""
 DOC_DTYPE = np.dtype([("chunk", "<i8"), ("article", "<i8"), ("length", "<u4")])
 """A chunk's row, by position: its id, its article's key and its length in tokens
 (title and text). A chunk's article never changes: an edit makes new chunks."""
@@ -244,10 +246,10 @@ def _postings(store: Store, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
     postings = np.empty(len(order), dtype=posting_dtype("<u4" if wide else "<u2"))
     postings["pos"], postings["tf"] = position[order], tf[order]
     per_term = np.bincount(row, minlength=len(vocabulary))
-    terms = np.empty(len(vocabulary), dtype=TERM_DTYPE)
-    terms["hi"], terms["lo"] = hashes[by_hash, 0], hashes[by_hash, 1]
-    terms["count"] = per_term
-    terms["start"] = np.cumsum(per_term) - per_term
+    terms = np.empty((len(vocabulary), 4), dtype="<u8", order="F")
+    terms[:, HI], terms[:, LO] = hashes[by_hash, 0], hashes[by_hash, 1]
+    terms[:, COUNT] = per_term
+    terms[:, START] = np.cumsum(per_term) - per_term
     docs = np.empty(len(ids), dtype=DOC_DTYPE)
     docs["chunk"], docs["article"], docs["length"] = ids, articles, lengths
     return terms, postings, docs
@@ -266,10 +268,11 @@ class SegmentPostings:
 
     def find(self, hi: int, lo: int) -> tuple[int, int]:
         """(start, count) of a term's postings; count 0 if the segment lacks it."""
-        at = int(np.searchsorted(self.terms["hi"], np.uint64(hi)))
-        while at < len(self.terms) and int(self.terms["hi"][at]) == hi:
-            if int(self.terms["lo"][at]) == lo:
-                return int(self.terms["start"][at]), int(self.terms["count"][at])
+        his = self.terms[:, HI]
+        at = int(np.searchsorted(his, np.uint64(hi)))
+        while at < len(his) and int(his[at]) == hi:
+            if int(self.terms[at, LO]) == lo:
+                return int(self.terms[at, START]), int(self.terms[at, COUNT])
             at += 1
         return 0, 0
 
@@ -293,13 +296,22 @@ def _open(folder: Path, segment: Segment) -> SegmentPostings | None:
     arrays = []
     for name in names:
         try:
-            arrays.append(np.load(folder / name, mmap_mode="r", allow_pickle=False))
+            # Plain views of the maps: numpy's memmap subclass costs per slice.
+            mapped = np.load(folder / name, mmap_mode="r", allow_pickle=False)
+            arrays.append(mapped.view(np.ndarray))
         except FileNotFoundError:
             raise SegmentMissing(f"{folder / name} is missing") from None
         except ValueError as e:
             raise damaged(folder / name, str(e)) from None
     terms, postings, docs = arrays
-    if terms.dtype != TERM_DTYPE or docs.dtype != DOC_DTYPE or len(docs) != len(segment):
+    if (
+        terms.dtype != np.dtype("<u8")
+        or terms.ndim != 2
+        or terms.shape[1] != 4
+        or not terms.flags.f_contiguous
+        or docs.dtype != DOC_DTYPE
+        or len(docs) != len(segment)
+    ):
         raise damaged(folder / names[0], "keyword arrays of the wrong type or length")
     found = SegmentPostings(terms, postings, docs)
     _OPENED[segment] = found
