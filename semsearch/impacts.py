@@ -278,6 +278,8 @@ class SegmentPostings:
 
 
 _OPENED: weakref.WeakKeyDictionary[Segment, SegmentPostings] = weakref.WeakKeyDictionary()
+_GENERATIONS_LOCK = threading.Lock()
+"""Guards the caches of opened segments and generations (a reader is shared by threads)."""
 
 
 def _open(folder: Path, segment: Segment) -> SegmentPostings | None:
@@ -314,7 +316,8 @@ def _open(folder: Path, segment: Segment) -> SegmentPostings | None:
     ):
         raise damaged(folder / names[0], "keyword arrays of the wrong type or length")
     found = SegmentPostings(terms, postings, docs)
-    _OPENED[segment] = found
+    with _GENERATIONS_LOCK:
+        _OPENED[segment] = found
     return found
 
 
@@ -329,7 +332,6 @@ class _Live:
 
 
 _GENERATIONS: dict[int, tuple[weakref.ref[SegmentSet], _Live | None]] = {}
-_GENERATIONS_LOCK = threading.Lock()
 
 
 def _live(folder: Path, vectors: SegmentSet) -> _Live | None:
@@ -339,7 +341,13 @@ def _live(folder: Path, vectors: SegmentSet) -> _Live | None:
         known = _GENERATIONS.get(id(vectors))
         if known is not None and known[0]() is vectors:
             return known[1]
-    opened = [_open(folder, s) for s in vectors.segments] if not vectors.legacy else [None]
+    try:
+        opened = [_open(folder, s) for s in vectors.segments] if not vectors.legacy else [None]
+    except SegmentMissing:
+        # A merge deleted a segment this generation names after the reader loaded it
+        # (its vectors stay mapped, these files are opened at the first keyword
+        # query): FTS5, read in the same snapshot, still has this generation.
+        return None
     live: _Live | None = None
     if all(p is not None for p in opened):
         segments = tuple(p for p in opened if p is not None)

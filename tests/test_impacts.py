@@ -210,3 +210,13 @@ def test_a_plain_query_is_tokens_and_anything_else_goes_to_fts5(fake_index):
     assert impacts.query_tokens(store, match_expression("Running walruses")) == ["run", "walrus"]
     assert impacts.query_tokens(store, match_expression("塑料")) is None
     assert impacts.query_tokens(store, '"a" AND "b"') is None
+
+
+def test_postings_gone_under_an_open_reader_fall_back_to_fts5(tmp_path, fake_encoder):
+    with Index.create(tmp_path / "ix", encoder=fake_encoder) as index:
+        _add(index, _texts(4, 30))
+        expected = _scores(index, "w1 w2")
+    with Index.open(tmp_path / "ix", encoder=fake_encoder) as reader:
+        for path in (tmp_path / "ix").glob("segment.*.kw-*"):
+            path.unlink()  # as a merge deletes a segment's files after switching
+        assert _scores(reader, "w1 w2") == pytest.approx(expected)
