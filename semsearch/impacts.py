@@ -70,6 +70,8 @@ DOC_DTYPE = np.dtype([("chunk", "<i8"), ("article", "<i8"), ("length", "<u4")])
 """A chunk's row, by position: its id, its article's key and its length in tokens
 (title and text). A chunk's article never changes: an edit makes new chunks."""
 _BATCH = 5_000
+_DENSE = 16
+"""Postings of a query in a segment above 1/_DENSE of its chunks are summed in an array of all."""
 
 
 def posting_dtype(tf: str) -> np.dtype:
@@ -426,9 +428,18 @@ def bm25(
         length = segment.docs["length"][pos].astype(np.float64)
         # FTS5's expression and order of operations, phrase by phrase.
         impact = weight * ((tf * (K1 + 1.0)) / (tf + K1 * (1 - B + B * length / avgdl)))
-        matched, inverse = np.unique(pos, return_inverse=True)
-        # bincount adds in input order, phrase by phrase, as FTS5 sums them.
-        total = np.bincount(inverse.ravel(), weights=impact, minlength=len(matched))
+        # bincount adds in input order, phrase by phrase, as FTS5 sums them. Over
+        # the whole segment where the postings are many (a pass over n floats
+        # beats sorting them), else over the distinct positions.
+        if len(pos) * _DENSE > len(segment.docs):
+            dense = np.bincount(pos, weights=impact, minlength=len(segment.docs))
+            held = np.zeros(len(segment.docs), dtype=bool)
+            held[pos] = True
+            matched = np.flatnonzero(held)
+            total = dense[matched]
+        else:
+            matched, inverse = np.unique(pos, return_inverse=True)
+            total = np.bincount(inverse.ravel(), weights=impact, minlength=len(matched))
         ids.append(segment.docs["chunk"][matched])
         articles.append(segment.docs["article"][matched])
         scores.append(total)

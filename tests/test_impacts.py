@@ -93,12 +93,17 @@ def test_scores_equal_fts5_after_add_replace_remove_and_merge(tmp_path, fake_enc
         fresh = _fresh(tmp_path, fake_encoder, live)
         for query in QUERIES:
             _assert_same(_scores(index, query), _fts5_scores(fresh, query))
+            expected = _fts5_scores(fresh, query)  # hybrid's keyword half too
+            for hit in index.search(query, k=20):
+                assert hit.keyword_score == pytest.approx(expected.get(hit.article_id, 0.0))
         index.optimize()
         for query in QUERIES:
             _assert_same(_scores(index, query), _fts5_scores(fresh, query))
 
 
-def test_the_top_k_is_the_top_of_every_match(tmp_path, fake_encoder):
+@pytest.mark.parametrize("dense", [0, 10**9])  # summed over distinct postings, or all chunks
+def test_the_top_k_is_the_top_of_every_match(tmp_path, fake_encoder, monkeypatch, dense):
+    monkeypatch.setattr(impacts, "_DENSE", dense)
     with Index.create(tmp_path / "ix", encoder=fake_encoder) as index:
         _add(index, _texts(7, 200))
         every = _fts5_scores(index.path, "w2 w4 walrus")
