@@ -213,6 +213,7 @@ def _postings(store: Store, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
     """The (terms, postings, docs) arrays of these chunks."""
     tok = tokenizer(store)
     vocabulary: dict[str, int] = {}
+    piece_terms: dict[str, tuple[int, ...]] = {}  # a whitespace-separated piece's term ids
     keys: list[np.ndarray] = []  # term id × n + position, one per (term, chunk)
     counts: list[np.ndarray] = []
     lengths = np.zeros(len(ids), dtype=np.int64)
@@ -221,15 +222,20 @@ def _postings(store: Store, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
     for start in range(0, len(ids), _BATCH):
         batch = ids[start : start + _BATCH]
         texts = store.keyword_texts(batch.tolist())
+        rows = [texts.get(chunk_id, (-1, "")) for chunk_id in batch.tolist()]
+        split = [text.split() for _, text in rows]
+        # Each distinct piece goes through the tokenizer once, all of a batch together.
+        new = list({p: None for pieces in split for p in pieces if p not in piece_terms})
+        for piece, tokens in zip(new, tok.tokens(new), strict=True):
+            piece_terms[piece] = tuple(vocabulary.setdefault(t, len(vocabulary)) for t in tokens)
         term_ids: list[int] = []
         positions: list[int] = []
-        for offset, chunk_id in enumerate(batch.tolist()):
-            articles[start + offset], text = texts.get(chunk_id, (-1, ""))
-            pieces = text.split()
-            tokens = [t for piece in tok.tokens(pieces) for t in piece]
-            lengths[start + offset] = len(tokens)
-            term_ids += [vocabulary.setdefault(t, len(vocabulary)) for t in tokens]
-            positions += [start + offset] * len(tokens)
+        for offset, ((article, _), pieces) in enumerate(zip(rows, split, strict=True)):
+            terms = [t for p in pieces for t in piece_terms[p]]
+            articles[start + offset] = article
+            lengths[start + offset] = len(terms)
+            term_ids += terms
+            positions += [start + offset] * len(terms)
         pairs, tf = np.unique(
             np.asarray(term_ids, dtype=np.int64) * n + np.asarray(positions, dtype=np.int64),
             return_counts=True,
