@@ -481,8 +481,9 @@ def merge(
                 if len(ids):
                     index_type = manifest.vectors.index_type
                     fresh = segment_index(index_type, len(ids), current.vectors.dim)
+                    merged = replace(current.vectors, segments=tuple(chosen))
                     _add_segment(
-                        folder, store, number, fresh, ids, vectors, keys, written, "merge-"
+                        folder, store, number, fresh, ids, vectors, keys, written, "merge-", merged
                     )
                 manifest = _manifest_after(manifest, store, number, manifest.vectors.index_type)
                 store.set_meta(GENERATION, number)
@@ -508,13 +509,17 @@ def _add_segment(
     keys: np.ndarray,
     written: list[Path],
     stages: str = "",
+    merged: SegmentSet | None = None,
 ) -> int:
-    """Write a segment of these (ascending) ids and record it; returns its id."""
+    """Write a segment of these (ascending) ids and record it; returns its id.
+
+    ``merged``: in a merge, the segments merged, whose keyword postings make the new one's.
+    """
     segment = store.new_segment(index.factory, len(ids), generation)
     written += [folder / segment_file(segment, suffix) for suffix in (".faiss", NPY, KEYS)]
     written += [folder / segment_file(segment, suffix) for suffix in KEYWORD_SUFFIXES]
     files = write_segment(folder, segment, index, ids, vectors, keys, stages)
-    files.update(write_keywords(folder, store, segment, ids, stages))
+    files.update(write_keywords(folder, store, segment, ids, stages, merged))
     store.set_segment_files(segment, files)
     return segment
 

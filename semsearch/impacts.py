@@ -172,12 +172,19 @@ def tokenizer(store: Store) -> Tokenizer:
 
 
 def write_keywords(
-    folder: Path, store: Store, segment: int, ids: np.ndarray, stages: str = ""
+    folder: Path,
+    store: Store,
+    segment: int,
+    ids: np.ndarray,
+    stages: str = "",
+    merged: SegmentSet | None = None,
 ) -> dict[str, dict[str, int]]:
     """Write a segment's keyword files for its chunks (ascending ids, rows in the store).
 
     Called inside the transaction that records the segment, after its chunks'
-    rows are written, so the text is what the FTS5 index holds.
+    rows are written, so the text is what the FTS5 index holds. A merge's
+    segment is made from its sources' postings (no text tokenized again)
+    where they all have them.
 
     Args:
         folder: the index folder.
@@ -185,6 +192,8 @@ def write_keywords(
         segment: the segment's id.
         ids: its chunk ids, ascending (positions in the files follow them).
         stages: prefix of the fail points' names (``merge-`` in a merge).
+        merged: in a merge, the segments merged (with their tombstones), whose
+            live chunks are ``ids``.
 
     Returns:
         The files written: name → ``{"size": bytes, "crc32": int}``.
@@ -194,7 +203,22 @@ def write_keywords(
     """
     from .commit import failpoint, file_checksum
 
-    terms, postings, docs = _postings(store, np.asarray(ids, dtype=np.int64))
+    ids = np.asarray(ids, dtype=np.int64)
+    sources = None
+    if merged is not None:
+        try:
+            sources = [_open(folder, s) for s in merged.segments]
+        except SegmentMissing:
+            sources = None
+    if merged is not None and sources is not None and all(p is not None for p in sources):
+        parts = [
+            (p, merged.tombstones.get(s.id))
+            for s, p in zip(merged.segments, sources, strict=True)
+            if p is not None
+        ]
+        terms, postings, docs = merge_postings(parts, ids)
+    else:
+        terms, postings, docs = _postings(store, ids)
     files = {}
     failpoint(stages + "before-keywords-write")
     arrays = {KEYWORD_DOCS: docs, KEYWORD_POSTINGS: postings, KEYWORD_TERMS: terms}
@@ -231,11 +255,11 @@ def _postings(store: Store, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
         term_ids: list[int] = []
         positions: list[int] = []
         for offset, ((article, _), pieces) in enumerate(zip(rows, split, strict=True)):
-            terms = [t for p in pieces for t in piece_terms[p]]
+            chunk_terms = [t for p in pieces for t in piece_terms[p]]
             articles[start + offset] = article
-            lengths[start + offset] = len(terms)
-            term_ids += terms
-            positions += [start + offset] * len(terms)
+            lengths[start + offset] = len(chunk_terms)
+            term_ids += chunk_terms
+            positions += [start + offset] * len(chunk_terms)
         pairs, tf = np.unique(
             np.asarray(term_ids, dtype=np.int64) * n + np.asarray(positions, dtype=np.int64),
             return_counts=True,
@@ -261,6 +285,61 @@ def _postings(store: Store, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
     docs = np.empty(len(ids), dtype=DOC_DTYPE)
     docs["chunk"], docs["article"], docs["length"] = ids, articles, lengths
     return terms, postings, docs
+
+
+def merge_postings(
+    parts: Sequence[tuple[SegmentPostings, np.ndarray | None]], ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (terms, postings, docs) of merged segments' live chunks, from their own arrays.
+
+    Args:
+        parts: each merged segment's arrays and its tombstoned chunk ids (or None).
+        ids: the live chunk ids of them all, ascending: the new positions.
+
+    Returns:
+        The arrays :func:`_postings` would make from the chunks' text.
+    """
+    hashes: list[np.ndarray] = []
+    rows: list[np.ndarray] = []
+    positions: list[np.ndarray] = []
+    tfs: list[np.ndarray] = []
+    docs: list[np.ndarray] = []
+    n_terms = 0
+    for part, gone in parts:
+        chunks = part.docs["chunk"]
+        live = ~np.isin(chunks, gone) if gone is not None and len(gone) else None
+        new_position = np.searchsorted(ids, chunks)
+        counts = part.terms[:, COUNT].astype(np.int64)
+        term = np.repeat(np.arange(len(counts)) + n_terms, counts)
+        n_terms += len(counts)
+        old = part.postings["pos"].astype(np.int64)
+        keep = live[old] if live is not None else np.ones(len(old), dtype=bool)
+        hashes.append(np.asarray(part.terms[:, [HI, LO]]))
+        rows.append(term[keep])
+        positions.append(new_position[old[keep]])
+        tfs.append(part.postings["tf"][keep].astype(np.int64))
+        docs.append(part.docs[live] if live is not None else np.asarray(part.docs))
+    every = np.concatenate(hashes) if hashes else np.zeros((0, 2), dtype=np.uint64)
+    unique, merged_row = np.unique(every, axis=0, return_inverse=True)  # sorted by (hi, lo)
+    row = merged_row.ravel()[np.concatenate(rows)] if rows else np.zeros(0, dtype=np.int64)
+    position = np.concatenate(positions) if positions else np.zeros(0, dtype=np.int64)
+    tf = np.concatenate(tfs) if tfs else np.zeros(0, dtype=np.int64)
+    per_term = np.bincount(row, minlength=len(unique))
+    held = per_term > 0  # a term only tombstoned chunks held goes
+    renumber = np.cumsum(held) - 1
+    row, unique, per_term = renumber[row], unique[held], per_term[held]
+    order = np.lexsort((position, row))
+    wide = tf.max(initial=0) >= 2**16
+    postings = np.empty(len(order), dtype=posting_dtype("<u4" if wide else "<u2"))
+    postings["pos"], postings["tf"] = position[order], tf[order]
+    terms = np.empty((len(unique), 4), dtype="<u8", order="F")
+    terms[:, HI], terms[:, LO] = unique[:, 0], unique[:, 1]
+    terms[:, COUNT] = per_term
+    terms[:, START] = np.cumsum(per_term) - per_term
+    merged_docs = np.concatenate(docs) if docs else np.zeros(0, dtype=DOC_DTYPE)
+    merged_docs = merged_docs[np.argsort(merged_docs["chunk"], kind="stable")]
+    assert np.array_equal(merged_docs["chunk"], ids), "the merged chunks are the live ones"
+    return terms, postings, merged_docs.astype(DOC_DTYPE)
 
 
 # -- reading ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -225,3 +226,22 @@ def test_postings_gone_under_an_open_reader_fall_back_to_fts5(tmp_path, fake_enc
         for path in (tmp_path / "ix").glob("segment.*.kw-*"):
             path.unlink()  # as a merge deletes a segment's files after switching
         assert _scores(reader, "w1 w2") == pytest.approx(expected)
+
+
+def test_a_merge_makes_the_postings_tokenizing_the_text_again_would(tmp_path, fake_encoder):
+    with Index.create(tmp_path / "ix", encoder=fake_encoder) as index:
+        index.merge_policy = MergePolicy(in_writes=False)
+        for seed in range(3):
+            _add(index, _texts(seed, 20))
+        _add(index, {"a0-3": "w1 w2 walruses"})  # a replacement, and removals
+        index.remove(["a1-0", "a2-5"])
+        vectors = index._vectors
+        parts = [
+            (impacts._open(index.path, s), vectors.tombstones.get(s.id)) for s in vectors.segments
+        ]
+        live = np.sort(np.concatenate([s.ids for s in vectors.segments]))
+        live = live[~np.isin(live, vectors.dead)]
+        merged = impacts.merge_postings(parts, live)
+        again = impacts._postings(index._store, live)
+    for made, expected in zip(merged, again, strict=True):
+        assert made.dtype == expected.dtype and np.array_equal(made, expected)
