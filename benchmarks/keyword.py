@@ -154,14 +154,15 @@ def measure(folder: Path, texts: list[str], fts5: bool, warmup: int = 10) -> dic
         runs["keyword, FTS5 every match"] = {"mode": "keyword", "keyword_syntax": "fts5"}
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     with index:
-        for n, text in enumerate([*texts[:warmup], *texts]):
+        warm = texts[:warmup]
+        for n, text in enumerate([*warm, *texts]):
             for name, options in runs.items():
                 query = match_expression(text) if "keyword_syntax" in options else text
                 if query is None:
                     continue
                 t = time.perf_counter()
                 index.search(query, k=K, **options)
-                if n >= warmup:
+                if n >= len(warm):
                     seconds[name].append(time.perf_counter() - t)
     return {
         "open_seconds": opened,

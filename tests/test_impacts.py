@@ -7,6 +7,7 @@ index would hold them).
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import sqlite3
@@ -245,3 +246,17 @@ def test_a_merge_makes_the_postings_tokenizing_the_text_again_would(tmp_path, fa
         again = impacts._postings(index._store, live)
     for made, expected in zip(merged, again, strict=True):
         assert made.dtype == expected.dtype and np.array_equal(made, expected)
+
+
+def test_the_keyword_benchmark_measures_every_mode_beside_semantic(tmp_path):
+    from benchmarks import keyword
+
+    out = tmp_path / "results"
+    tiny = str(ROOT / "tests" / "data" / "tiny-beir")
+    argv = ["--size", "300", "--batch", "100", "--queries", "5", "--dataset", tiny]
+    keyword.main([*argv, "--out", str(out), "--work", str(tmp_path)])
+    result = json.loads((out / "keyword.json").read_text())
+    assert result["build"]["chunks"] == 300 and result["machine"]["cpu"]
+    latency = result["query"]["latency"]
+    assert set(latency) == {"semantic", "keyword", "hybrid", "keyword, FTS5 every match"}
+    assert all(row["n"] == 5 for row in latency.values())
