@@ -470,12 +470,21 @@ def available(folder: Path, vectors: SegmentSet) -> bool:
 def bm25(
     folder: Path, vectors: SegmentSet, phrases: Sequence[str]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """BM25 of every live chunk holding any of these tokens: ``(chunk ids, scores, articles)``.
+    """BM25 of every live chunk holding any of these tokens, as FTS5's ``bm25()`` computes it.
 
-    One phrase per query word (its one FTS5 token); a token repeated counts
-    each time, as in FTS5. Unordered; chunk ids and their article keys int64,
-    scores float64.
-    Returns None if a segment has no keyword arrays (search FTS5 then).
+    Statistics (chunks, average length in tokens, each token's chunk count)
+    are over the generation's live chunks, tombstones left out.
+
+    Args:
+        folder: the index folder.
+        vectors: the generation read (its segments and tombstones).
+        phrases: one token per query word (:func:`query_tokens`); a token
+            given twice counts twice, as two phrases do in FTS5.
+
+    Returns:
+        ``(chunk ids, scores, article keys)``, unordered: int64, float64
+        (higher is better), int64. None if a segment has no keyword arrays
+        (search FTS5 then).
     """
     live = _live(folder, vectors)
     if live is None:
@@ -556,8 +565,18 @@ _PLAIN = re.compile(r'"([^"\s]+)"')
 
 
 def query_tokens(store: Store, match: str) -> list[str] | None:
-    """The one token of each quoted word of an expression made by ``match_expression``,
-    or None if some part is not one plain token (search FTS5 then)."""
+    """The FTS5 token of each word of an expression made by ``match_expression``.
+
+    Args:
+        store: the index's store (its FTS5 table's tokenizer is used).
+        match: the expression, ``"word" OR "word" ...``.
+
+    Returns:
+        One token per word (none for a word FTS5 makes no token of), or None
+        where a part is not a plain quoted word (a prefix, two-word
+        alternatives, the user's own syntax) or makes several tokens: search
+        FTS5 then.
+    """
     words = []
     for part in match.split(" OR "):
         plain = _PLAIN.fullmatch(part)

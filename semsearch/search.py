@@ -1,7 +1,7 @@
 """Queries → ranked :class:`~semsearch.records.Hit` lists, in three modes.
 
 - ``semantic``: cosine similarity of the query vector to chunk vectors (FAISS).
-- ``keyword``: BM25 over the chunks' title and text (SQLite FTS5).
+- ``keyword``: BM25 over the chunks' title and text (the segments' postings, or SQLite FTS5).
 - ``hybrid`` (the default): both, fused by a weighted sum of normalised scores.
 
 Results are articles: an article's score in each mode is its best chunk's,
