@@ -21,12 +21,9 @@ over the live segments, tombstoned chunks excluded. The top k come from an
 order of additions are FTS5's own (``fts5_aux.c``), so scores equal what FTS5
 gives on an index holding exactly the live chunks.
 
-Terms are FTS5's own: the segment's chunks are tokenized by the index's FTS5
-tokenizer (Porter stemming, ``unicode61``, folding, read from the table's
-schema), run over each whitespace-separated piece of their keyword text
-(title and text, as the FTS5 table reads them from ``chunk_text``) in an
-in-memory SQLite database; the tokenizer never joins tokens across
-whitespace, so a text's tokens are its pieces' tokens in order.
+Terms are FTS5's own: the segment's chunks' keyword text (title and text, as
+the FTS5 table reads them from ``chunk_text``) goes through the index's FTS5
+tokenizer itself (:mod:`semsearch.tokens`), as do the query's words.
 
 A segment's files are written in the transaction that records the segment
 (:func:`write_keywords`, called by :func:`semsearch.commit._add_segment`), so
@@ -41,8 +38,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
-import sqlite3
 import threading
 import weakref
 from collections.abc import Sequence
@@ -52,10 +47,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import damaged
-from .keywords import CLOSE, OPEN
 from .manifest import KEYWORD_DOCS, KEYWORD_POSTINGS, KEYWORD_TERMS, segment_file
 from .segments import Segment, SegmentMissing, SegmentSet
-from .store import Store, sqlite_errors
+from .store import Store
+from .tokens import tokenizer
 
 # FTS5's bm25() constants (fts5_aux.c), and its floor for the idf of a common term.
 K1 = 1.2
@@ -83,89 +78,6 @@ def term_hash(term: str) -> tuple[int, int]:
     """A term's 128-bit key as two unsigned 64-bit halves."""
     digest = hashlib.blake2b(term.encode("utf-8"), digest_size=16).digest()
     return int.from_bytes(digest[:8], "big"), int.from_bytes(digest[8:], "big")
-
-
-# -- tokens, as FTS5 makes them --------------------------------------------------------
-
-
-class Tokenizer:
-    """The FTS5 tokenizer of an index, run in an in-memory database; pieces are cached.
-
-    Args:
-        spec: the ``tokenize`` argument of the index's FTS5 table, as SQL (quoted).
-    """
-
-    def __init__(self, spec: str) -> None:
-        self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-        self._db.execute(f"CREATE VIRTUAL TABLE pieces USING fts5(x, content='', tokenize={spec})")
-        self._db.execute("CREATE VIRTUAL TABLE piece_tokens USING fts5vocab(pieces, instance)")
-        self._db.execute(f"CREATE VIRTUAL TABLE marks USING fts5(title, text, tokenize={spec})")
-        self._cache: dict[str, tuple[str, ...]] = {}
-        self._lock = threading.Lock()
-
-    def tokens(self, pieces: Sequence[str]) -> list[tuple[str, ...]]:
-        """Each piece's tokens (stemmed, folded), in order."""
-        with self._lock:
-            missing = list(dict.fromkeys(p for p in pieces if p not in self._cache))
-            for start in range(0, len(missing), 50_000):
-                self._tokenize(missing[start : start + 50_000])
-            if len(self._cache) > 2_000_000:  # bounded: a reader lives long
-                self._cache.clear()
-                self._tokenize(list(dict.fromkeys(pieces)))
-            return [self._cache[p] for p in pieces]
-
-    def highlight(self, match: str, rows: Sequence[tuple[int, str | None, str]]) -> dict[int, str]:
-        """FTS5's ``highlight()`` of the text of these (id, title, text) rows that match.
-
-        A row's highlights depend on its own text only, so a table of just
-        these rows marks them as the index's table would, for a fraction of
-        the cost: there, the expression is evaluated over every term's doclist.
-
-        Raises:
-            sqlite3.OperationalError: for an expression FTS5 rejects.
-        """
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany(
-                    "INSERT INTO marks (rowid, title, text) VALUES (?, ?, ?)", rows
-                )
-                found = self._db.execute(
-                    "SELECT rowid, highlight(marks, 1, ?, ?) FROM marks WHERE marks MATCH ?",
-                    (OPEN, CLOSE, match),
-                ).fetchall()
-            finally:
-                self._db.execute("ROLLBACK")
-        return dict(found)
-
-    def _tokenize(self, pieces: list[str]) -> None:
-        found: list[list[str]] = [[] for _ in pieces]
-        self._db.execute("BEGIN")
-        try:
-            self._db.executemany(
-                "INSERT INTO pieces (rowid, x) VALUES (?, ?)", enumerate(pieces, start=1)
-            )
-            rows = self._db.execute(
-                "SELECT doc, term FROM piece_tokens ORDER BY doc, offset"
-            ).fetchall()
-        finally:
-            self._db.execute("ROLLBACK")  # nothing kept: the table stays empty
-        for doc, term in rows:
-            found[doc - 1].append(term)
-        self._cache.update(zip(pieces, map(tuple, found), strict=True))
-
-
-_TOKENIZERS: dict[str, Tokenizer] = {}
-_TOKENIZERS_LOCK = threading.Lock()
-
-
-def tokenizer(store: Store) -> Tokenizer:
-    """The (shared) tokenizer of this store's FTS5 table."""
-    spec = store.keyword_tokenizer()
-    with _TOKENIZERS_LOCK:
-        if spec not in _TOKENIZERS:
-            _TOKENIZERS[spec] = Tokenizer(spec)
-        return _TOKENIZERS[spec]
 
 
 # -- writing a segment's postings -------------------------------------------------------
@@ -544,48 +456,3 @@ def bm25(
         np.concatenate(scores),
         np.concatenate(articles).astype(np.int64),
     )
-
-
-def highlighted(
-    store: Store, match: str, chunk_ids: Sequence[int], *, user_fts5: bool = False
-) -> dict[int, str]:
-    """Chunk text with the terms matching an FTS5 expression wrapped in markers, by chunk id.
-
-    Chunks that do not match are left out.
-
-    Raises:
-        BadInputError: for an invalid FTS5 expression of the user's (``user_fts5``).
-    """
-    rows = store.keyword_rows(chunk_ids)
-    with sqlite_errors(store.path, user_fts5):
-        return tokenizer(store).highlight(match, rows)
-
-
-_PLAIN = re.compile(r'"([^"\s]+)"')
-
-
-def query_tokens(store: Store, match: str) -> list[str] | None:
-    """The FTS5 token of each word of an expression made by ``match_expression``.
-
-    Args:
-        store: the index's store (its FTS5 table's tokenizer is used).
-        match: the expression, ``"word" OR "word" ...``.
-
-    Returns:
-        One token per word (none for a word FTS5 makes no token of), or None
-        where a part is not a plain quoted word (a prefix, two-word
-        alternatives, the user's own syntax) or makes several tokens: search
-        FTS5 then.
-    """
-    words = []
-    for part in match.split(" OR "):
-        plain = _PLAIN.fullmatch(part)
-        if plain is None:
-            return None
-        words.append(plain.group(1))
-    tokens: list[str] = []
-    for made in tokenizer(store).tokens(words):
-        if len(made) > 1:
-            return None  # a phrase: positions matter
-        tokens += made  # none: the word matches nothing, as in FTS5
-    return tokens

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import impacts
+from . import impacts, tokens
 from .filters import Filter
 from .keywords import marked_spans
 from .records import COMMON_FIELDS, Hit
@@ -111,7 +111,7 @@ def search(
         marked = {}
         if highlight and query.match is not None and picked:
             chunk_ids = [r.chunk_id for r in picked]
-            marked = impacts.highlighted(store, query.match, chunk_ids, user_fts5=query.user_fts5)
+            marked = tokens.highlighted(store, query.match, chunk_ids, user_fts5=query.user_fts5)
         hits.append(
             [
                 _hit(rank, mode, r, rows[r.chunk_id], marked.get(r.chunk_id))
@@ -244,9 +244,9 @@ class KeywordMatches:
             return cls(np.zeros(0, dtype=np.int64), np.zeros(0))
         found = None
         if not query.user_fts5:
-            tokens = impacts.query_tokens(store, query.match)
-            if tokens is not None:
-                found = impacts.bm25(store.path.parent, vectors, tokens)
+            terms = tokens.query_tokens(store, query.match)
+            if terms is not None:
+                found = impacts.bm25(store.path.parent, vectors, terms)
         if found is not None:
             ids, scores, articles = found  # tombstones already left out
             if scope is not None:

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from semsearch import Index, MergePolicy, impacts
+from semsearch import Index, MergePolicy, impacts, tokens
 from semsearch.keywords import match_expression
 from semsearch.manifest import KEYWORD_SUFFIXES, STORE_FILE
 from semsearch.store import Store
@@ -208,15 +208,15 @@ def test_the_tokenizer_gives_fts5s_own_tokens(pieces):
     db.execute("CREATE VIRTUAL TABLE v USING fts5vocab(t, instance)")
     db.execute("INSERT INTO t (rowid, x) VALUES (1, ?)", (text,))
     expected = [r[0] for r in db.execute("SELECT term FROM v ORDER BY offset")]
-    found = impacts.Tokenizer(spec).tokens(text.split())
+    found = tokens.Tokenizer(spec).tokens(text.split())
     assert [t for piece in found for t in piece] == expected
 
 
 def test_a_plain_query_is_tokens_and_anything_else_goes_to_fts5(fake_index):
     store: Store = fake_index._store
-    assert impacts.query_tokens(store, match_expression("Running walruses")) == ["run", "walrus"]
-    assert impacts.query_tokens(store, match_expression("塑料")) is None
-    assert impacts.query_tokens(store, '"a" AND "b"') is None
+    assert tokens.query_tokens(store, match_expression("Running walruses")) == ["run", "walrus"]
+    assert tokens.query_tokens(store, match_expression("塑料")) is None
+    assert tokens.query_tokens(store, '"a" AND "b"') is None
 
 
 def test_postings_gone_under_an_open_reader_fall_back_to_fts5(tmp_path, fake_encoder):
