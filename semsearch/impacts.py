@@ -40,7 +40,7 @@ import hashlib
 import os
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +66,9 @@ DOC_DTYPE = np.dtype([("chunk", "<i8"), ("article", "<i8"), ("length", "<u4")])
 (title and text). A chunk's article never changes: an edit makes new chunks."""
 _BATCH = 5_000
 _DENSE = 16
+_RANGE_BITS = 6
+_MERGE_RANGES = 1 << _RANGE_BITS
+"""A merge takes terms in this many ranges of their hashes' top bits, one at a time."""
 """Postings of a query in a segment above 1/_DENSE of its chunks are summed in an array of all."""
 
 
@@ -128,16 +131,21 @@ def write_keywords(
             for s, p in zip(merged.segments, sources, strict=True)
             if p is not None
         ]
-        terms, postings, docs = merge_postings(parts, ids)
+        failpoint(stages + "before-keywords-write")
+        out = folder / segment_file(segment, KEYWORD_POSTINGS)
+        terms, postings, docs = merge_postings(parts, ids, out)
+        del postings  # written and flushed to its file: only its fsync is left
+        arrays = {KEYWORD_DOCS: docs, KEYWORD_POSTINGS: None, KEYWORD_TERMS: terms}
     else:
         terms, postings, docs = _postings(store, ids)
+        failpoint(stages + "before-keywords-write")
+        arrays = {KEYWORD_DOCS: docs, KEYWORD_POSTINGS: postings, KEYWORD_TERMS: terms}
     files = {}
-    failpoint(stages + "before-keywords-write")
-    arrays = {KEYWORD_DOCS: docs, KEYWORD_POSTINGS: postings, KEYWORD_TERMS: terms}
     for suffix, array in arrays.items():
         path = folder / segment_file(segment, suffix)
-        with open(path, "wb") as f:
-            np.save(f, array, allow_pickle=False)
+        with open(path, "r+b" if array is None else "wb") as f:
+            if array is not None:
+                np.save(f, array, allow_pickle=False)
             f.flush()
             os.fsync(f.fileno())
         files[path.name] = file_checksum(path)
@@ -200,58 +208,93 @@ def _postings(store: Store, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
 
 
 def merge_postings(
-    parts: Sequence[tuple[SegmentPostings, np.ndarray | None]], ids: np.ndarray
+    parts: Sequence[tuple[SegmentPostings, np.ndarray | None]],
+    ids: np.ndarray,
+    out: Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The (terms, postings, docs) of merged segments' live chunks, from their own arrays.
+
+    Terms are taken a range of hashes at a time (:data:`_MERGE_RANGES`): each
+    source holds a range's terms, and their postings, contiguously, so memory
+    holds one range's postings, not every posting of the merged segments.
 
     Args:
         parts: each merged segment's arrays and its tombstoned chunk ids (or None).
         ids: the live chunk ids of them all, ascending: the new positions.
+        out: where to write the postings ``.npy`` as they are made (mapped,
+            flushed, not fsynced); None: in memory.
 
     Returns:
-        The arrays :func:`_postings` would make from the chunks' text.
+        The arrays :func:`_postings` would make from the chunks' text (the
+        postings mapped from ``out`` where given).
     """
-    hashes: list[np.ndarray] = []
-    rows: list[np.ndarray] = []
-    positions: list[np.ndarray] = []
-    tfs: list[np.ndarray] = []
-    docs: list[np.ndarray] = []
-    n_terms = 0
+    sources = []
     for part, gone in parts:
         chunks = part.docs["chunk"]
         live = ~np.isin(chunks, gone) if gone is not None and len(gone) else None
-        new_position = np.searchsorted(ids, chunks)
-        counts = part.terms[:, COUNT].astype(np.int64)
-        term = np.repeat(np.arange(len(counts)) + n_terms, counts)
-        n_terms += len(counts)
-        old = part.postings["pos"].astype(np.int64)
-        keep = live[old] if live is not None else np.ones(len(old), dtype=bool)
-        hashes.append(np.asarray(part.terms[:, [HI, LO]]))
-        rows.append(term[keep])
-        positions.append(new_position[old[keep]])
-        tfs.append(part.postings["tf"][keep].astype(np.int64))
-        docs.append(part.docs[live] if live is not None else np.asarray(part.docs))
-    every = np.concatenate(hashes) if hashes else np.zeros((0, 2), dtype=np.uint64)
-    unique, merged_row = np.unique(every, axis=0, return_inverse=True)  # sorted by (hi, lo)
-    row = merged_row.ravel()[np.concatenate(rows)] if rows else np.zeros(0, dtype=np.int64)
-    position = np.concatenate(positions) if positions else np.zeros(0, dtype=np.int64)
-    tf = np.concatenate(tfs) if tfs else np.zeros(0, dtype=np.int64)
-    per_term = np.bincount(row, minlength=len(unique))
-    held = per_term > 0  # a term only tombstoned chunks held goes
-    renumber = np.cumsum(held) - 1
-    row, unique, per_term = renumber[row], unique[held], per_term[held]
-    order = np.lexsort((position, row))
-    wide = tf.max(initial=0) >= 2**16
-    postings = np.empty(len(order), dtype=posting_dtype("<u4" if wide else "<u2"))
-    postings["pos"], postings["tf"] = position[order], tf[order]
-    terms = np.empty((len(unique), 4), dtype="<u8", order="F")
-    terms[:, HI], terms[:, LO] = unique[:, 0], unique[:, 1]
-    terms[:, COUNT] = per_term
-    terms[:, START] = np.cumsum(per_term) - per_term
+        sources.append((part, live, np.searchsorted(ids, chunks)))
+    lows = [r << (64 - _RANGE_BITS) for r in range(_MERGE_RANGES)]
+    highs: list[int | None] = [*lows[1:], None]
+
+    def ranges() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Each hash range's (term hashes, term of each posting, new positions, tf)."""
+        for low, high in zip(lows, highs, strict=True):
+            hashes, rows, positions, tfs = [], [], [], []
+            n_terms = 0
+            for part, live, new_position in sources:
+                his = part.terms[:, HI]
+                first = int(np.searchsorted(his, np.uint64(low)))
+                last = len(his) if high is None else int(np.searchsorted(his, np.uint64(high)))
+                counts = part.terms[first:last, COUNT].astype(np.int64)
+                start = int(part.terms[first, START]) if last > first else 0
+                block = part.postings[start : start + int(counts.sum())]
+                old = block["pos"].astype(np.int64)
+                keep = live[old] if live is not None else slice(None)
+                term = np.repeat(np.arange(len(counts)) + n_terms, counts)
+                n_terms += len(counts)
+                hashes.append(np.asarray(part.terms[first:last][:, [HI, LO]]))
+                rows.append(term[keep])
+                positions.append(new_position[old[keep]])
+                tfs.append(block["tf"][keep].astype(np.int64))
+            yield (
+                np.concatenate(hashes) if hashes else np.zeros((0, 2), dtype=np.uint64),
+                np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64),
+                np.concatenate(positions) if positions else np.zeros(0, dtype=np.int64),
+                np.concatenate(tfs) if tfs else np.zeros(0, dtype=np.int64),
+            )
+
+    total = sum(len(row) for _, row, _, _ in ranges())  # a first pass: the file's length
+    wide = any(p.postings.dtype["tf"].itemsize > 2 for p, _ in parts)
+    dtype = posting_dtype("<u4" if wide else "<u2")
+    postings = (
+        np.lib.format.open_memmap(out, mode="w+", dtype=dtype, shape=(total,))
+        if out is not None
+        else np.empty(total, dtype=dtype)
+    )
+    terms_parts = []
+    written = 0
+    for hashes, row, position, tf in ranges():
+        unique, merged_row = np.unique(hashes, axis=0, return_inverse=True)  # by (hi, lo)
+        row = merged_row.ravel()[row]
+        per_term = np.bincount(row, minlength=len(unique))
+        held = per_term > 0  # a term only tombstoned chunks held goes
+        row, unique, per_term = (np.cumsum(held) - 1)[row], unique[held], per_term[held]
+        order = np.lexsort((position, row))
+        postings["pos"][written : written + len(order)] = position[order]
+        postings["tf"][written : written + len(order)] = tf[order]
+        terms = np.empty((len(unique), 4), dtype="<u8")
+        terms[:, HI], terms[:, LO], terms[:, COUNT] = unique[:, 0], unique[:, 1], per_term
+        terms[:, START] = written + np.cumsum(per_term) - per_term
+        terms_parts.append(terms)
+        written += len(order)
+    if isinstance(postings, np.memmap):
+        postings.flush()
+    docs = [p.docs[live] if live is not None else np.asarray(p.docs) for p, live, _ in sources]
     merged_docs = np.concatenate(docs) if docs else np.zeros(0, dtype=DOC_DTYPE)
     merged_docs = merged_docs[np.argsort(merged_docs["chunk"], kind="stable")]
     assert np.array_equal(merged_docs["chunk"], ids), "the merged chunks are the live ones"
-    return terms, postings, merged_docs.astype(DOC_DTYPE)
+    every = np.concatenate(terms_parts) if terms_parts else np.zeros((0, 4), dtype="<u8")
+    return np.asfortranarray(every), postings, merged_docs.astype(DOC_DTYPE)
 
 
 # -- reading ------------------------------------------------------------------------------
