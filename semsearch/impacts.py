@@ -422,6 +422,23 @@ def available(folder: Path, vectors: SegmentSet) -> bool:
     return _live(folder, vectors) is not None
 
 
+def articles_of(folder: Path, vectors: SegmentSet, chunk_ids: np.ndarray) -> dict[int, int] | None:
+    """Map chunk id → article key for these chunks, from the postings' chunk table.
+
+    Returns None if a segment has no keyword arrays (ask the store then).
+    """
+    live = _live(folder, vectors)
+    if live is None:
+        return None
+    chunk_ids = np.asarray(chunk_ids, dtype=np.int64)
+    found: dict[int, int] = {}
+    for segment, postings in zip(vectors.segments, live.segments, strict=True):
+        held, at = segment.positions(chunk_ids)  # the segment's ids are the docs' chunks
+        articles = postings.docs["article"][at]
+        found.update(zip(chunk_ids[held].tolist(), articles.tolist(), strict=True))
+    return found
+
+
 def bm25(
     folder: Path, vectors: SegmentSet, phrases: Sequence[str]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:

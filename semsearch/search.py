@@ -339,7 +339,10 @@ def _hybrid(
     candidates = {r.chunk_id for r in dense} | {r.chunk_id for r in sparse}
     if not candidates:
         return []
-    article_of = store.chunk_articles(list(candidates))
+    pool_ids = np.fromiter(candidates, dtype=np.int64, count=len(candidates))
+    article_of = impacts.articles_of(store.path.parent, vectors, pool_ids)
+    if article_of is None:
+        article_of = store.chunk_articles(pool_ids.tolist())
     # Every chunk of every candidate article, so that each gets its exact best
     # cosine and best BM25, whichever list it came from.
     ids, articles = store.chunks_of_articles(sorted(set(article_of.values())))

@@ -260,3 +260,12 @@ def test_the_keyword_benchmark_measures_every_mode_beside_semantic(tmp_path):
     latency = result["query"]["latency"]
     assert set(latency) == {"semantic", "keyword", "hybrid", "keyword, FTS5 every match"}
     assert all(row["n"] == 5 for row in latency.values())
+
+
+def test_the_postings_know_each_chunks_article_as_the_store_does(fake_index):
+    _add(fake_index, _texts(5, 20))
+    _add(fake_index, {"a5-0": "w1 w2 w3 replaced"})
+    ids = np.concatenate([s.ids for s in fake_index._vectors.segments])
+    ids = ids[~np.isin(ids, fake_index._vectors.dead)]  # a replaced article's rows are gone
+    found = impacts.articles_of(fake_index.path, fake_index._vectors, ids)
+    assert found == fake_index._store.chunk_articles(ids.tolist())
