@@ -56,9 +56,11 @@ import numpy as np
 
 from .config import RECALL_TARGET, default_memory_budget
 from .errors import IncompatibleIndexError, damaged
+from .impacts import write_keywords
 from .lock import LOCK_FILE
 from .manifest import (
     FORMAT_VERSION,
+    KEYWORD_SUFFIXES,
     STORE_FILE,
     Manifest,
     legacy_vector_files,
@@ -639,8 +641,19 @@ def merge(
                     )
                     # A compressed merge streams its vectors; flat and HNSW hold them anyway.
                     vectors = lazy if fresh.trains else current.vectors.live_vectors(chosen)[1]
+                    merged = replace(current.vectors, segments=tuple(chosen))
                     _add_segment(
-                        folder, store, number, fresh, ids, vectors, keys, written, "merge-", plan
+                        folder,
+                        store,
+                        number,
+                        fresh,
+                        ids,
+                        vectors,
+                        keys,
+                        written,
+                        "merge-",
+                        plan=plan,
+                        merged=merged,
                     )
                     _save_quantizer(folder, store, plan, number, written)
                 manifest = _manifest_after(manifest, store, number, manifest.vectors.index_type)
@@ -704,15 +717,19 @@ def _add_segment(
     written: list[Path],
     stages: str = "",
     plan: VectorPlan | None = None,
+    merged: SegmentSet | None = None,
 ) -> int:
     """Write a segment of these (ascending) ids and record it; returns its id.
 
     A compressed segment is tuned to the plan's recall target before it is
-    recorded (:func:`~semsearch.segments.tune_segment`).
+    recorded (:func:`~semsearch.segments.tune_segment`). ``merged``: in a
+    merge, the segments merged, whose keyword postings make the new one's.
     """
     segment = store.new_segment(index.factory, len(ids), generation)
     written += [folder / segment_file(segment, suffix) for suffix in SUFFIXES]
+    written += [folder / segment_file(segment, suffix) for suffix in KEYWORD_SUFFIXES]
     files = write_segment(folder, segment, index, ids, vectors, keys, stages)
+    files.update(write_keywords(folder, store, segment, ids, stages, merged))
     store.set_segment_files(segment, files)
     target = plan.recall_target if plan is not None else RECALL_TARGET
     if index.trains:
@@ -851,7 +868,7 @@ def _manifest_after(manifest: Manifest, store: Store, generation: int, index_typ
 def remove_segment_files(folder: Path, segments: Iterable[int]) -> None:
     """Delete the files of segments no longer live (a reader holding them keeps its mapping)."""
     for segment in segments:
-        for suffix in SUFFIXES:
+        for suffix in (*SUFFIXES, *KEYWORD_SUFFIXES):
             (folder / segment_file(segment, suffix)).unlink(missing_ok=True)
 
 

@@ -124,6 +124,13 @@ def quantizer_file(generation: int) -> str:
     return f"quantizer.{generation}.faiss"
 
 
+# A segment's keyword postings (semsearch.impacts): terms, postings, chunk lengths.
+KEYWORD_TERMS = ".kw-terms.npy"
+KEYWORD_POSTINGS = ".kw-postings.npy"
+KEYWORD_DOCS = ".kw-docs.npy"
+KEYWORD_SUFFIXES = (KEYWORD_TERMS, KEYWORD_POSTINGS, KEYWORD_DOCS)
+
+
 def segment_of(path: Path) -> int | None:
     """The segment id a file name belongs to, or None if it is no segment file."""
     parts = path.name.split(".")

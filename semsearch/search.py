@@ -1,7 +1,7 @@
 """Queries → ranked :class:`~semsearch.records.Hit` lists, in three modes.
 
 - ``semantic``: cosine similarity of the query vector to chunk vectors (FAISS).
-- ``keyword``: BM25 over the chunks' title and text (SQLite FTS5).
+- ``keyword``: BM25 over the chunks' title and text (the segments' postings, or SQLite FTS5).
 - ``hybrid`` (the default): both, fused by a weighted sum of normalised scores.
 
 Results are articles: an article's score in each mode is its best chunk's,
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import impacts, tokens
 from .filters import Filter
 from .keywords import marked_spans
 from .records import COMMON_FIELDS, Hit
@@ -50,6 +51,7 @@ HYBRID_POOL = 100
 BRUTE_FORCE_LIMIT = 50_000
 _FETCH_FACTOR = 4
 _MIN_FETCH = 20
+_MAX_RUNS = 64
 
 
 @dataclass(frozen=True)
@@ -98,20 +100,18 @@ def search(
             assert query.vector is not None
             ranked.append(_semantic(vectors, store, query.vector, k, group, scope))
         elif mode == "keyword":
-            matches = KeywordMatches.of(store, query, where, dead)
+            matches = KeywordMatches.of(vectors, store, query, where, scope)
             ranked.append(matches.ranking(store, k, group))
         else:
             assert query.vector is not None
-            ranked.append(
-                _hybrid(vectors, store, query, k, group, where, scope, hybrid_weight, dead)
-            )
+            ranked.append(_hybrid(vectors, store, query, k, group, where, scope, hybrid_weight))
     rows = store.chunk_rows([r.chunk_id for hits in ranked for r in hits])
     hits = []
     for query, picked in zip(queries, ranked, strict=True):
         marked = {}
         if highlight and query.match is not None and picked:
             chunk_ids = [r.chunk_id for r in picked]
-            marked = store.highlighted(query.match, chunk_ids, user_fts5=query.user_fts5)
+            marked = tokens.highlighted(store, query.match, chunk_ids, user_fts5=query.user_fts5)
         hits.append(
             [
                 _hit(rank, mode, r, rows[r.chunk_id], marked.get(r.chunk_id))
@@ -213,39 +213,107 @@ def _pick(
 # -- keyword -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class KeywordMatches:
-    """Every chunk matching a keyword query: ids and BM25 scores, best first."""
+    """Every live chunk matching a keyword query: ids and BM25 scores, unordered.
 
-    ids: np.ndarray
-    scores: np.ndarray
+    Scored from the segments' postings (:mod:`semsearch.impacts`) where the
+    query is plain words and every segment has them; else by FTS5, which
+    scores every match itself (the user's own FTS5 syntax, the prefix and
+    two-word alternatives of no-space scripts, segments written before
+    postings existed). Both give FTS5's BM25 formula.
+    """
+
+    def __init__(
+        self, ids: np.ndarray, scores: np.ndarray, articles: np.ndarray | None = None
+    ) -> None:
+        self.ids = ids
+        self.scores = scores
+        self.articles = articles  # each chunk's article key, where the postings give it
+        self._runs: np.ndarray | None = None  # where ascending runs of ids start and end
 
     @classmethod
     def of(
-        cls, store: Store, query: Query, where: Filter | None, dead: np.ndarray
+        cls,
+        vectors: SegmentSet,
+        store: Store,
+        query: Query,
+        where: Filter | None,
+        scope: _Scope | None,
     ) -> KeywordMatches:
         if query.match is None:
             return cls(np.zeros(0, dtype=np.int64), np.zeros(0))
+        found = None
+        if not query.user_fts5:
+            terms = tokens.query_tokens(store, query.match)
+            if terms is not None:
+                found = impacts.bm25(store.path.parent, vectors, terms)
+        if found is not None:
+            ids, scores, articles = found  # tombstones already left out
+            if scope is not None:
+                keep = np.isin(ids, scope.ids)
+                ids, scores, articles = ids[keep], scores[keep], articles[keep]
+            return cls(ids, scores, articles)
         sql, params = (where.sql, where.params) if where is not None else (None, ())
         ids, scores = store.keyword_matches(query.match, sql, params, user_fts5=query.user_fts5)
-        if len(dead):
-            keep = ~np.isin(ids, dead)
-            ids, scores = ids[keep], scores[keep]
-        order = np.lexsort((ids, -scores))  # ties broken by chunk id: reproducible
-        return cls(ids[order], scores[order])
+        keep = _live_mask(ids, vectors.dead)
+        return cls(ids[keep], scores[keep])
+
+    @property
+    def best(self) -> float:
+        """The best BM25 among the matches (1.0 with none)."""
+        return float(self.scores.max()) if len(self.scores) else 1.0
+
+    def top(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The n best (scores, ids), best first; ties broken by chunk id (reproducible)."""
+        order = self._best(n)
+        return self.scores[order], self.ids[order]
+
+    def _best(self, n: int) -> np.ndarray:
+        """Positions of the n best matches, best first."""
+        if n < len(self.scores):
+            # Every score tied with the n-th best comes along, so the tie-break is exact.
+            cut = np.partition(self.scores, len(self.scores) - n)[len(self.scores) - n]
+            pool = np.flatnonzero(self.scores >= cut)
+        else:
+            pool = np.arange(len(self.scores))
+        return pool[np.lexsort((self.ids[pool], -self.scores[pool]))][:n]
 
     def scores_of(self, chunk_ids: np.ndarray) -> np.ndarray:
         """BM25 of these chunks, 0 for those that do not match."""
+        found = np.zeros(len(chunk_ids))
         if len(self.ids) == 0:
-            return np.zeros(len(chunk_ids))
-        by_id = np.argsort(self.ids)
-        sorted_ids = self.ids[by_id]
-        at = np.searchsorted(sorted_ids, chunk_ids).clip(max=len(sorted_ids) - 1)
-        return np.where(sorted_ids[at] == chunk_ids, self.scores[by_id][at], 0.0)
+            return found
+        if self._runs is None:
+            # The postings give each segment's matches in ascending id order: a
+            # binary search in each run, rather than sorting a million matches.
+            breaks = np.flatnonzero(self.ids[1:] < self.ids[:-1]) + 1
+            if len(breaks) > _MAX_RUNS:
+                order = np.argsort(self.ids, kind="stable")
+                self.ids, self.scores = self.ids[order], self.scores[order]
+                if self.articles is not None:
+                    self.articles = self.articles[order]
+                breaks = breaks[:0]
+            self._runs = np.r_[0, breaks, len(self.ids)]
+        for start, end in zip(self._runs[:-1], self._runs[1:], strict=True):
+            run = self.ids[start:end]
+            at = np.searchsorted(run, chunk_ids).clip(max=len(run) - 1)
+            hit = run[at] == chunk_ids
+            found[hit] = self.scores[start:end][at[hit]]
+        return found
 
     def ranking(self, store: Store, k: int, group: bool) -> list[_Ranked]:
         """The k best articles (their best chunks), or the k best chunks."""
-        picked = _until_k(lambda n: (self.scores[:n], self.ids[:n]), len(self.ids), store, k, group)
+        if self.articles is None:
+            picked = _until_k(self.top, len(self.ids), store, k, group)
+        else:  # as _until_k, with the articles at hand
+            articles = self.articles
+            fetch = min(len(self.ids), max(k * _FETCH_FACTOR, _MIN_FETCH) if group else k)
+            while True:
+                order = self._best(fetch)
+                picked = _pick(self.scores[order], self.ids[order], articles[order], k, group)
+                if len(picked) >= k or fetch >= len(self.ids):
+                    break
+                fetch = min(len(self.ids), fetch * _FETCH_FACTOR)
         return [_Ranked(score, chunk_id, keyword=score) for score, chunk_id in picked]
 
 
@@ -261,18 +329,20 @@ def _hybrid(
     where: Filter | None,
     scope: _Scope | None,
     weight: float,
-    dead: np.ndarray,
 ) -> list[_Ranked]:
     """Fuse the semantic and keyword rankings, scoring every candidate in both exactly."""
     assert query.vector is not None
     pool = max(k, HYBRID_POOL)
     dense = _semantic(vectors, store, query.vector, pool, True, scope)
-    matches = KeywordMatches.of(store, query, where, dead)
+    matches = KeywordMatches.of(vectors, store, query, where, scope)
     sparse = matches.ranking(store, pool, True)
     candidates = {r.chunk_id for r in dense} | {r.chunk_id for r in sparse}
     if not candidates:
         return []
-    article_of = store.chunk_articles(list(candidates))
+    pool_ids = np.fromiter(candidates, dtype=np.int64, count=len(candidates))
+    article_of = impacts.articles_of(store.path.parent, vectors, pool_ids)
+    if article_of is None:
+        article_of = store.chunk_articles(pool_ids.tolist())
     # Every chunk of every candidate article, so that each gets its exact best
     # cosine and best BM25, whichever list it came from.
     ids, articles = store.chunks_of_articles(sorted(set(article_of.values())))
@@ -280,7 +350,7 @@ def _hybrid(
     ids, articles = _aligned(found, ids, articles)
     cosine = chunk_vectors @ query.vector
     bm25 = matches.scores_of(ids)
-    best_bm25 = float(matches.scores[0]) if len(matches.scores) else 1.0
+    best_bm25 = matches.best
     fused = weight * cosine + (1 - weight) * bm25 / best_bm25
     if not group:
         order = np.lexsort((ids, -fused))[:k]
@@ -333,6 +403,11 @@ def _aligned(
     """The (ids, article keys) in the order of ``found`` (ids whose vectors were found)."""
     article_of = dict(zip(ids.tolist(), articles.tolist(), strict=True))
     return found, np.asarray([article_of[int(i)] for i in found], dtype=np.int64)
+
+
+def _live_mask(ids: np.ndarray, dead: np.ndarray) -> np.ndarray:
+    """Which of these chunk ids are not tombstoned."""
+    return ~np.isin(ids, dead) if len(dead) else np.ones(len(ids), dtype=bool)
 
 
 def _live(ids: np.ndarray, dead: np.ndarray) -> np.ndarray:

@@ -393,6 +393,33 @@ class Store:
         table = np.asarray(rows, dtype=np.float64).reshape(len(rows), 2)  # ids < 2**53: exact
         return table[:, 0].astype(np.int64), table[:, 1]
 
+    @_mapped
+    def keyword_tokenizer(self) -> str:
+        """The ``tokenize`` argument of the FTS5 table, as SQL (a quoted string)."""
+        row = self._db.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'chunks_fts'"
+        ).fetchone()
+        found = re.search(r"tokenize\s*=\s*('(?:[^']|'')*')", row[0] if row else "")
+        if found is None:
+            raise damaged(self.path, "the keyword index chunks_fts has no tokenizer")
+        return found.group(1)
+
+    @_mapped
+    def keyword_texts(self, chunk_ids: Sequence[int]) -> dict[int, tuple[int, str]]:
+        """Each chunk's (article key, title and text as the FTS5 table indexes them), by id."""
+        sql = (
+            "SELECT t.id, c.article_pk, coalesce(t.title, '') || ' ' || coalesce(t.text, '')"
+            " FROM chunk_text t JOIN chunks c ON c.id = t.id WHERE t.id IN (?)"
+        )
+        rows = self._select_in(sql, [int(i) for i in chunk_ids])
+        return {chunk: (article, text) for chunk, article, text in rows}
+
+    @_mapped
+    def keyword_rows(self, chunk_ids: Sequence[int]) -> list[tuple[int, str | None, str]]:
+        """These chunks' (id, title, text) as the FTS5 table indexes them (keyword text)."""
+        sql = "SELECT id, title, text FROM chunk_text WHERE id IN (?)"
+        return self._select_in(sql, [int(i) for i in chunk_ids])
+
     def highlighted(
         self, match: str, chunk_ids: Sequence[int], *, user_fts5: bool = False
     ) -> dict[int, str]:

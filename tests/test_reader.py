@@ -9,6 +9,7 @@ import pytest
 
 from semsearch import IncompatibleIndexError, Index
 from semsearch.commit import ATTEMPTS, Change, Generation, Moved, commit, retry
+from semsearch.manifest import KEYWORD_SUFFIXES
 from semsearch.reader import Reader
 from tests.conftest import make_article
 
@@ -78,10 +79,10 @@ def test_a_change_is_applied_as_one_generation(fake_index):
     assert done.generation == before + 1 and done.chunks_removed == 2
     assert done.manifest.counts == {"articles": 6, "chunks": 6}
     # A removal writes no vector file: its chunks are tombstones of the one segment.
-    assert sorted(p.name for p in fake_index.path.glob("segment.*")) == [
-        "segment.1.faiss",
-        "segment.1.keys.npy",
-    ]
+    keywords = [f"segment.1{suffix}" for suffix in KEYWORD_SUFFIXES]  # semsearch.impacts
+    assert sorted(p.name for p in fake_index.path.glob("segment.*")) == sorted(
+        ["segment.1.faiss", "segment.1.keys.npy", *keywords]
+    )
     with Index.open(fake_index.path, encoder=fake_index.encoder) as reopened:
         assert len(reopened) == 6 and reopened.get("a0") is None
         assert np.array_equal(np.sort(reopened._vectors.ids()), reopened.chunk_vectors()[0])

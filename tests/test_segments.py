@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from semsearch import IncompatibleIndexError, Index, MergePolicy, load_paths
 from semsearch.cli import cli
 from semsearch.config import MergePolicy as ConfigMergePolicy
+from semsearch.manifest import KEYWORD_SUFFIXES
 from semsearch.verify import verify
 from tests.conftest import SAMPLE_ARTICLES, make_article
 
@@ -41,10 +42,11 @@ def test_a_write_adds_one_segment_and_rewrites_none(fake_index):
     fake_index.merge_policy = NEVER
     fake_index.add(_notes(0, 5))
     before = _segment_files(fake_index.path)
-    assert sorted(before) == ["segment.1.faiss", "segment.1.keys.npy"]
+    keywords = [f"segment.1{suffix}" for suffix in KEYWORD_SUFFIXES]  # semsearch.impacts
+    assert sorted(before) == sorted(["segment.1.faiss", "segment.1.keys.npy", *keywords])
     result = fake_index.add(_notes(5, 3))
     after = _segment_files(fake_index.path)
-    assert len(after) == 4 and all(after[name] == before[name] for name in before)
+    assert len(after) == 2 * len(before) and all(after[name] == before[name] for name in before)
     assert result.chunks_added == 3 and fake_index.info().segments == 2
     fake_index.remove(["n1"])  # a removal writes no vector file at all
     assert _segment_files(fake_index.path) == after

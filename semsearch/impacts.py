@@ -1,0 +1,518 @@
+"""Keyword search by BM25 over per-segment term postings, without FTS5 scoring every match.
+
+FTS5's ``bm25()`` is an auxiliary function called once per matching row: a
+SciFact claim matches a third of the index, and scoring and fetching those
+rows cost more than embedding the query. So, like bm25s, each segment also
+holds its chunks' term statistics as arrays (a sparse term × chunk matrix),
+written beside its vectors and memory-mapped:
+
+- ``segment.<id>.kw-terms.npy``: one row per term, sorted by the term's
+  128-bit hash (BLAKE2b of its UTF-8): where its postings start, how many;
+- ``segment.<id>.kw-postings.npy``: ``(position, tf)`` of every chunk holding
+  each term, grouped by term, positions ascending;
+- ``segment.<id>.kw-docs.npy``: each chunk's id and length in tokens, by position.
+
+A query is scored as a sparse matrix-vector product in numpy over the
+postings of its terms only: each posting's BM25 impact
+``idf × tf × (k1 + 1) / (tf + k1 × (1 − b + b × D / avgdl))`` is summed per
+chunk, with the statistics (chunks, tokens, each term's chunk count) summed
+over the live segments, tombstoned chunks excluded. The top k come from an
+``argpartition``; tombstones and filters are masks. The formula, constants and
+order of additions are FTS5's own (``fts5_aux.c``), so scores equal what FTS5
+gives on an index holding exactly the live chunks.
+
+Terms are FTS5's own: the segment's chunks' keyword text (title and text, as
+the FTS5 table reads them from ``chunk_text``) goes through the index's FTS5
+tokenizer itself (:mod:`semsearch.tokens`), as do the query's words.
+
+A segment's files are written in the transaction that records the segment
+(:func:`write_keywords`, called by :func:`semsearch.commit._add_segment`), so
+they belong to the same generation as its vectors and rows. FTS5 stays for
+highlights, for the user's own FTS5 syntax, for query words that are not one
+plain token (prefix and two-word alternatives of no-space scripts), and for a
+generation with a segment written before these files existed (until a merge
+rewrites it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import damaged
+from .manifest import KEYWORD_DOCS, KEYWORD_POSTINGS, KEYWORD_TERMS, segment_file
+from .segments import Segment, SegmentMissing, SegmentSet
+from .store import Store
+from .tokens import tokenizer
+
+# FTS5's bm25() constants (fts5_aux.c), and its floor for the idf of a common term.
+K1 = 1.2
+B = 0.75
+_MIN_IDF = 1e-6
+
+HI, LO, START, COUNT = range(4)
+"""The terms array's columns: a term's hash as two halves, where its postings start and
+how many there are. ``(n, 4)`` uint64 in Fortran order, so that each column is contiguous
+in the mapped file (a binary search over a strided column would copy it)."""
+DOC_DTYPE = np.dtype([("chunk", "<i8"), ("article", "<i8"), ("length", "<u4")])
+"""A chunk's row, by position: its id, its article's key and its length in tokens
+(title and text). A chunk's article never changes: an edit makes new chunks."""
+_BATCH = 5_000
+_DENSE = 16
+_RANGE_BITS = 6
+_MERGE_RANGES = 1 << _RANGE_BITS
+"""A merge takes terms in this many ranges of their hashes' top bits, one at a time."""
+"""Postings of a query in a segment above 1/_DENSE of its chunks are summed in an array of all."""
+
+
+def posting_dtype(tf: str) -> np.dtype:
+    """A posting: the chunk's position in the segment and the term's count in it."""
+    return np.dtype([("pos", "<u4"), ("tf", tf)])
+
+
+def term_hash(term: str) -> tuple[int, int]:
+    """A term's 128-bit key as two unsigned 64-bit halves."""
+    digest = hashlib.blake2b(term.encode("utf-8"), digest_size=16).digest()
+    return int.from_bytes(digest[:8], "big"), int.from_bytes(digest[8:], "big")
+
+
+# -- writing a segment's postings -------------------------------------------------------
+
+
+def write_keywords(
+    folder: Path,
+    store: Store,
+    segment: int,
+    ids: np.ndarray,
+    stages: str = "",
+    merged: SegmentSet | None = None,
+) -> dict[str, dict[str, int]]:
+    """Write a segment's keyword files for its chunks (ascending ids, rows in the store).
+
+    Called inside the transaction that records the segment, after its chunks'
+    rows are written, so the text is what the FTS5 index holds. A merge's
+    segment is made from its sources' postings (no text tokenized again)
+    where they all have them.
+
+    Args:
+        folder: the index folder.
+        store: the store, in the write transaction.
+        segment: the segment's id.
+        ids: its chunk ids, ascending (positions in the files follow them).
+        stages: prefix of the fail points' names (``merge-`` in a merge).
+        merged: in a merge, the segments merged (with their tombstones), whose
+            live chunks are ``ids``.
+
+    Returns:
+        The files written: name → ``{"size": bytes, "crc32": int}``.
+
+    Raises:
+        OSError: if a file cannot be written.
+    """
+    from .commit import failpoint, file_checksum
+
+    ids = np.asarray(ids, dtype=np.int64)
+    sources = None
+    if merged is not None:
+        try:
+            sources = [_open(folder, s) for s in merged.segments]
+        except SegmentMissing:
+            sources = None
+    if merged is not None and sources is not None and all(p is not None for p in sources):
+        parts = [
+            (p, merged.tombstones.get(s.id))
+            for s, p in zip(merged.segments, sources, strict=True)
+            if p is not None
+        ]
+        failpoint(stages + "before-keywords-write")
+        out = folder / segment_file(segment, KEYWORD_POSTINGS)
+        terms, postings, docs = merge_postings(parts, ids, out)
+        del postings  # written and flushed to its file: only its fsync is left
+        arrays = {KEYWORD_DOCS: docs, KEYWORD_POSTINGS: None, KEYWORD_TERMS: terms}
+    else:
+        terms, postings, docs = _postings(store, ids)
+        failpoint(stages + "before-keywords-write")
+        arrays = {KEYWORD_DOCS: docs, KEYWORD_POSTINGS: postings, KEYWORD_TERMS: terms}
+    files = {}
+    for suffix, array in arrays.items():
+        path = folder / segment_file(segment, suffix)
+        with open(path, "r+b" if array is None else "wb") as f:
+            if array is not None:
+                np.save(f, array, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        files[path.name] = file_checksum(path)
+    failpoint(stages + "mid-keywords-write", truncate=folder / segment_file(segment, KEYWORD_TERMS))
+    return files
+
+
+def _postings(store: Store, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (terms, postings, docs) arrays of these chunks."""
+    tok = tokenizer(store)
+    vocabulary: dict[str, int] = {}
+    piece_terms: dict[str, tuple[int, ...]] = {}  # a whitespace-separated piece's term ids
+    keys: list[np.ndarray] = []  # term id × n + position, one per (term, chunk)
+    counts: list[np.ndarray] = []
+    lengths = np.zeros(len(ids), dtype=np.int64)
+    articles = np.full(len(ids), -1, dtype=np.int64)
+    n = max(len(ids), 1)
+    for start in range(0, len(ids), _BATCH):
+        batch = ids[start : start + _BATCH]
+        texts = store.keyword_texts(batch.tolist())
+        rows = [texts.get(chunk_id, (-1, "")) for chunk_id in batch.tolist()]
+        split = [text.split() for _, text in rows]
+        # Each distinct piece goes through the tokenizer once, all of a batch together.
+        new = list({p: None for pieces in split for p in pieces if p not in piece_terms})
+        for piece, tokens in zip(new, tok.tokens(new), strict=True):
+            piece_terms[piece] = tuple(vocabulary.setdefault(t, len(vocabulary)) for t in tokens)
+        term_ids: list[int] = []
+        positions: list[int] = []
+        for offset, ((article, _), pieces) in enumerate(zip(rows, split, strict=True)):
+            chunk_terms = [t for p in pieces for t in piece_terms[p]]
+            articles[start + offset] = article
+            lengths[start + offset] = len(chunk_terms)
+            term_ids += chunk_terms
+            positions += [start + offset] * len(chunk_terms)
+        pairs, tf = np.unique(
+            np.asarray(term_ids, dtype=np.int64) * n + np.asarray(positions, dtype=np.int64),
+            return_counts=True,
+        )
+        keys.append(pairs)
+        counts.append(tf)
+    hashes = np.array([term_hash(t) for t in vocabulary], dtype=np.uint64).reshape(-1, 2)
+    rank = np.empty(len(vocabulary), dtype=np.int64)  # term id → its row in hash order
+    by_hash = np.lexsort((hashes[:, 1], hashes[:, 0])) if len(hashes) else rank
+    rank[by_hash] = np.arange(len(vocabulary))
+    pairs = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
+    tf = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
+    row, position = rank[pairs // n], pairs % n
+    order = np.lexsort((position, row))
+    wide = tf.max(initial=0) >= 2**16
+    postings = np.empty(len(order), dtype=posting_dtype("<u4" if wide else "<u2"))
+    postings["pos"], postings["tf"] = position[order], tf[order]
+    per_term = np.bincount(row, minlength=len(vocabulary))
+    terms = np.empty((len(vocabulary), 4), dtype="<u8", order="F")
+    terms[:, HI], terms[:, LO] = hashes[by_hash, 0], hashes[by_hash, 1]
+    terms[:, COUNT] = per_term
+    terms[:, START] = np.cumsum(per_term) - per_term
+    docs = np.empty(len(ids), dtype=DOC_DTYPE)
+    docs["chunk"], docs["article"], docs["length"] = ids, articles, lengths
+    return terms, postings, docs
+
+
+def merge_postings(
+    parts: Sequence[tuple[SegmentPostings, np.ndarray | None]],
+    ids: np.ndarray,
+    out: Path | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (terms, postings, docs) of merged segments' live chunks, from their own arrays.
+
+    Terms are taken a range of hashes at a time (:data:`_MERGE_RANGES`): each
+    source holds a range's terms, and their postings, contiguously, so memory
+    holds one range's postings, not every posting of the merged segments.
+
+    Args:
+        parts: each merged segment's arrays and its tombstoned chunk ids (or None).
+        ids: the live chunk ids of them all, ascending: the new positions.
+        out: where to write the postings ``.npy`` as they are made (mapped,
+            flushed, not fsynced); None: in memory.
+
+    Returns:
+        The arrays :func:`_postings` would make from the chunks' text (the
+        postings mapped from ``out`` where given).
+    """
+    sources = []
+    for part, gone in parts:
+        chunks = part.docs["chunk"]
+        live = ~np.isin(chunks, gone) if gone is not None and len(gone) else None
+        sources.append((part, live, np.searchsorted(ids, chunks)))
+    lows = [r << (64 - _RANGE_BITS) for r in range(_MERGE_RANGES)]
+    highs: list[int | None] = [*lows[1:], None]
+
+    def ranges() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Each hash range's (term hashes, term of each posting, new positions, tf)."""
+        for low, high in zip(lows, highs, strict=True):
+            hashes, rows, positions, tfs = [], [], [], []
+            n_terms = 0
+            for part, live, new_position in sources:
+                his = part.terms[:, HI]
+                first = int(np.searchsorted(his, np.uint64(low)))
+                last = len(his) if high is None else int(np.searchsorted(his, np.uint64(high)))
+                counts = part.terms[first:last, COUNT].astype(np.int64)
+                start = int(part.terms[first, START]) if last > first else 0
+                block = part.postings[start : start + int(counts.sum())]
+                old = block["pos"].astype(np.int64)
+                keep = live[old] if live is not None else slice(None)
+                term = np.repeat(np.arange(len(counts)) + n_terms, counts)
+                n_terms += len(counts)
+                hashes.append(np.asarray(part.terms[first:last][:, [HI, LO]]))
+                rows.append(term[keep])
+                positions.append(new_position[old[keep]])
+                tfs.append(block["tf"][keep].astype(np.int64))
+            yield (
+                np.concatenate(hashes) if hashes else np.zeros((0, 2), dtype=np.uint64),
+                np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64),
+                np.concatenate(positions) if positions else np.zeros(0, dtype=np.int64),
+                np.concatenate(tfs) if tfs else np.zeros(0, dtype=np.int64),
+            )
+
+    total = sum(len(row) for _, row, _, _ in ranges())  # a first pass: the file's length
+    wide = any(p.postings.dtype["tf"].itemsize > 2 for p, _ in parts)
+    dtype = posting_dtype("<u4" if wide else "<u2")
+    postings = (
+        np.lib.format.open_memmap(out, mode="w+", dtype=dtype, shape=(total,))
+        if out is not None
+        else np.empty(total, dtype=dtype)
+    )
+    terms_parts = []
+    written = 0
+    for hashes, row, position, tf in ranges():
+        unique, merged_row = np.unique(hashes, axis=0, return_inverse=True)  # by (hi, lo)
+        row = merged_row.ravel()[row]
+        per_term = np.bincount(row, minlength=len(unique))
+        held = per_term > 0  # a term only tombstoned chunks held goes
+        row, unique, per_term = (np.cumsum(held) - 1)[row], unique[held], per_term[held]
+        order = np.lexsort((position, row))
+        postings["pos"][written : written + len(order)] = position[order]
+        postings["tf"][written : written + len(order)] = tf[order]
+        terms = np.empty((len(unique), 4), dtype="<u8")
+        terms[:, HI], terms[:, LO], terms[:, COUNT] = unique[:, 0], unique[:, 1], per_term
+        terms[:, START] = written + np.cumsum(per_term) - per_term
+        terms_parts.append(terms)
+        written += len(order)
+    if isinstance(postings, np.memmap):
+        postings.flush()
+    docs = [p.docs[live] if live is not None else np.asarray(p.docs) for p, live, _ in sources]
+    merged_docs = np.concatenate(docs) if docs else np.zeros(0, dtype=DOC_DTYPE)
+    merged_docs = merged_docs[np.argsort(merged_docs["chunk"], kind="stable")]
+    assert np.array_equal(merged_docs["chunk"], ids), "the merged chunks are the live ones"
+    every = np.concatenate(terms_parts) if terms_parts else np.zeros((0, 4), dtype="<u8")
+    return np.asfortranarray(every), postings, merged_docs.astype(DOC_DTYPE)
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SegmentPostings:
+    """One segment's keyword arrays, memory-mapped."""
+
+    terms: np.ndarray
+    postings: np.ndarray
+    docs: np.ndarray
+
+    def find(self, hi: int, lo: int) -> tuple[int, int]:
+        """(start, count) of a term's postings; count 0 if the segment lacks it."""
+        his = self.terms[:, HI]
+        at = int(np.searchsorted(his, np.uint64(hi)))
+        while at < len(his) and int(his[at]) == hi:
+            if int(self.terms[at, LO]) == lo:
+                return int(self.terms[at, START]), int(self.terms[at, COUNT])
+            at += 1
+        return 0, 0
+
+
+_OPENED: weakref.WeakKeyDictionary[Segment, SegmentPostings] = weakref.WeakKeyDictionary()
+_GENERATIONS_LOCK = threading.Lock()
+"""Guards the caches of opened segments and generations (a reader is shared by threads)."""
+
+
+def _open(folder: Path, segment: Segment) -> SegmentPostings | None:
+    """A segment's keyword arrays (mapped once per open segment), or None if it has none.
+
+    Raises:
+        SegmentMissing: if a file is gone (a writer merged the segment away).
+        IncompatibleIndexError: if a file is damaged.
+    """
+    found = _OPENED.get(segment)
+    if found is not None:
+        return found
+    names = [segment_file(segment.id, s) for s in (KEYWORD_TERMS, KEYWORD_POSTINGS, KEYWORD_DOCS)]
+    if not all(name in segment.row.files for name in names):
+        return None
+    arrays = []
+    for name in names:
+        try:
+            # Plain views of the maps: numpy's memmap subclass costs per slice.
+            mapped = np.load(folder / name, mmap_mode="r", allow_pickle=False)
+            arrays.append(mapped.view(np.ndarray))
+        except FileNotFoundError:
+            raise SegmentMissing(f"{folder / name} is missing") from None
+        except ValueError as e:
+            raise damaged(folder / name, str(e)) from None
+    terms, postings, docs = arrays
+    if (
+        terms.dtype != np.dtype("<u8")
+        or terms.ndim != 2
+        or terms.shape[1] != 4
+        or not terms.flags.f_contiguous
+        or docs.dtype != DOC_DTYPE
+        or len(docs) != len(segment)
+    ):
+        raise damaged(folder / names[0], "keyword arrays of the wrong type or length")
+    found = SegmentPostings(terms, postings, docs)
+    with _GENERATIONS_LOCK:
+        _OPENED[segment] = found
+    return found
+
+
+@dataclass(frozen=True)
+class _Live:
+    """A generation's keyword arrays with its tombstones as masks, and its live totals."""
+
+    segments: tuple[SegmentPostings, ...]
+    dead: tuple[np.ndarray | None, ...]  # per segment: bool by position, or None
+    n_chunks: int
+    n_tokens: int
+
+
+_GENERATIONS: dict[int, tuple[weakref.ref[SegmentSet], _Live | None]] = {}
+
+
+def _live(folder: Path, vectors: SegmentSet) -> _Live | None:
+    """The generation's keyword arrays (made once per open generation), or None if any
+    segment has none."""
+    with _GENERATIONS_LOCK:
+        known = _GENERATIONS.get(id(vectors))
+        if known is not None and known[0]() is vectors:
+            return known[1]
+    try:
+        opened = [_open(folder, s) for s in vectors.segments] if not vectors.legacy else [None]
+    except SegmentMissing:
+        # A merge deleted a segment this generation names after the reader loaded it
+        # (its vectors stay mapped, these files are opened at the first keyword
+        # query): FTS5, read in the same snapshot, still has this generation.
+        return None
+    live: _Live | None = None
+    if all(p is not None for p in opened):
+        segments = tuple(p for p in opened if p is not None)
+        dead: list[np.ndarray | None] = []
+        n_chunks = n_tokens = 0
+        for segment, postings in zip(vectors.segments, segments, strict=True):
+            lengths = postings.docs["length"]
+            n_chunks += len(lengths)
+            n_tokens += int(lengths.sum(dtype=np.int64))
+            gone = vectors.tombstones.get(segment.id)
+            mask = None
+            if gone is not None and len(gone):
+                chunks = postings.docs["chunk"]
+                at = np.minimum(np.searchsorted(chunks, gone), len(chunks) - 1)
+                mask = np.zeros(len(lengths), dtype=bool)
+                mask[at[chunks[at] == gone]] = True
+                n_chunks -= int(mask.sum())
+                n_tokens -= int(lengths[mask].sum(dtype=np.int64))
+            dead.append(mask)
+        live = _Live(segments, tuple(dead), n_chunks, n_tokens)
+    with _GENERATIONS_LOCK:
+        for key in [k for k, (ref, _) in _GENERATIONS.items() if ref() is None]:
+            del _GENERATIONS[key]
+        _GENERATIONS[id(vectors)] = (weakref.ref(vectors), live)
+    return live
+
+
+def available(folder: Path, vectors: SegmentSet) -> bool:
+    """Whether every live segment of the generation has keyword arrays."""
+    return _live(folder, vectors) is not None
+
+
+def articles_of(folder: Path, vectors: SegmentSet, chunk_ids: np.ndarray) -> dict[int, int] | None:
+    """Map chunk id → article key for these chunks, from the postings' chunk table.
+
+    Returns None if a segment has no keyword arrays (ask the store then).
+    """
+    live = _live(folder, vectors)
+    if live is None:
+        return None
+    chunk_ids = np.asarray(chunk_ids, dtype=np.int64)
+    found: dict[int, int] = {}
+    for segment, postings in zip(vectors.segments, live.segments, strict=True):
+        held, at = segment.positions(chunk_ids)  # the segment's ids are the docs' chunks
+        articles = postings.docs["article"][at]
+        found.update(zip(chunk_ids[held].tolist(), articles.tolist(), strict=True))
+    return found
+
+
+def bm25(
+    folder: Path, vectors: SegmentSet, phrases: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """BM25 of every live chunk holding any of these tokens, as FTS5's ``bm25()`` computes it.
+
+    Statistics (chunks, average length in tokens, each token's chunk count)
+    are over the generation's live chunks, tombstones left out.
+
+    Args:
+        folder: the index folder.
+        vectors: the generation read (its segments and tombstones).
+        phrases: one token per query word (:func:`query_tokens`); a token
+            given twice counts twice, as two phrases do in FTS5.
+
+    Returns:
+        ``(chunk ids, scores, article keys)``, unordered: int64, float64
+        (higher is better), int64. None if a segment has no keyword arrays
+        (search FTS5 then).
+    """
+    live = _live(folder, vectors)
+    if live is None:
+        return None
+    empty = (np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0, dtype=np.int64))
+    if live.n_chunks == 0 or not phrases:
+        return empty
+    keys = [term_hash(p) for p in phrases]
+    # Each phrase's live postings per segment, and its live chunk count.
+    found: list[list[tuple[np.ndarray, np.ndarray]]] = []
+    df = np.zeros(len(phrases))
+    for segment, dead in zip(live.segments, live.dead, strict=True):
+        per_phrase = []
+        for j, (hi, lo) in enumerate(keys):
+            start, count = segment.find(hi, lo)
+            block = segment.postings[start : start + count]
+            pos = block["pos"].astype(np.int64)
+            tf = block["tf"].astype(np.float64)
+            if dead is not None and count:
+                keep = ~dead[pos]
+                pos, tf = pos[keep], tf[keep]
+            df[j] += len(pos)
+            per_phrase.append((pos, tf))
+        found.append(per_phrase)
+    idf = np.log((live.n_chunks - df + 0.5) / (df + 0.5))
+    idf[idf <= 0.0] = _MIN_IDF
+    avgdl = float(live.n_tokens) / float(live.n_chunks)
+    ids, scores, articles = [], [], []
+    for segment, per_phrase in zip(live.segments, found, strict=True):
+        pos = np.concatenate([p for p, _ in per_phrase])
+        if len(pos) == 0:
+            continue
+        tf = np.concatenate([t for _, t in per_phrase])
+        weight = np.repeat(idf, [len(p) for p, _ in per_phrase])
+        length = segment.docs["length"][pos].astype(np.float64)
+        # FTS5's expression and order of operations, phrase by phrase.
+        impact = weight * ((tf * (K1 + 1.0)) / (tf + K1 * (1 - B + B * length / avgdl)))
+        # bincount adds in input order, phrase by phrase, as FTS5 sums them. Over
+        # the whole segment where the postings are many (a pass over n floats
+        # beats sorting them), else over the distinct positions.
+        if len(pos) * _DENSE > len(segment.docs):
+            dense = np.bincount(pos, weights=impact, minlength=len(segment.docs))
+            held = np.zeros(len(segment.docs), dtype=bool)
+            held[pos] = True
+            matched = np.flatnonzero(held)
+            total = dense[matched]
+        else:
+            matched, inverse = np.unique(pos, return_inverse=True)
+            total = np.bincount(inverse.ravel(), weights=impact, minlength=len(matched))
+        ids.append(segment.docs["chunk"][matched])
+        articles.append(segment.docs["article"][matched])
+        scores.append(total)
+    if not ids:
+        return empty
+    return (
+        np.concatenate(ids).astype(np.int64),
+        np.concatenate(scores),
+        np.concatenate(articles).astype(np.int64),
+    )
