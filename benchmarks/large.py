@@ -645,6 +645,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--queries", type=int, default=QUERIES)
     parser.add_argument("--scratch", type=Path, help="where to build (default: system temp)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", help="results file name (default: large_<size>, e.g. large_1m)")
     parser.add_argument("--child", choices=["build", "query"], help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
@@ -708,7 +709,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "failed": failed,
     }
     data["seconds"] = time.perf_counter() - started
-    name = f"large_{size_label(size)}"
+    name = args.name or f"large_{size_label(size)}"
     write_results(args.out, name, data, markdown(rows, {**data, "machine": machine()}), argv=argv)
     # write_results names the command after the file; the module is benchmarks.large.
     md = args.out / f"{name}.md"

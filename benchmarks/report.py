@@ -17,6 +17,7 @@ README = ROOT / "benchmarks" / "README.md"
 COMMANDS = {
     "large_10m": "python -m benchmarks.large",
     "large_1m": "python -m benchmarks.large --quick",
+    "large_real": "python -m benchmarks.large --sets real --name large_real",
 }
 
 

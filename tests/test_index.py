@@ -16,6 +16,7 @@ from semsearch import (
     IndexNotFoundError,
     Skipped,
 )
+from semsearch import segments as segments_module
 from semsearch import vectors as vectors_module
 from semsearch.vectors import VectorIndex
 from tests.conftest import FakeEncoder, make_article
@@ -183,10 +184,11 @@ def test_a_segment_too_small_to_train_its_type_is_kept_exact_until_merged(tmp_pa
 
 def test_auto_switches_to_hnsw_above_the_threshold(fake_index, monkeypatch):
     monkeypatch.setattr(vectors_module, "HNSW_THRESHOLD", 10)
+    monkeypatch.setattr(segments_module, "SMALL_SEGMENT", 11)
     fake_index.add(FRUIT)
     assert fake_index.info().faiss_factory == "Flat"
     fake_index.add([make_article(f"n{i}", f"Note {i}.") for i in range(10)])
-    assert fake_index.info().faiss_factory == "Flat"  # each segment is small
+    assert fake_index.info().faiss_factory == "Flat"  # each segment is small (< SMALL_SEGMENT)
     fake_index.optimize()  # one segment of 13
     assert fake_index.info().faiss_factory == "HNSW32"
     assert fake_index.search("Note 3.", k=1)[0].article_id == "n3"
@@ -194,6 +196,7 @@ def test_auto_switches_to_hnsw_above_the_threshold(fake_index, monkeypatch):
 
 def test_a_first_add_above_the_threshold_builds_hnsw_with_every_chunk(fake_index, monkeypatch):
     monkeypatch.setattr(vectors_module, "HNSW_THRESHOLD", 5)
+    monkeypatch.setattr(segments_module, "SMALL_SEGMENT", 5)
     fake_index.add([make_article(f"n{i}", f"Note number {i}.") for i in range(12)])
     assert fake_index.info().faiss_factory == "HNSW32"
     assert chunk_ids_in_faiss(fake_index) == set(fake_index._store.all_chunk_ids().tolist())
