@@ -74,6 +74,8 @@ from .store import Store, utc_now
 from .vectors import VectorIndex, resolve_factory
 
 T = TypeVar("T")
+MERGES_PER_WRITE = 3
+"""Merges a write may run after its commit (see :meth:`Writer._settle`)."""
 
 
 class Writer:
@@ -150,13 +152,21 @@ class Writer:
         return done.chunks_removed
 
     def _settle(self, done: commit.Committed, clock: StageClock | None = None) -> None:
-        """Read the generation just committed, then merge segments if the policy says so."""
+        """Read the generation just committed, then merge segments if the policy says so.
+
+        At most :data:`MERGES_PER_WRITE` merges (each of at most the policy's
+        ``max_merge_chunks``), so a write's work stays bounded: a large add
+        of many windows can leave a tier to merge and misfit segments to rewrite.
+        """
         reader = self.reader
         with reader._lock:
             self._adopt(done)
-            plan = commit.vector_plan(reader.path, reader.manifest, reader._current)
-            chosen = plan_merge(reader._vectors, self.merge_policy, misfits(reader._vectors, plan))
-            if chosen:  # one merge per write: bounded work
+            for _ in range(MERGES_PER_WRITE):
+                plan = commit.vector_plan(reader.path, reader.manifest, reader._current)
+                current = reader._vectors
+                chosen = plan_merge(current, self.merge_policy, misfits(current, plan))
+                if not chosen:
+                    break
                 merged = commit.merge(
                     reader.path, reader._store, reader._current, reader.manifest, chosen, clock
                 )
