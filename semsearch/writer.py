@@ -415,6 +415,17 @@ class Writer:
         if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
             raise BadInputError(f"recall target {target!r}: must be a share in (0, 1], e.g. 0.95")
         vectors = None
+        if isinstance(queries, str):
+            queries = [queries]  # one query, not one per character
+        if queries is not None and not isinstance(queries, np.ndarray):
+            queries = list(queries)
+            if not queries:
+                raise BadInputError(
+                    "no tuning queries given (leave queries out to tune on held-out vectors)"
+                )
+            empty = [n for n, q in enumerate(queries) if not str(q).strip()]
+            if empty:
+                raise BadInputError(f"tuning query {empty[0]} is empty")
         if queries is not None:
             if isinstance(queries, np.ndarray):
                 vectors = np.atleast_2d(np.asarray(queries, dtype=np.float32))
@@ -740,7 +751,7 @@ class CreationSettings:
             "query_prompt": m.query_prompt,
             "document_prompt": m.document_prompt,
             "build_backend": m.backend,
-            "memory_budget": manifest.vectors.memory_budget,
+            "memory_budget": manifest.vectors.memory_budget or "the default (a quarter of memory)",
             "recall_target": manifest.vectors.recall_target,
         }
         defaults: dict[str, Any] = {"index_type": "auto", "overlap_tokens": DEFAULT_OVERLAP_TOKENS}

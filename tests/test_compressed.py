@@ -286,3 +286,20 @@ def test_segments_written_before_the_index_outgrew_them_are_rewritten_by_a_later
         kinds = {s["factory"].split(",")[-1] for s in index.info().segment_list}
         assert kinds == {"PQ48x4fs"}, index.info().segment_list
         assert recall_of(index, base, clustered(50, seed=14)) >= 0.95 - TOLERANCE
+
+
+def test_tune_takes_one_string_as_one_query_and_refuses_empty_ones(tmp_path, small_thresholds):
+    base = clustered(2_000, seed=15)
+    folder = tmp_path / "ix"
+    compressed(folder, base, 2_000).close()
+    with Index.open(folder, encoder=PrecomputedEncoder(DIM, base)) as index:
+        assert index.tune("v7")[0]["queries"] == 1
+        with pytest.raises(BadInputError, match="no tuning queries"):
+            index.tune([])
+        with pytest.raises(BadInputError, match="tuning query 1 is empty"):
+            index.tune(["v1", " "])
+    result = CliRunner().invoke(
+        cli, ["index", "--index", str(tmp_path / "new"), "--memory-budget", "lots", "nowhere.txt"]
+    )
+    assert result.exit_code == 2 and "memory budget 'lots'" in result.output
+    assert not (tmp_path / "new").exists()

@@ -82,6 +82,13 @@ def _segment_line(segment: dict[str, Any]) -> str:
     return f"#{segment['id']}: {segment['factory']}, {vectors:,} vectors, {removed:,} removed"
 
 
+def _size(n_bytes: int) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n_bytes >= size:
+            return f"{n_bytes / size:.2f} {unit}"
+    return f"{n_bytes} bytes"
+
+
 def _tuning_line(t: dict[str, Any]) -> str:
     reached = "reached" if t["recall_at_10"] >= t["recall_target"] else "NOT reached"
     return (
@@ -115,7 +122,15 @@ def echo_info(info: IndexInfo) -> None:
         ),
         ("chunking", f"up to {info.chunk_tokens} tokens, {info.overlap_tokens} overlap"),
         ("vector index", f"{info.index_type} (FAISS {info.faiss_factory})"),
-        ("memory budget", f"{info.memory_budget / 1e9:.2f} GB (auto chooses by it)"),
+        (
+            "memory budget",
+            _size(info.memory_budget)
+            + (
+                " (auto chooses the vector index by it)"
+                if info.index_type == "auto"
+                else " (not used: the index type is fixed)"
+            ),
+        ),
         *([("tuning", _tuning_line(info.tuning))] if info.tuning else []),
         (
             "segments",

@@ -50,6 +50,19 @@ def index_type_option(f: F) -> F:
     )(f)
 
 
+def _check_budget(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A bad --memory-budget is a usage error, found before any input is read."""
+    from ..config import parse_bytes
+    from ..errors import BadInputError
+
+    if value is not None:
+        try:
+            parse_bytes(value)
+        except BadInputError as e:
+            raise click.BadParameter(str(e)) from None
+    return value
+
+
 def budget_options(f: F) -> F:
     f = click.option(
         "--recall-target",
@@ -62,6 +75,7 @@ def budget_options(f: F) -> F:
         "--memory-budget",
         metavar="SIZE",
         default=None,
+        callback=_check_budget,
         help="New index only: memory the vectors may take when searched, e.g. 2GB or "
         "512MiB; past it, auto compresses them. [default: a quarter of this machine's memory]",
     )(f)

@@ -338,7 +338,8 @@ def tune_command(
         click.echo(
             f"segment {t['id']}: nprobe {t['nprobe']}, efSearch {t['ef_search']}, re-rank "
             f"{t['k_factor']} x k: recall@10 {t['recall_at_10']:.3f} on {t['queries']} "
-            f"queries, target {t['recall_target']} {reached}"
+            f"{'held-out vectors' if t['held_out'] else 'queries'} (aimed at {t['aimed_at']}), "
+            f"target {t['recall_target']} {reached}"
         )
 
 
