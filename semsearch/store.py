@@ -113,8 +113,12 @@ _INSERT_ARTICLE = (
 )
 
 
-# The tokenize= option of chunks_fts's definition (a quoted string, '' inside escaped).
-_TOKENIZE = re.compile(r"tokenize\s*=\s*(?:'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\")")
+KEYWORD_TOKENIZERS = (
+    "'porter unicode61 remove_diacritics 2 categories ''L* N* Co M*'''",
+    "'porter unicode61 remove_diacritics 2'",
+)
+"""The ``tokenize`` arguments (as SQL) that semsearch's migrations give ``chunks_fts``:
+the only ones put into SQL built at run time (tokens.py, the highlights' table)."""
 _LIVE = "pk NOT IN (SELECT pk FROM removed_articles)"
 """An article not removed (a condition on ``articles``' ``pk``)."""
 WRITE_CACHE_KIB = 256 * 1024
@@ -395,13 +399,17 @@ class Store:
 
     @_mapped
     def keyword_tokenizer(self) -> str:
-        """The ``tokenize`` argument of the FTS5 table, as SQL (a quoted string)."""
+        """The ``tokenize`` argument of the FTS5 table, as SQL: one of :data:`KEYWORD_TOKENIZERS`.
+
+        Raises:
+            IncompatibleIndexError: if the table is missing or has any other tokenizer.
+        """
         row = self._db.execute(
             "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'chunks_fts'"
         ).fetchone()
         found = re.search(r"tokenize\s*=\s*('(?:[^']|'')*')", row[0] if row else "")
-        if found is None:
-            raise damaged(self.path, "the keyword index chunks_fts has no tokenizer")
+        if found is None or found.group(1) not in KEYWORD_TOKENIZERS:
+            raise damaged(self.path, "the keyword index chunks_fts has no tokenizer semsearch made")
         return found.group(1)
 
     @_mapped
@@ -440,20 +448,20 @@ class Store:
         ids = [int(i) for i in chunk_ids]
         if not ids:
             return {}
-        table = self._snippet_table()
+        self._snippet_table()
         with sqlite_errors(self.path):
             rows = self._select_in("SELECT id, title, text FROM chunk_text WHERE id IN (?)", ids)
             # The last query's chunks go, these come: the FTS5 table is rebuilt from
             # its content table (twice as fast as FTS5 deleting row by row).
-            self._db.execute(f"DELETE FROM temp.{table}_text")
+            self._db.execute("DELETE FROM temp.snippets_text")
             self._db.executemany(
-                f"INSERT INTO temp.{table}_text (id, title, text) VALUES (?, ?, ?)", rows
+                "INSERT INTO temp.snippets_text (id, title, text) VALUES (?, ?, ?)", rows
             )
-            self._db.execute(f"INSERT INTO temp.{table} ({table}) VALUES ('rebuild')")
+            self._db.execute("INSERT INTO temp.snippets (snippets) VALUES ('rebuild')")
         with sqlite_errors(self.path, user_fts5):
             found = self._db.execute(
-                f"SELECT rowid, highlight({table}, 1, ?, ?) FROM temp.{table}"
-                f" WHERE {table} MATCH ?",
+                "SELECT rowid, highlight(snippets, 1, ?, ?) FROM temp.snippets"
+                " WHERE snippets MATCH ?",
                 (OPEN, CLOSE, match),
             ).fetchall()
         return dict(found)
@@ -467,19 +475,14 @@ class Store:
         (in memory: ``temp_store``), never in the index's file.
         """
         if self._snippets is None:
-            (sql,) = self._db.execute(
-                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'chunks_fts'"
-            ).fetchone() or (None,)
-            tokenizer = _TOKENIZE.search(sql or "")
-            if tokenizer is None:
-                raise damaged(self.path, "no such table: chunks_fts, or it has no tokenizer")
+            tokenizer = self.keyword_tokenizer()  # one of a fixed list: safe to put in SQL
             self._db.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS snippets_text"
                 " (id INTEGER PRIMARY KEY, title TEXT, text TEXT)"
             )
             self._db.execute(
                 "CREATE VIRTUAL TABLE IF NOT EXISTS temp.snippets USING fts5(title, text,"
-                " content='snippets_text', content_rowid='id', " + tokenizer.group(0) + ")"
+                " content='snippets_text', content_rowid='id', tokenize=" + tokenizer + ")"
             )
             self._snippets = "snippets"
         return self._snippets

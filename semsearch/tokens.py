@@ -23,17 +23,23 @@ import threading
 from collections.abc import Sequence
 
 from .keywords import CLOSE, OPEN
-from .store import Store, sqlite_errors
+from .store import KEYWORD_TOKENIZERS, Store, sqlite_errors
 
 
 class Tokenizer:
     """The FTS5 tokenizer of an index, run in an in-memory database; pieces are cached.
 
     Args:
-        spec: the ``tokenize`` argument of the index's FTS5 table, as SQL (quoted).
+        spec: the ``tokenize`` argument of the index's FTS5 table, as SQL (quoted):
+            one of :data:`~semsearch.store.KEYWORD_TOKENIZERS`.
+
+    Raises:
+        ValueError: for any other spec (it goes into SQL as it is).
     """
 
     def __init__(self, spec: str) -> None:
+        if spec not in KEYWORD_TOKENIZERS:
+            raise ValueError(f"unknown FTS5 tokenizer {spec!r}")
         self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         self._db.execute(f"CREATE VIRTUAL TABLE pieces USING fts5(x, content='', tokenize={spec})")
         self._db.execute("CREATE VIRTUAL TABLE piece_tokens USING fts5vocab(pieces, instance)")
