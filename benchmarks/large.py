@@ -84,7 +84,6 @@ from benchmarks.synth import (
     read_index,
 )
 from semsearch import Article, Index
-from semsearch.embed import FINGERPRINT_TEXT
 
 SIZE = 10_000_000
 QUICK_SIZE = 1_000_000
@@ -130,24 +129,16 @@ class GeneratedEncoder(PrecomputedEncoder):
         self._rows = rows
         self._queries = dict(queries or {})
 
-    def encode_documents(
-        self, texts: Sequence[str], batch_size: int = 32, progress: bool = False
-    ) -> np.ndarray:
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        rows, where = [], []
-        for i, text in enumerate(texts):
-            if text == FINGERPRINT_TEXT:
-                out[i] = self._fingerprint
-                continue
-            match = _ROW.match(text)
-            if match is None or self._rows is None:
-                raise ValueError(f"no generated vector for {text[:40]!r}")
-            rows.append(int(match.group(1)))
-            where.append(i)
-        if rows:
-            assert self._rows is not None
-            out[where] = self._rows(np.asarray(rows, dtype=np.int64))
-        return out
+    _source = "generated"
+
+    def _row_of(self, text: str) -> int | None:
+        """The row a text ``"v<row> words..."`` names, or None."""
+        match = _ROW.match(text)
+        return int(match.group(1)) if match is not None and self._rows is not None else None
+
+    def _vectors_of(self, rows: np.ndarray) -> np.ndarray:
+        assert self._rows is not None
+        return self._rows(rows)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         if all(t in self._queries for t in texts):

@@ -98,15 +98,26 @@ class PrecomputedEncoder:
             if text == FINGERPRINT_TEXT:
                 out[i] = self._fingerprint
                 continue
-            match = _ROW.fullmatch(text)
-            if match is None or self._vectors is None:
-                raise ValueError(f"no precomputed vector for {text[:40]!r}")
-            rows.append(int(match.group(1)))
+            row = self._row_of(text)
+            if row is None:
+                raise ValueError(f"no {self._source} vector for {text[:40]!r}")
+            rows.append(row)
             where.append(i)
         if rows:
-            assert self._vectors is not None
-            out[where] = self._vectors[rows]
+            out[where] = self._vectors_of(np.asarray(rows, dtype=np.int64))
         return out
+
+    _source = "precomputed"
+    """What the vectors are, for the error naming a text without one."""
+
+    def _row_of(self, text: str) -> int | None:
+        """The row a text names (``"v<row>"``), or None."""
+        match = _ROW.fullmatch(text)
+        return int(match.group(1)) if match is not None and self._vectors is not None else None
+
+    def _vectors_of(self, rows: np.ndarray) -> np.ndarray:
+        assert self._vectors is not None
+        return self._vectors[rows]
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self.encode_documents(texts)

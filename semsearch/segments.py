@@ -532,28 +532,12 @@ def open_segment(folder: Path, row: SegmentRow, dim: int) -> Segment:
         if not path.exists():
             raise SegmentMissing(f"{path} is missing; the index is incomplete") from None
         raise
-    exact = None
-    npy = folder / segment_file(row.id, NPY)
-    if npy.name in row.files:
-        try:
-            # A plain ndarray view of the map: np.memmap's indexing costs 0.15 ms a call.
-            exact = np.load(npy, mmap_mode="r", allow_pickle=False).view(np.ndarray)
-        except FileNotFoundError:
-            raise SegmentMissing(f"{npy} is missing; the index is incomplete") from None
-        except ValueError as e:
-            raise damaged(npy, str(e)) from None
+    exact = _mapped(folder / segment_file(row.id, NPY), row)
     keys = folder / segment_file(row.id, KEYS)
-    ids = None
     ids_file = folder / segment_file(row.id, IDS)
-    if ids_file.name in row.files:
-        try:
-            ids = np.load(ids_file, mmap_mode="r", allow_pickle=False).view(np.ndarray)
-        except FileNotFoundError:
-            raise SegmentMissing(f"{ids_file} is missing; the index is incomplete") from None
-        except ValueError as e:
-            raise damaged(ids_file, str(e)) from None
-        if ids.dtype != np.dtype("<i8") or len(ids) != row.n_vectors:
-            raise damaged(ids_file, f"{len(ids)} ids of type {ids.dtype} for {row.n_vectors}")
+    ids = _mapped(ids_file, row)
+    if ids is not None and (ids.dtype != np.dtype("<i8") or len(ids) != row.n_vectors):
+        raise damaged(ids_file, f"{len(ids)} ids of type {ids.dtype} for {row.n_vectors}")
     if vectors.ntotal != row.n_vectors or vectors.dim != dim:
         raise IncompatibleIndexError(
             f"the index at {folder} is inconsistent: {path.name} holds {vectors.ntotal} "
@@ -561,6 +545,24 @@ def open_segment(folder: Path, row: SegmentRow, dim: int) -> Segment:
             "were committed; run `semsearch verify`, or rebuild it"
         )
     return Segment(row, vectors, exact, keys=keys if keys.name in row.files else None, ids=ids)
+
+
+def _mapped(path: Path, row: SegmentRow) -> np.ndarray | None:
+    """A segment's ``.npy`` file mapped (None if the segment has none), as a plain
+    ndarray view: np.memmap's own indexing costs 0.15 ms a call.
+
+    Raises:
+        SegmentMissing: if the file is gone (a writer merged the segment away).
+        IncompatibleIndexError: if it is damaged.
+    """
+    if path.name not in row.files:
+        return None
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)
+    except FileNotFoundError:
+        raise SegmentMissing(f"{path} is missing; the index is incomplete") from None
+    except ValueError as e:
+        raise damaged(path, str(e)) from None
 
 
 def open_segments(
