@@ -46,8 +46,8 @@ from .config import SMALL_SEGMENT, IndexType, MergePolicy
 from .errors import IncompatibleIndexError, damaged
 from .manifest import segment_file
 from .store import SegmentRow
-from .tuning import Tuning, rerank, tune
-from .vectors import Exclusion, SearchSettings, VectorIndex, resolve_factory
+from .tuning import Tuning, rerank, shortlist_size, tune
+from .vectors import Exclusion, SearchSettings, VectorIndex, release_pages, resolve_factory
 
 EXACT_FILTER = 50_000
 """A filter selecting at most this many chunks of a compressed segment is
@@ -213,14 +213,15 @@ class Segment:
         """The segment's k best per query (see :meth:`VectorIndex.search`).
 
         A compressed segment searches its codes for a shortlist of
-        ``k_factor * k`` candidates with its tuned settings and re-ranks them
+        ``k_factor * k`` candidates (:func:`~semsearch.tuning.shortlist_size`)
+        with its tuned settings and re-ranks them
         with their exact vectors, so its scores are exact inner products.
         """
         if not self.refines:
             return self.vectors.search(queries, k, only=only, exclude=exclude)
         assert self._exact is not None
         settings = self.tuning.settings if self.tuning is not None else SearchSettings()
-        shortlist = k * max(1, settings.k_factor)
+        shortlist = shortlist_size(k, settings.k_factor)
         _, candidates = self.vectors.search(
             queries, shortlist, only=only, exclude=exclude, settings=settings
         )
@@ -343,7 +344,16 @@ class SegmentSet:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         scores: list[np.ndarray] = []
         ids: list[np.ndarray] = []
+        compressed = [s for s in self.segments if s.refines and self.live(s) > 0]
+        if only is not None or len(compressed) < 2:
+            compressed = []
+        else:
+            best = self._search_compressed(compressed, queries, k)
+            scores.append(best[0])
+            ids.append(best[1])
         for segment in self.segments:
+            if segment in compressed:
+                continue
             found = self._search_segment(segment, queries, k, only)
             if found is not None:
                 scores.append(found[0])
@@ -360,6 +370,53 @@ class SegmentSet:
         best_ids = np.where(np.isneginf(best_scores), -1, best_ids)
         return best_scores.astype(np.float32), best_ids
 
+    def _exclusion(self, segment: Segment) -> Exclusion | None:
+        """The segment's tombstones as a FAISS selector (made once), None if it has none."""
+        tombstones = self.tombstones.get(segment.id)
+        if tombstones is None or not len(tombstones):
+            return None
+        exclusion = self._exclusions.get(segment.id)
+        if exclusion is None:
+            exclusion = self._exclusions[segment.id] = VectorIndex.exclusion(tombstones)
+        return exclusion
+
+    def _search_compressed(
+        self, segments: list[Segment], queries: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The k best of several compressed segments, re-ranked once together.
+
+        Each segment's codes give a shortlist by approximate score; the
+        shortlists are merged by that score, and only the best ``k_factor * k``
+        (:func:`~semsearch.tuning.shortlist_size`)
+        of them all are re-ranked with their exact vectors. Segments sharing
+        the trained quantizer (centroids and PQ codebooks) score alike, so this
+        is the shortlist one segment holding them all would give, which is what
+        tuning measured; re-ranking each segment's own shortlist instead costs
+        one re-rank per segment. Each segment is searched with its own tuned
+        nprobe and efSearch; the shortlist is the longest any was tuned to.
+        """
+        settings = [s.tuning.settings if s.tuning else SearchSettings() for s in segments]
+        shortlist = shortlist_size(k, max(s.k_factor for s in settings))
+        approximate, candidates, owners = [], [], []
+        for n, segment in enumerate(segments):
+            found = segment.vectors.search(
+                queries,
+                min(shortlist, self.live(segment)),
+                exclude=self._exclusion(segment),
+                settings=settings[n],
+            )
+            approximate.append(np.where(found[1] < 0, -np.inf, found[0]))
+            candidates.append(found[1])
+            owners.append(np.full(found[1].shape, n, dtype=np.int32))
+        scores = np.concatenate(approximate, axis=1)
+        chunk_ids = np.concatenate(candidates, axis=1)
+        owner = np.concatenate(owners, axis=1)
+        if scores.shape[1] > shortlist:
+            top = np.argpartition(-scores, shortlist - 1, axis=1)[:, :shortlist]
+            chunk_ids = np.take_along_axis(chunk_ids, top, axis=1)
+            owner = np.take_along_axis(owner, top, axis=1)
+        return rerank_across(queries, chunk_ids, owner, segments, k)
+
     def _search_segment(
         self, segment: Segment, queries: np.ndarray, k: int, only: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -367,13 +424,7 @@ class SegmentSet:
             live = self.live(segment)
             if live == 0:
                 return None
-            exclusion = None
-            tombstones = self.tombstones.get(segment.id)
-            if tombstones is not None and len(tombstones):
-                exclusion = self._exclusions.get(segment.id)
-                if exclusion is None:
-                    exclusion = self._exclusions[segment.id] = VectorIndex.exclusion(tombstones)
-            return segment.search(queries, min(k, live), exclude=exclusion)
+            return segment.search(queries, min(k, live), exclude=self._exclusion(segment))
         held, positions = segment.positions(only)
         if len(positions) == 0:
             return None
@@ -461,6 +512,48 @@ class SegmentSet:
         return located
 
 
+def rerank_across(
+    queries: np.ndarray,
+    candidates: np.ndarray,
+    owner: np.ndarray,
+    segments: Sequence[Segment],
+    k: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Re-rank candidates held by several segments with their exact vectors.
+
+    Args:
+        queries: ``(q, dim)`` float32.
+        candidates: ``(q, s)`` int64 chunk ids, -1 for none.
+        owner: ``(q, s)`` int32: which of ``segments`` holds each candidate.
+        segments: segments with exact vectors (:attr:`Segment.refines`).
+        k: results per query.
+
+    Returns:
+        ``(q, min(k, s))`` float32 exact scores and int64 ids, best first (ties
+        by ascending id), ids -1 where there are fewer candidates.
+    """
+    q, width = candidates.shape
+    scores = np.full((q, width), -np.inf, dtype=np.float32)
+    valid = candidates >= 0
+    for n, segment in enumerate(segments):
+        mask = valid & (owner == n)
+        if not mask.any():
+            continue
+        assert segment._exact is not None
+        rows, _ = np.nonzero(mask)
+        positions = np.searchsorted(segment.ids, candidates[mask])
+        # Each row read once, in file order (random reads of a mapped file are cheapest sorted).
+        unique, inverse = np.unique(positions, return_inverse=True)
+        vectors = np.asarray(segment._exact[unique], dtype=np.float32)[inverse]
+        scores[mask] = np.einsum("md,md->m", vectors, queries[rows])
+    kk = min(k, width)
+    order = np.lexsort((np.where(valid, candidates, np.iinfo(np.int64).max), -scores), axis=-1)
+    order = order[:, :kk]
+    best_scores = np.take_along_axis(scores, order, axis=1)
+    best_ids = np.take_along_axis(candidates, order, axis=1)
+    return best_scores, np.where(np.isneginf(best_scores), -1, best_ids)
+
+
 BATCH = 65_536
 """Vectors read, added and written at a time by a merge in bounded memory (96 MiB at 384-d)."""
 
@@ -493,7 +586,10 @@ class LazyVectors:
         positions = self.positions[start:stop]
         for n in np.unique(owner):
             mask = owner == n
-            out[mask] = self.segments[int(n)].vectors_at(positions[mask])
+            segment = self.segments[int(n)]
+            out[mask] = segment.vectors_at(positions[mask])
+            if segment._exact is not None:
+                release_pages(segment._exact)  # read once: not kept in the resident set
         return out
 
     def sample(self, count: int, seed: int = 0) -> np.ndarray:
@@ -747,21 +843,28 @@ def write_segment(
     npy = folder / segment_file(segment, NPY)
     files: dict[str, dict[str, int]] = {}
     if isinstance(vectors, LazyVectors):
+        # Written through the file, not a writable mapping, whose dirty pages
+        # would count in the process's resident set until flushed.
         exact = None
         if not index.reconstructs:
-            exact = np.lib.format.open_memmap(
-                npy, mode="w+", dtype="<f4", shape=(len(ids), vectors.dim)
-            )
-        for start in range(0, len(ids), BATCH):
-            stop = min(start + BATCH, len(ids))
-            block = vectors.block(start, stop)
-            index.add(block, ids[start:stop])
+            exact = open(npy, "wb")  # noqa: SIM115 - closed below, also on error
+        try:
             if exact is not None:
-                exact[start:stop] = block
+                header = {"descr": "<f4", "fortran_order": False, "shape": (len(ids), vectors.dim)}
+                np.lib.format.write_array_header_1_0(exact, header)
+            for start in range(0, len(ids), BATCH):
+                stop = min(start + BATCH, len(ids))
+                block = vectors.block(start, stop)
+                index.add(block, ids[start:stop])
+                if exact is not None:
+                    exact.write(np.ascontiguousarray(block, dtype="<f4").tobytes())
+            if exact is not None:
+                exact.flush()
+                os.fsync(exact.fileno())
+        finally:
+            if exact is not None:
+                exact.close()
         if exact is not None:
-            exact.flush()
-            del exact
-            _fsync(npy)
             files[npy.name] = file_checksum(npy)
     else:
         index.add(vectors, ids)
@@ -783,14 +886,6 @@ def write_segment(
             os.fsync(f.fileno())
         files[out.name] = file_checksum(out)
     return files
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- the merge policy -----------------------------------------------------------------

@@ -114,6 +114,54 @@ def test_exact_top_k_matches_brute_force_and_leaves_out_the_query_itself():
     assert recall_at(np.full_like(found, -1), found) == 0.0
 
 
+def test_exact_top_k_and_rerank_give_the_same_answer_in_small_batches(monkeypatch):
+    # The ground truth and the re-ranking work in bounded batches (the build's peak
+    # memory); many tiny ones must give exactly what one batch gives.
+    from semsearch import tuning
+
+    base = clustered(3_000, seed=4)
+    queries = base[:40]
+    whole = exact_top_k(queries, base, 10, skip=np.arange(40))
+    ids = np.arange(len(base), dtype=np.int64) * 3
+    candidates = ids[np.argsort(-(queries @ base.T), axis=1)[:, :50]]
+    candidates[:, -5:] = -1
+    one_batch = tuning.rerank(queries, candidates, ids, base, 10)
+    monkeypatch.setattr(tuning, "BLOCK", 7)  # 429 blocks, some smaller than k
+    monkeypatch.setattr(tuning, "RERANK_FLOATS", 50 * DIM * 3)  # 3 queries a batch
+    assert np.array_equal(exact_top_k(queries, base, 10, skip=np.arange(40)), whole)
+    batched = tuning.rerank(queries, candidates, ids, base, 10)
+    assert np.array_equal(batched[1], one_batch[1])
+    assert np.allclose(batched[0], one_batch[0])
+
+
+def test_shortlists_of_several_segments_are_re_ranked_once_with_each_ones_vectors():
+    from types import SimpleNamespace
+
+    from semsearch.segments import rerank_across
+    from semsearch.tuning import shortlist_size
+
+    base = clustered(400, seed=8)
+    ids = np.arange(400, dtype=np.int64) * 5
+    # Two segments holding alternate chunks, each with its own exact vectors.
+    parts = [SimpleNamespace(ids=ids[i::2], _exact=base[i::2]) for i in (0, 1)]
+    queries = clustered(6, seed=9)
+    candidates = np.stack(
+        [np.random.default_rng(i).choice(ids, 30, replace=False) for i in range(6)]
+    )
+    owner = ((candidates // 5) % 2).astype(np.int32)
+    candidates[:, -3:] = -1  # fewer candidates than the width
+    scores, found = rerank_across(queries, candidates, owner, parts, 10)  # type: ignore[arg-type]
+    for q in range(6):
+        valid = candidates[q][candidates[q] >= 0]
+        exact = base[valid // 5] @ queries[q]
+        expected = valid[np.lexsort((valid, -exact))][:10]
+        assert np.array_equal(found[q], expected)
+        assert np.allclose(scores[q], np.sort(exact)[::-1][:10], atol=1e-6)
+    # Tuned for the top 10; more results asked for add one candidate each.
+    assert shortlist_size(10, 16) == 160 and shortlist_size(40, 16) == 190
+    assert shortlist_size(3, 0) == 3
+
+
 def test_tuning_reaches_the_target_on_fresh_queries():
     base = clustered(20_000, seed=2)
     ids = np.arange(len(base), dtype=np.int64) * 7
