@@ -24,6 +24,7 @@ go into :attr:`AddResult.timings`.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import struct
@@ -75,7 +76,11 @@ from .vectors import VectorIndex, resolve_factory
 
 T = TypeVar("T")
 MERGES_PER_WRITE = 3
-"""Merges a write may run after its commit (see :meth:`Writer._settle`)."""
+"""Merges any write may run after its commit (see :meth:`Writer._settle`)."""
+MERGE_WORK = 2
+"""A large write may merge more: as long as the chunks its merges rewrite stay
+under this many times the chunks it wrote (a 10M-chunk add leaves 150 windows
+to merge; three merges would leave over a hundred segments to search)."""
 
 
 class Writer:
@@ -151,22 +156,31 @@ class Writer:
             self._settle(done, clock)
         return done.chunks_removed
 
-    def _settle(self, done: commit.Committed, clock: StageClock | None = None) -> None:
+    def _settle(
+        self, done: commit.Committed, clock: StageClock | None = None, written: int = 0
+    ) -> None:
         """Read the generation just committed, then merge segments if the policy says so.
 
-        At most :data:`MERGES_PER_WRITE` merges (each of at most the policy's
-        ``max_merge_chunks``), so a write's work stays bounded: a large add
-        of many windows can leave a tier to merge and misfit segments to rewrite.
+        Up to :data:`MERGES_PER_WRITE` merges (each of at most the policy's
+        ``max_merge_chunks``), and more while the chunks they rewrite stay
+        under :data:`MERGE_WORK` times the ``written`` chunks of this write: a
+        write's merge work follows its size, so a small write stays quick and
+        a large add of many windows leaves the tiers as the policy wants them.
         """
         reader = self.reader
         with reader._lock:
             self._adopt(done)
-            for _ in range(MERGES_PER_WRITE):
+            rewritten = 0
+            for merges in itertools.count():
                 plan = commit.vector_plan(reader.path, reader.manifest, reader._current)
                 current = reader._vectors
                 chosen = plan_merge(current, self.merge_policy, misfits(current, plan))
                 if not chosen:
                     break
+                size = sum(current.live(s) for s in current.segments if s.id in chosen)
+                if merges >= MERGES_PER_WRITE and rewritten + size > MERGE_WORK * written:
+                    break
+                rewritten += size
                 merged = commit.merge(
                     reader.path, reader._store, reader._current, reader.manifest, chosen, clock
                 )
@@ -215,7 +229,7 @@ class Writer:
                 store.close()
             done = write.committed
             if done is not None:
-                self._settle(done, clock)
+                self._settle(done, clock, written=tally.chunks_added)
         return AddResult(
             added=tally.added,
             updated=tally.updated,

@@ -7,10 +7,12 @@ index's bookkeeping, not search quality.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import ClassVar
 from unittest.mock import patch
@@ -66,6 +68,25 @@ def test_an_add_of_many_windows_is_one_generation_of_one_segment_per_window(
         assert (info.articles, info.chunks, info.segments) == (18, 18, 5)  # 4+4+4+4+2
         assert set(result.timings) >= {"load", "diff", "chunk", "embed", "sqlite", "faiss"}
         assert _segment_files(index.path) == {s.id for s in index._vectors.segments}
+    assert verify(tmp_path / "ix").ok
+
+
+def test_a_large_add_merges_its_windows_as_far_as_its_size_allows(
+    tmp_path, fake_encoder, small_windows
+):
+    # 60 windows of 4 chunks: three merges (the bound of any write) would leave
+    # 48 segments. A write may rewrite up to MERGE_WORK times what it wrote, so
+    # the tiers come out as the policy wants them: fewer than 4 segments in each.
+    with Index.create(tmp_path / "ix", encoder=fake_encoder) as index:
+        index.merge_policy = MergePolicy(segments_per_tier=4, floor_chunks=4)
+        index.add(_articles(_texts(240)))
+        sizes = sorted(index._vectors.live(s) for s in index._vectors.segments)
+        tiers = Counter(int(math.log(size, 4) + 1e-9) for size in sizes)
+        assert max(tiers.values()) < 4 and len(sizes) <= 9, sizes
+        assert index.info().chunks == 240
+        # A small write after it merges no more than MERGES_PER_WRITE times.
+        index.add(_articles(_texts(4, start=1000)))
+        assert len(index) == 244
     assert verify(tmp_path / "ix").ok
 
 
