@@ -369,14 +369,28 @@ def measure_set(
 ) -> dict[str, Any]:
     """Build one index, compute exact ground truth, query it: one row of the tables."""
     n = int(options["size"])
-    work = Path(tempfile.mkdtemp(prefix=f"large-{name}-", dir=scratch))
+    keep = bool(options.get("keep"))
+    if keep:  # a known place, so that a later run can --reuse what this one built
+        work = scratch / f"large-{name}-{n}"
+        built = work / "build.json"
+        if built.exists():
+            _log(f"{name}: reusing the index built in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+    else:
+        work = Path(tempfile.mkdtemp(prefix=f"large-{name}-", dir=scratch))
+        built = work / "build.json"
     folder = work / "index"
     try:
-        write_source(work, vectors, texts)
-        np.save(work / "queries.npy", queries, allow_pickle=False)
-        (work / "query_texts.json").write_text(json.dumps(query_texts))
-        _log(f"{name}: building {n:,} articles")
-        build = _child("build", work, folder, options)
+        if not built.exists():
+            write_source(work, vectors, texts)
+            np.save(work / "queries.npy", queries, allow_pickle=False)
+            (work / "query_texts.json").write_text(json.dumps(query_texts))
+            _log(f"{name}: building {n:,} articles")
+            build = _child("build", work, folder, options)
+            built.write_text(json.dumps(build))
+        build = json.loads(built.read_text())
         disk = folder_bytes(folder)
         _log(f"{name}: built in {build['seconds']:.1f} s ({build['info'].get('faiss_factory')})")
         started = time.perf_counter()
@@ -385,7 +399,8 @@ def measure_set(
         query = _child("query", work, folder, options)
         found = np.load(work / "found.npy", allow_pickle=False)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
     recall = recall_at_k(found, truth, K)
     _log(f"{name}: recall@10 {recall:.3f}, p50 {query['semantic']['p50_ms']:.2f} ms")
     return {
@@ -637,6 +652,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--scratch", type=Path, help="where to build (default: system temp)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", help="results file name (default: large_<size>, e.g. large_1m)")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep each set's built index in SCRATCH/large-<set>-<size>, and reuse one "
+        "found there instead of building it again (to measure the queries again)",
+    )
     parser.add_argument("--child", choices=["build", "query"], help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
@@ -665,6 +686,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "index_type": args.index_type,
         "memory_budget": args.memory_budget,
         "recall_target": args.recall_target,
+        "keep": args.keep,
     }
     args.scratch = args.scratch or Path(tempfile.gettempdir())
     args.scratch.mkdir(parents=True, exist_ok=True)

@@ -142,6 +142,23 @@ def test_harness_runs_end_to_end_at_a_tiny_size(sample_index_dir: Path, tmp_path
 
 
 @pytest.mark.model
+def test_keep_leaves_the_index_and_a_second_run_measures_it_without_building(
+    sample_index_dir: Path, tmp_path: Path
+) -> None:
+    argv = ["--size", "400", "--sets", "blend", "--queries", "10", "--keep"]
+    argv += ["--index", str(sample_index_dir), "--dataset", str(TINY_BEIR)]
+    argv += ["--scratch", str(tmp_path / "s"), "--out", str(tmp_path / "out")]
+    first = large.main(argv)
+    kept = tmp_path / "s" / "large-blend-400"
+    assert (kept / "index" / "manifest.json").exists() and (kept / "build.json").exists()
+    built = (kept / "index" / "manifest.json").stat().st_mtime_ns
+    second = large.main(argv)
+    assert (kept / "index" / "manifest.json").stat().st_mtime_ns == built  # not built again
+    assert second["sets"][0]["build"] == first["sets"][0]["build"]
+    assert second["sets"][0]["recall_at_10"] == 1.0
+
+
+@pytest.mark.model
 def test_a_failing_set_is_recorded_and_exits_non_zero(
     sample_index_dir: Path, tmp_path: Path
 ) -> None:
