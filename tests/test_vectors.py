@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import faiss
 import numpy as np
 import pytest
@@ -50,3 +52,29 @@ def test_single_query_search_restores_threads_and_ef_search():
 def test_training_errors_are_clear():
     with pytest.raises(BadInputError, match=r"needs at least 64 vectors to train, got 10"):
         VectorIndex.create("IVF64,Flat", 32).add(unit_vectors(10), np.arange(10))
+
+
+def test_release_pages_unmaps_what_was_read_and_the_data_reads_the_same(tmp_path):
+    from semsearch.vectors import release_pages
+
+    path = tmp_path / "v.npy"
+    data = np.arange(4096 * 64, dtype=np.float32).reshape(4096, 64)
+    np.save(path, data)
+    mapped = np.load(path, mmap_mode="r").view(np.ndarray)
+
+    def resident() -> int:  # pages of the file mapped into this process (Linux)
+        smaps = Path("/proc/self/smaps")
+        if not smaps.exists():
+            pytest.skip("needs /proc/self/smaps")
+        lines = smaps.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if line.endswith(str(path)):
+                return next(int(x.split()[1]) for x in lines[i + 1 :] if x.startswith("Rss:"))
+        return 0
+
+    assert float(mapped[2000:4000].sum()) == float(data[2000:4000].sum())
+    assert resident() > 0
+    release_pages(mapped[10:20])  # any view of the mapping releases the whole of it
+    assert resident() == 0
+    assert np.array_equal(mapped[100], data[100])  # read again from the page cache
+    release_pages(data)  # not mapped: nothing to do
