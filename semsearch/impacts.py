@@ -427,16 +427,27 @@ def articles_of(folder: Path, vectors: SegmentSet, chunk_ids: np.ndarray) -> dic
 
     Returns None if a segment has no keyword arrays (ask the store then).
     """
+    chunk_ids = np.asarray(chunk_ids, dtype=np.int64)
+    keys = article_keys(folder, vectors, chunk_ids)
+    if keys is None:
+        return None
+    held = keys >= 0
+    return dict(zip(chunk_ids[held].tolist(), keys[held].tolist(), strict=True))
+
+
+def article_keys(folder: Path, vectors: SegmentSet, chunk_ids: np.ndarray) -> np.ndarray | None:
+    """Each chunk's article key from the postings' chunk table: ``(n,)`` int64, -1 for
+    a chunk no segment holds. None if a segment has no keyword arrays (ask the store)."""
     live = _live(folder, vectors)
     if live is None:
         return None
     chunk_ids = np.asarray(chunk_ids, dtype=np.int64)
-    found: dict[int, int] = {}
+    keys = np.full(len(chunk_ids), -1, dtype=np.int64)
     for segment, postings in zip(vectors.segments, live.segments, strict=True):
         held, at = segment.positions(chunk_ids)  # the segment's ids are the docs' chunks
-        articles = postings.docs["article"][at]
-        found.update(zip(chunk_ids[held].tolist(), articles.tolist(), strict=True))
-    return found
+        if len(at):
+            keys[np.flatnonzero(held)] = postings.docs["article"][at]
+    return keys
 
 
 def bm25(

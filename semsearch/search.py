@@ -164,8 +164,12 @@ def _semantic(
         keep = ids[0] >= 0
         return scores[0][keep], ids[0][keep]
 
+    def article_keys(ids: np.ndarray) -> np.ndarray:
+        keys = impacts.article_keys(store.path.parent, vectors, ids)
+        return keys if keys is not None else _articles_of(store, ids)
+
     limit = vectors.ntotal if only is None else len(only)
-    picked = _until_k(best, limit, store, k, group)
+    picked = _until_k(best, limit, store, k, group, article_keys)
     return [_Ranked(score, chunk_id, semantic=score) for score, chunk_id in picked]
 
 
@@ -175,19 +179,23 @@ def _until_k(
     store: Store,
     k: int,
     group: bool,
+    articles: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[tuple[float, int]]:
     """The k best (score, chunk id), or the k best articles' best chunks.
 
     ``best(n)`` gives the n best chunks, best first (scores, ids), of ``limit``
     in all. Grouping by article, more are asked for until k distinct articles
-    are found or all ``limit`` were given.
+    are found or all ``limit`` were given. ``articles(ids)`` gives each chunk's
+    article key (default: from the store).
     """
     fetch = min(limit, max(k * _FETCH_FACTOR, _MIN_FETCH) if group else k)
     while True:
         scores, ids = best(fetch)
-        article_of = store.chunk_articles(ids.tolist()) if group else {}
-        articles = np.asarray([article_of.get(int(i), -1) for i in ids], dtype=np.int64)
-        picked = _pick(scores, ids, articles, k, group)
+        if not group:
+            keys = np.full(len(ids), -1, dtype=np.int64)
+        else:
+            keys = articles(ids) if articles is not None else _articles_of(store, ids)
+        picked = _pick(scores, ids, keys, k, group)
         if len(picked) >= k or fetch >= limit:
             return picked
         fetch = min(limit, fetch * _FETCH_FACTOR)
