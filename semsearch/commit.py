@@ -107,6 +107,9 @@ CHECKSUM = "faiss_file"
 QUANTIZER = "quantizer"
 """The shared trained quantizer: ``{"file", "size", "crc32", "factory", "trained_on",
 "error", "generation"}`` (see :class:`~semsearch.segments.VectorPlan`)."""
+LIVE_CHUNKS = "live_chunks"
+"""The live (not removed) chunks of the generation, counted at its commit: what its
+segments' live vectors must add up to (absent in indexes committed before it)."""
 FAILPOINT_ENV = "SEMSEARCH_FAILPOINT"
 ATTEMPTS = 20
 """How many times a reader looks again when writers keep switching generations under it."""
@@ -195,7 +198,8 @@ def _load_once(folder: Path, store: Store, dim: int, previous: Generation | None
             except SegmentMissing as e:
                 # A writer merged it away since the snapshot began: look again.
                 raise Moved(str(e)) from None
-        n_chunks = store.counts()[1]
+        recorded = store.meta(LIVE_CHUNKS)
+        n_chunks = int(recorded) if recorded is not None else store.counts()[1]
         quantizer = store.meta(QUANTIZER)
     if vectors.ntotal != n_chunks:
         raise IncompatibleIndexError(
@@ -848,6 +852,9 @@ def _manifest_after(manifest: Manifest, store: Store, generation: int, index_typ
     tuned = [r for r in rows if r.settings]
     tuning = max(tuned, key=lambda r: r.n_vectors).settings if tuned else {}
     n_articles, n_chunks = store.counts()
+    # Recorded in the commit too: a reader checks its segments against it
+    # without counting the chunks table (1.6 s at 10M chunks, at every open).
+    store.set_meta(LIVE_CHUNKS, n_chunks)
     return replace(
         manifest,
         vectors=replace(

@@ -385,36 +385,27 @@ class SegmentSet:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The k best of several compressed segments, re-ranked once together.
 
-        Each segment's codes give a shortlist by approximate score; the
-        shortlists are merged by that score, and only the best ``k_factor * k``
-        (:func:`~semsearch.tuning.shortlist_size`)
-        of them all are re-ranked with their exact vectors. Segments sharing
-        the trained quantizer (centroids and PQ codebooks) score alike, so this
-        is the shortlist one segment holding them all would give, which is what
-        tuning measured; re-ranking each segment's own shortlist instead costs
-        one re-rank per segment. Each segment is searched with its own tuned
-        nprobe and efSearch; the shortlist is the longest any was tuned to.
+        Each segment gives the shortlist its own tuning asked for (its nprobe,
+        efSearch and ``k_factor``, :func:`~semsearch.tuning.shortlist_size`),
+        and the union of them is re-ranked with the exact vectors in one pass:
+        the candidates, and so the recall, of re-ranking each segment's
+        shortlist on its own, without a re-ranking per segment. (Cutting the
+        union to one segment's shortlist length by approximate score lost
+        recall with the segments' number: 0.91 at 10M chunks in 18 segments.)
         """
-        settings = [s.tuning.settings if s.tuning else SearchSettings() for s in segments]
-        shortlist = shortlist_size(k, max(s.k_factor for s in settings))
-        approximate, candidates, owners = [], [], []
+        candidates, owners = [], []
         for n, segment in enumerate(segments):
+            settings = segment.tuning.settings if segment.tuning else SearchSettings()
             found = segment.vectors.search(
                 queries,
-                min(shortlist, self.live(segment)),
+                min(shortlist_size(k, settings.k_factor), self.live(segment)),
                 exclude=self._exclusion(segment),
-                settings=settings[n],
+                settings=settings,
             )
-            approximate.append(np.where(found[1] < 0, -np.inf, found[0]))
             candidates.append(found[1])
             owners.append(np.full(found[1].shape, n, dtype=np.int32))
-        scores = np.concatenate(approximate, axis=1)
         chunk_ids = np.concatenate(candidates, axis=1)
         owner = np.concatenate(owners, axis=1)
-        if scores.shape[1] > shortlist:
-            top = np.argpartition(-scores, shortlist - 1, axis=1)[:, :shortlist]
-            chunk_ids = np.take_along_axis(chunk_ids, top, axis=1)
-            owner = np.take_along_axis(owner, top, axis=1)
         return rerank_across(queries, chunk_ids, owner, segments, k)
 
     def _search_segment(

@@ -341,3 +341,25 @@ def test_info_lists_each_segment_with_what_the_merge_policy_decides_on(fake_inde
     assert f"#{listed[0]['id']}: Flat, 4 vectors, 1 removed" in shown
     as_json = CliRunner().invoke(cli, ["info", "--index", str(fake_index.path), "--json"])
     assert '"segment_list": [' in as_json.output
+
+
+def test_each_commit_records_its_live_chunks_and_a_reader_checks_its_segments_against_them(
+    tmp_path, fake_encoder
+):
+    folder = tmp_path / "ix"
+    with Index.create(folder, encoder=fake_encoder) as index:
+        index.add([make_article(f"a{i}", f"Text {i} about harbours.") for i in range(6)])
+        index.remove(["a1", "a2"])
+    db = sqlite3.connect(folder / "store.sqlite")
+    assert db.execute("SELECT value FROM meta WHERE key = 'live_chunks'").fetchone() == ("4",)
+    # An index committed before the record existed is counted, as before.
+    with db:
+        db.execute("DELETE FROM meta WHERE key = 'live_chunks'")
+    with Index.open(folder, encoder=fake_encoder) as index:
+        assert len(index) == 4
+    # A record its segments do not add up to is an inconsistent index.
+    with db:
+        db.execute("INSERT INTO meta (key, value) VALUES ('live_chunks', '5')")
+    db.close()
+    with pytest.raises(IncompatibleIndexError, match="hold 4 live vectors for 5 chunks"):
+        Index.open(folder, encoder=fake_encoder)
