@@ -437,7 +437,24 @@ class VectorIndex:
         return Exclusion(faiss.IDSelectorNot(batch) if invert else batch, batch)
 
     def _params(self, exclusion: Exclusion | None, settings: SearchSettings | None) -> Any:
-        """Search parameters: a selector, and the index's own settings or these."""
+        """Search parameters: a selector, and the index's own settings or these.
+
+        An IVF index's parameters for given settings are made once per selector
+        and kept (making them costs 0.05 ms, a quarter of a small segment's
+        search: a millisecond a query at 18 segments)."""
+        if settings is None or self._ivf is None or hasattr(self._inner, "hnsw"):
+            return self._make_params(exclusion, settings)
+        cache: dict[tuple[int, SearchSettings], tuple[Any, Exclusion | None]]
+        cache = self.__dict__.setdefault("_params_cache", {})
+        key = (id(exclusion), settings)
+        found = cache.get(key)
+        if found is None or found[1] is not exclusion:
+            if len(cache) >= 8:
+                cache.clear()
+            found = cache[key] = (self._make_params(exclusion, settings), exclusion)
+        return found[0]
+
+    def _make_params(self, exclusion: Exclusion | None, settings: SearchSettings | None) -> Any:
         faiss = _faiss()
         selector = exclusion.selector if exclusion is not None else None
         hnsw = getattr(self._inner, "hnsw", None)

@@ -162,6 +162,58 @@ def test_shortlists_of_several_segments_are_re_ranked_once_with_each_ones_vector
     assert shortlist_size(3, 0) == 3
 
 
+def test_adaptive_re_ranking_reads_only_what_can_enter_the_top_k(monkeypatch):
+    from types import SimpleNamespace
+
+    from semsearch import segments as segments_module
+
+    base = clustered(400, seed=10)
+    ids = np.arange(400, dtype=np.int64) * 5
+    parts = [SimpleNamespace(ids=ids[i::2], _exact=base[i::2]) for i in (0, 1)]
+    queries = clustered(4, seed=11)
+    candidates = np.stack(
+        [np.random.default_rng(i).choice(ids, 60, replace=False) for i in range(4)]
+    )
+    owner = ((candidates // 5) % 2).astype(np.int32)
+    exact = np.stack([base[c // 5] @ queries[q] for q, c in enumerate(candidates)])
+    read: list[int] = []
+    original = segments_module.exact_scores
+
+    def counting(*args):  # type: ignore[no-untyped-def]
+        read.append(int((args[1] >= 0).sum()))
+        return original(*args)
+
+    monkeypatch.setattr(segments_module, "exact_scores", counting)
+    every = segments_module.rerank_across(queries, candidates, owner, parts, 5)  # type: ignore[arg-type]
+    # Exact approximate scores: no error, so nothing past the first 10 can matter.
+    read.clear()
+    found = segments_module.rerank_adaptive(
+        queries,
+        exact.astype(np.float32),
+        candidates,
+        owner,
+        parts,
+        5,
+        first=10,  # type: ignore[arg-type]
+    )
+    assert read == [40] and np.array_equal(found[1], every[1])
+    # Noisy ones (errors bounded, as a quantiser's are): the rest are read as far as
+    # the largest error among the first 10 allows, and the top 5 is the exact one.
+    noisy = (exact + np.random.default_rng(0).uniform(-0.03, 0.03, exact.shape)).astype(np.float32)
+    read.clear()
+    found = segments_module.rerank_adaptive(
+        queries,
+        noisy,
+        candidates,
+        owner,
+        parts,
+        5,
+        first=10,  # type: ignore[arg-type]
+    )
+    assert read[0] == 40 and 0 < sum(read[1:]) < 200
+    assert np.array_equal(found[1], every[1]) and np.allclose(found[0], every[0])
+
+
 def test_tuning_reaches_the_target_on_fresh_queries():
     base = clustered(20_000, seed=2)
     ids = np.arange(len(base), dtype=np.int64) * 7
