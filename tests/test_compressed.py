@@ -134,21 +134,26 @@ def test_exact_top_k_and_rerank_give_the_same_answer_in_small_batches(monkeypatc
     assert np.allclose(batched[0], one_batch[0])
 
 
-def test_shortlists_of_several_segments_are_re_ranked_once_with_each_ones_vectors():
+def two_segments(n_queries: int, width: int, seed: int) -> tuple:
+    """Two stand-in segments holding alternate chunks of 400 (ids 0, 5, 10...), each
+    with its own exact vectors; queries; random candidates of both, and their owners."""
     from types import SimpleNamespace
 
+    base = clustered(400, seed=seed)
+    ids = np.arange(400, dtype=np.int64) * 5
+    parts = [SimpleNamespace(ids=ids[i::2], _exact=base[i::2]) for i in (0, 1)]
+    queries = clustered(n_queries, seed=seed + 1)
+    rng = np.random.default_rng(seed)
+    candidates = np.stack([rng.choice(ids, width, replace=False) for _ in range(n_queries)])
+    owner = ((candidates // 5) % 2).astype(np.int32)
+    return base, parts, queries, candidates, owner
+
+
+def test_shortlists_of_several_segments_are_re_ranked_once_with_each_ones_vectors():
     from semsearch.segments import rerank_across
     from semsearch.tuning import shortlist_size
 
-    base = clustered(400, seed=8)
-    ids = np.arange(400, dtype=np.int64) * 5
-    # Two segments holding alternate chunks, each with its own exact vectors.
-    parts = [SimpleNamespace(ids=ids[i::2], _exact=base[i::2]) for i in (0, 1)]
-    queries = clustered(6, seed=9)
-    candidates = np.stack(
-        [np.random.default_rng(i).choice(ids, 30, replace=False) for i in range(6)]
-    )
-    owner = ((candidates // 5) % 2).astype(np.int32)
+    base, parts, queries, candidates, owner = two_segments(6, 30, seed=8)
     candidates[:, -3:] = -1  # fewer candidates than the width
     scores, found = rerank_across(queries, candidates, owner, parts, 10)  # type: ignore[arg-type]
     for q in range(6):
@@ -163,18 +168,9 @@ def test_shortlists_of_several_segments_are_re_ranked_once_with_each_ones_vector
 
 
 def test_adaptive_re_ranking_reads_only_what_can_enter_the_top_k(monkeypatch):
-    from types import SimpleNamespace
-
     from semsearch import segments as segments_module
 
-    base = clustered(400, seed=10)
-    ids = np.arange(400, dtype=np.int64) * 5
-    parts = [SimpleNamespace(ids=ids[i::2], _exact=base[i::2]) for i in (0, 1)]
-    queries = clustered(4, seed=11)
-    candidates = np.stack(
-        [np.random.default_rng(i).choice(ids, 60, replace=False) for i in range(4)]
-    )
-    owner = ((candidates // 5) % 2).astype(np.int32)
+    base, parts, queries, candidates, owner = two_segments(4, 60, seed=10)
     exact = np.stack([base[c // 5] @ queries[q] for q, c in enumerate(candidates)])
     read: list[int] = []
     original = segments_module.exact_scores
