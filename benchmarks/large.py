@@ -499,7 +499,8 @@ def per_vector(n_bytes: int | None, n: int) -> float | None:
 
 def markdown(rows: list[dict[str, Any]], data: dict[str, Any]) -> str:
     """The section: query figures, build figures, failures, and the targets met or not."""
-    size = data["settings"]["size"]
+    sizes = {r["size"] for r in rows}  # the real set's is its own, not --size
+    size = sizes.pop() if len(sizes) == 1 else data["settings"]["size"]
     cpu = data["cpu"]
     headers = ["set", "vectors", "index", "recall@10", "p50 ms", "p95 ms", "p99 ms", "open s"]
     headers += ["1st query ms", "RssAnon B/vec", "RssFile B/vec", "before open MiB anon/file"]
