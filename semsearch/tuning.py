@@ -205,22 +205,41 @@ def _rerank(
     queries: np.ndarray, candidates: np.ndarray, ids: np.ndarray, exact: np.ndarray, kk: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`rerank` of one batch of queries, ``kk <= candidates.shape[1]``."""
-    q, s = candidates.shape
     valid = candidates >= 0
-    positions = np.minimum(np.searchsorted(ids, np.where(valid, candidates, 0)), len(ids) - 1)
-    flat = positions.ravel()
-    # Read each row once, in file order: random reads of a mapped file are
-    # cheapest sorted.
-    unique, inverse = np.unique(flat, return_inverse=True)
-    rows = np.asarray(exact[unique], dtype=np.float32)[inverse].reshape(q, s, -1)
-    scores = np.einsum("qsd,qd->qs", rows, queries)
-    scores = np.where(valid, scores, -np.inf).astype(np.float32)
+    scores = np.full(candidates.shape, -np.inf, dtype=np.float32)
+    rows, _ = np.nonzero(valid)
+    scores[valid] = exact_scores_of(queries[rows], candidates[valid], ids, exact)
+    return top_k(scores, candidates, kk)
+
+
+def exact_scores_of(
+    queries: np.ndarray, chunk_ids: np.ndarray, ids: np.ndarray, exact: np.ndarray
+) -> np.ndarray:
+    """Each query's inner product with its chunk's exact vector: ``(m,)`` float32.
+
+    Args:
+        queries: ``(m, dim)`` float32, one per chunk.
+        chunk_ids: ``(m,)`` int64 ids, each one of ``ids``.
+        ids: ``(n,)`` int64 ascending ids, aligned with ``exact``.
+        exact: ``(n, dim)`` float32 exact vectors (memory-mapped is fine).
+    """
+    positions = np.searchsorted(ids, chunk_ids)
+    # Each row read once, in file order (random reads of a mapped file are cheapest sorted).
+    unique, inverse = np.unique(positions, return_inverse=True)
+    vectors = np.asarray(exact[unique], dtype=np.float32)[inverse.ravel()]
+    return np.einsum("md,md->m", vectors, queries).astype(np.float32)
+
+
+def top_k(scores: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best of scored candidates (``(q, s)``; -inf: none), best first, ties by
+    ascending id: ``(q, min(k, s))`` float32 scores and int64 ids, -1 where none."""
+    kk = min(k, candidates.shape[1])
+    valid = candidates >= 0
     order = np.lexsort((np.where(valid, candidates, np.iinfo(np.int64).max), -scores), axis=-1)
     order = order[:, :kk]
     best_scores = np.take_along_axis(scores, order, axis=1)
     best_ids = np.take_along_axis(candidates, order, axis=1)
-    best_ids = np.where(np.isneginf(best_scores), -1, best_ids)
-    return best_scores, best_ids
+    return best_scores, np.where(np.isneginf(best_scores), -1, best_ids)
 
 
 def recall_at(found: np.ndarray, truth: np.ndarray, k: int = K) -> float:

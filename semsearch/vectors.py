@@ -157,6 +157,7 @@ class VectorIndex:
         self._ivf = _ivf(index)
         self._inner = index if self._ivf is not None else faiss.downcast_index(index.index)
         self.factory = factory
+        self._params_cache: dict[tuple[int, SearchSettings], tuple[Any, Exclusion | None]] = {}
 
     @classmethod
     def create(cls, factory: str, dim: int) -> VectorIndex:
@@ -444,8 +445,7 @@ class VectorIndex:
         search: a millisecond a query at 18 segments)."""
         if settings is None or self._ivf is None or hasattr(self._inner, "hnsw"):
             return self._make_params(exclusion, settings)
-        cache: dict[tuple[int, SearchSettings], tuple[Any, Exclusion | None]]
-        cache = self.__dict__.setdefault("_params_cache", {})
+        cache = self._params_cache
         key = (id(exclusion), settings)
         found = cache.get(key)
         if found is None or found[1] is not exclusion:

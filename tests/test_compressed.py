@@ -150,12 +150,13 @@ def two_segments(n_queries: int, width: int, seed: int) -> tuple:
 
 
 def test_shortlists_of_several_segments_are_re_ranked_once_with_each_ones_vectors():
-    from semsearch.segments import rerank_across
-    from semsearch.tuning import shortlist_size
+    from semsearch.segments import exact_scores
+    from semsearch.tuning import shortlist_size, top_k
 
     base, parts, queries, candidates, owner = two_segments(6, 30, seed=8)
     candidates[:, -3:] = -1  # fewer candidates than the width
-    scores, found = rerank_across(queries, candidates, owner, parts, 10)  # type: ignore[arg-type]
+    exact_all = exact_scores(queries, candidates, owner, parts)  # type: ignore[arg-type]
+    scores, found = top_k(exact_all, candidates, 10)
     for q in range(6):
         valid = candidates[q][candidates[q] >= 0]
         exact = base[valid // 5] @ queries[q]
@@ -168,7 +169,7 @@ def test_shortlists_of_several_segments_are_re_ranked_once_with_each_ones_vector
 
 
 def test_adaptive_re_ranking_reads_only_what_can_enter_the_top_k(monkeypatch):
-    from semsearch import segments as segments_module
+    from semsearch.tuning import top_k
 
     base, parts, queries, candidates, owner = two_segments(4, 60, seed=10)
     exact = np.stack([base[c // 5] @ queries[q] for q, c in enumerate(candidates)])
@@ -180,7 +181,7 @@ def test_adaptive_re_ranking_reads_only_what_can_enter_the_top_k(monkeypatch):
         return original(*args)
 
     monkeypatch.setattr(segments_module, "exact_scores", counting)
-    every = segments_module.rerank_across(queries, candidates, owner, parts, 5)  # type: ignore[arg-type]
+    every = top_k(original(queries, candidates, owner, parts), candidates, 5)  # type: ignore[arg-type]
     # Exact approximate scores: no error, so nothing past the first 10 can matter.
     read.clear()
     found = segments_module.rerank_adaptive(
