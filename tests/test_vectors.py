@@ -54,6 +54,10 @@ def test_training_errors_are_clear():
         VectorIndex.create("IVF64,Flat", 32).add(unit_vectors(10), np.arange(10))
 
 
+@pytest.mark.skipif(
+    not Path("/proc/self/smaps").exists(),
+    reason="a mapping's resident pages are read from /proc/self/smaps (Linux only)",
+)
 def test_release_pages_unmaps_what_was_read_and_the_data_reads_the_same(tmp_path):
     from semsearch.vectors import release_pages
 
@@ -63,10 +67,7 @@ def test_release_pages_unmaps_what_was_read_and_the_data_reads_the_same(tmp_path
     mapped = np.load(path, mmap_mode="r").view(np.ndarray)
 
     def resident() -> int:  # pages of the file mapped into this process (Linux)
-        smaps = Path("/proc/self/smaps")
-        if not smaps.exists():
-            pytest.skip("needs /proc/self/smaps")
-        lines = smaps.read_text().splitlines()
+        lines = Path("/proc/self/smaps").read_text().splitlines()
         for i, line in enumerate(lines):
             if line.endswith(str(path)):
                 return next(int(x.split()[1]) for x in lines[i + 1 :] if x.startswith("Rss:"))
