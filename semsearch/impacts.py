@@ -10,16 +10,19 @@ written beside its vectors and memory-mapped:
   128-bit hash (BLAKE2b of its UTF-8): where its postings start, how many;
 - ``segment.<id>.kw-postings.npy``: ``(position, tf)`` of every chunk holding
   each term, grouped by term, positions ascending;
-- ``segment.<id>.kw-docs.npy``: each chunk's id and length in tokens, by position.
+- ``segment.<id>.kw-docs.npy``: each chunk's id and length in tokens, by position;
+- ``segment.<id>.kw-bounds.npy``: each term's largest BM25 tf part
+  ``tf × (k1 + 1) / (tf + k1 × (1 − b + b × D / A))`` over its postings, with A
+  the segment's own average length (float32, rounded up): MaxScore's bound.
 
-A query is scored as a sparse matrix-vector product in numpy over the
-postings of its terms only: each posting's BM25 impact
+A query is scored from the postings of its terms only
+(:mod:`semsearch.maxscore`): each posting's BM25 impact
 ``idf × tf × (k1 + 1) / (tf + k1 × (1 − b + b × D / avgdl))`` is summed per
 chunk, with the statistics (chunks, tokens, each term's chunk count) summed
-over the live segments, tombstoned chunks excluded. The top k come from an
-``argpartition``; tombstones and filters are masks. The formula, constants and
-order of additions are FTS5's own (``fts5_aux.c``), so scores equal what FTS5
-gives on an index holding exactly the live chunks.
+over the live segments, tombstoned chunks excluded; MaxScore skips the
+postings that cannot change the top k. The formula and constants are FTS5's
+own (``fts5_aux.c``), so scores equal what FTS5 gives on an index holding
+exactly the live chunks.
 
 Terms are FTS5's own: the segment's chunks' keyword text (title and text, as
 the FTS5 table reads them from ``chunk_text``) goes through the index's FTS5
@@ -41,13 +44,19 @@ import os
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import damaged
-from .manifest import KEYWORD_DOCS, KEYWORD_POSTINGS, KEYWORD_TERMS, segment_file
+from .manifest import (
+    KEYWORD_BOUNDS,
+    KEYWORD_DOCS,
+    KEYWORD_POSTINGS,
+    KEYWORD_TERMS,
+    segment_file,
+)
 from .segments import Segment, SegmentMissing, SegmentSet
 from .store import Store
 from .tokens import tokenizer
@@ -65,11 +74,10 @@ DOC_DTYPE = np.dtype([("chunk", "<i8"), ("article", "<i8"), ("length", "<u4")])
 """A chunk's row, by position: its id, its article's key and its length in tokens
 (title and text). A chunk's article never changes: an edit makes new chunks."""
 _BATCH = 5_000
-_DENSE = 16
+_BOUND_BATCH = 1 << 22
 _RANGE_BITS = 6
 _MERGE_RANGES = 1 << _RANGE_BITS
 """A merge takes terms in this many ranges of their hashes' top bits, one at a time."""
-"""Postings of a query in a segment above 1/_DENSE of its chunks are summed in an array of all."""
 
 
 def posting_dtype(tf: str) -> np.dtype:
@@ -134,12 +142,15 @@ def write_keywords(
         failpoint(stages + "before-keywords-write")
         out = folder / segment_file(segment, KEYWORD_POSTINGS)
         terms, postings, docs = merge_postings(parts, ids, out)
+        bounds = term_bounds(terms, postings, docs)
         del postings  # written and flushed to its file: only its fsync is left
         arrays = {KEYWORD_DOCS: docs, KEYWORD_POSTINGS: None, KEYWORD_TERMS: terms}
     else:
         terms, postings, docs = _postings(store, ids)
+        bounds = term_bounds(terms, postings, docs)
         failpoint(stages + "before-keywords-write")
         arrays = {KEYWORD_DOCS: docs, KEYWORD_POSTINGS: postings, KEYWORD_TERMS: terms}
+    arrays[KEYWORD_BOUNDS] = bounds
     files = {}
     for suffix, array in arrays.items():
         path = folder / segment_file(segment, suffix)
@@ -205,6 +216,44 @@ def _postings(store: Store, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
     docs = np.empty(len(ids), dtype=DOC_DTYPE)
     docs["chunk"], docs["article"], docs["length"] = ids, articles, lengths
     return terms, postings, docs
+
+
+def average_length(docs: np.ndarray) -> float:
+    """A segment's average chunk length in tokens (1.0 when it is 0): its bounds' A."""
+    total = int(docs["length"].sum(dtype=np.int64))
+    return total / len(docs) if total else 1.0
+
+
+def term_bounds(terms: np.ndarray, postings: np.ndarray, docs: np.ndarray) -> np.ndarray:
+    """Each term's largest BM25 tf part over its postings, with the segment's average length.
+
+    With another average ``a``, the tf part of every posting is at most this
+    bound times ``max(1, a / A)`` (it grows with the average, and the
+    length term scales by ``A / a`` at most), which :mod:`semsearch.maxscore`
+    uses to skip postings that cannot reach the top k.
+
+    Returns:
+        ``(terms,)`` float32, rounded up, in the terms' order.
+    """
+    bounds = np.zeros(len(terms), dtype=np.float32)
+    if not len(postings):
+        return bounds
+    length = docs["length"].astype(np.float64)
+    avgdl = average_length(docs)
+    starts = terms[:, START].astype(np.int64)
+    for low in range(0, len(postings), _BOUND_BATCH):  # bounded memory in a large merge
+        block = postings[low : low + _BOUND_BATCH]
+        tf = block["tf"].astype(np.float64)
+        part = tf * (K1 + 1.0) / (tf + K1 * (1 - B + B * length[block["pos"]] / avgdl))
+        # The terms whose postings start in this block, and the one running into it.
+        first = max(int(np.searchsorted(starts, low, side="right")) - 1, 0)
+        last = int(np.searchsorted(starts, low + len(block)))
+        edges = (starts[first:last] - low).clip(min=0)
+        best = np.maximum.reduceat(part, edges)
+        up = best.astype(np.float32)
+        up = np.where(up < best, np.nextafter(up, np.float32(np.inf)), up)  # rounded up
+        bounds[first:last] = np.maximum(bounds[first:last], up)
+    return bounds
 
 
 def merge_postings(
@@ -307,16 +356,26 @@ class SegmentPostings:
     terms: np.ndarray
     postings: np.ndarray
     docs: np.ndarray
+    bounds: np.ndarray | None = None
+    """Each term's bound on its tf part (:func:`term_bounds`); None in a segment written
+    before bounds were."""
+    avgdl: float = 1.0
+    """The average length of the segment's chunks (all of them), the bounds' A."""
 
-    def find(self, hi: int, lo: int) -> tuple[int, int]:
-        """(start, count) of a term's postings; count 0 if the segment lacks it."""
+    def row(self, hi: int, lo: int) -> int:
+        """The term's row, -1 if the segment lacks it."""
         his = self.terms[:, HI]
         at = int(np.searchsorted(his, np.uint64(hi)))
         while at < len(his) and int(his[at]) == hi:
             if int(self.terms[at, LO]) == lo:
-                return int(self.terms[at, START]), int(self.terms[at, COUNT])
+                return at
             at += 1
-        return 0, 0
+        return -1
+
+    def find(self, hi: int, lo: int) -> tuple[int, int]:
+        """(start, count) of a term's postings; count 0 if the segment lacks it."""
+        at = self.row(hi, lo)
+        return (int(self.terms[at, START]), int(self.terms[at, COUNT])) if at >= 0 else (0, 0)
 
 
 _OPENED: weakref.WeakKeyDictionary[Segment, SegmentPostings] = weakref.WeakKeyDictionary()
@@ -337,6 +396,8 @@ def _open(folder: Path, segment: Segment) -> SegmentPostings | None:
     names = [segment_file(segment.id, s) for s in (KEYWORD_TERMS, KEYWORD_POSTINGS, KEYWORD_DOCS)]
     if not all(name in segment.row.files for name in names):
         return None
+    if segment_file(segment.id, KEYWORD_BOUNDS) in segment.row.files:
+        names.append(segment_file(segment.id, KEYWORD_BOUNDS))
     arrays = []
     for name in names:
         try:
@@ -347,7 +408,8 @@ def _open(folder: Path, segment: Segment) -> SegmentPostings | None:
             raise SegmentMissing(f"{folder / name} is missing") from None
         except ValueError as e:
             raise damaged(folder / name, str(e)) from None
-    terms, postings, docs = arrays
+    terms, postings, docs = arrays[:3]
+    bounds = arrays[3] if len(arrays) > 3 else None
     if (
         terms.dtype != np.dtype("<u8")
         or terms.ndim != 2
@@ -357,7 +419,9 @@ def _open(folder: Path, segment: Segment) -> SegmentPostings | None:
         or len(docs) != len(segment)
     ):
         raise damaged(folder / names[0], "keyword arrays of the wrong type or length")
-    found = SegmentPostings(terms, postings, docs)
+    if bounds is not None and (bounds.dtype != np.float32 or bounds.shape != (len(terms),)):
+        raise damaged(folder / names[3], "keyword bounds of the wrong type or length")
+    found = SegmentPostings(terms, postings, docs, bounds, average_length(docs))
     with _GENERATIONS_LOCK:
         _OPENED[segment] = found
     return found
@@ -371,6 +435,19 @@ class _Live:
     dead: tuple[np.ndarray | None, ...]  # per segment: bool by position, or None
     n_chunks: int
     n_tokens: int
+    _norms: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def norm(self, s: int) -> np.ndarray:
+        """BM25's length normalisation of segment s's chunks, ``k1 × (1 − b + b × D / avgdl)``
+        with the generation's avgdl: ``(n,)`` float64 by position, made at first use (8
+        bytes a chunk, kept while the generation is read)."""
+        found = self._norms.get(s)
+        if found is None:
+            length = self.segments[s].docs["length"].astype(np.float64)
+            avgdl = float(self.n_tokens) / float(self.n_chunks) if self.n_chunks else 1.0
+            found = K1 * (1 - B + B * length / avgdl)
+            self._norms[s] = found
+        return found
 
 
 _GENERATIONS: dict[int, tuple[weakref.ref[SegmentSet], _Live | None]] = {}
@@ -448,82 +525,3 @@ def article_keys(folder: Path, vectors: SegmentSet, chunk_ids: np.ndarray) -> np
         if len(at):
             keys[np.flatnonzero(held)] = postings.docs["article"][at]
     return keys
-
-
-def bm25(
-    folder: Path, vectors: SegmentSet, phrases: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """BM25 of every live chunk holding any of these tokens, as FTS5's ``bm25()`` computes it.
-
-    Statistics (chunks, average length in tokens, each token's chunk count)
-    are over the generation's live chunks, tombstones left out.
-
-    Args:
-        folder: the index folder.
-        vectors: the generation read (its segments and tombstones).
-        phrases: one token per query word (:func:`query_tokens`); a token
-            given twice counts twice, as two phrases do in FTS5.
-
-    Returns:
-        ``(chunk ids, scores, article keys)``, unordered: int64, float64
-        (higher is better), int64. None if a segment has no keyword arrays
-        (search FTS5 then).
-    """
-    live = _live(folder, vectors)
-    if live is None:
-        return None
-    empty = (np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0, dtype=np.int64))
-    if live.n_chunks == 0 or not phrases:
-        return empty
-    keys = [term_hash(p) for p in phrases]
-    # Each phrase's live postings per segment, and its live chunk count.
-    found: list[list[tuple[np.ndarray, np.ndarray]]] = []
-    df = np.zeros(len(phrases))
-    for segment, dead in zip(live.segments, live.dead, strict=True):
-        per_phrase = []
-        for j, (hi, lo) in enumerate(keys):
-            start, count = segment.find(hi, lo)
-            block = segment.postings[start : start + count]
-            pos = block["pos"].astype(np.int64)
-            tf = block["tf"].astype(np.float64)
-            if dead is not None and count:
-                keep = ~dead[pos]
-                pos, tf = pos[keep], tf[keep]
-            df[j] += len(pos)
-            per_phrase.append((pos, tf))
-        found.append(per_phrase)
-    idf = np.log((live.n_chunks - df + 0.5) / (df + 0.5))
-    idf[idf <= 0.0] = _MIN_IDF
-    avgdl = float(live.n_tokens) / float(live.n_chunks)
-    ids, scores, articles = [], [], []
-    for segment, per_phrase in zip(live.segments, found, strict=True):
-        pos = np.concatenate([p for p, _ in per_phrase])
-        if len(pos) == 0:
-            continue
-        tf = np.concatenate([t for _, t in per_phrase])
-        weight = np.repeat(idf, [len(p) for p, _ in per_phrase])
-        length = segment.docs["length"][pos].astype(np.float64)
-        # FTS5's expression and order of operations, phrase by phrase.
-        impact = weight * ((tf * (K1 + 1.0)) / (tf + K1 * (1 - B + B * length / avgdl)))
-        # bincount adds in input order, phrase by phrase, as FTS5 sums them. Over
-        # the whole segment where the postings are many (a pass over n floats
-        # beats sorting them), else over the distinct positions.
-        if len(pos) * _DENSE > len(segment.docs):
-            dense = np.bincount(pos, weights=impact, minlength=len(segment.docs))
-            held = np.zeros(len(segment.docs), dtype=bool)
-            held[pos] = True
-            matched = np.flatnonzero(held)
-            total = dense[matched]
-        else:
-            matched, inverse = np.unique(pos, return_inverse=True)
-            total = np.bincount(inverse.ravel(), weights=impact, minlength=len(matched))
-        ids.append(segment.docs["chunk"][matched])
-        articles.append(segment.docs["article"][matched])
-        scores.append(total)
-    if not ids:
-        return empty
-    return (
-        np.concatenate(ids).astype(np.int64),
-        np.concatenate(scores),
-        np.concatenate(articles).astype(np.int64),
-    )

@@ -124,11 +124,13 @@ def quantizer_file(generation: int) -> str:
     return f"quantizer.{generation}.faiss"
 
 
-# A segment's keyword postings (semsearch.impacts): terms, postings, chunk lengths.
+# A segment's keyword postings (semsearch.impacts): terms, postings, chunk lengths, and
+# each term's bound on its BM25 tf part (a segment written before bounds has none).
 KEYWORD_TERMS = ".kw-terms.npy"
 KEYWORD_POSTINGS = ".kw-postings.npy"
 KEYWORD_DOCS = ".kw-docs.npy"
-KEYWORD_SUFFIXES = (KEYWORD_TERMS, KEYWORD_POSTINGS, KEYWORD_DOCS)
+KEYWORD_BOUNDS = ".kw-bounds.npy"
+KEYWORD_SUFFIXES = (KEYWORD_TERMS, KEYWORD_POSTINGS, KEYWORD_DOCS, KEYWORD_BOUNDS)
 
 
 def segment_of(path: Path) -> int | None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import impacts, tokens
+from . import impacts, maxscore, tokens
 from .filters import Filter
 from .keywords import marked_spans
 from .records import COMMON_FIELDS, Hit
@@ -222,21 +222,18 @@ def _pick(
 
 
 class KeywordMatches:
-    """Every live chunk matching a keyword query: ids and BM25 scores, unordered.
+    """Every live chunk matching a keyword query, as FTS5 scores them: ids and BM25, unordered.
 
-    Scored from the segments' postings (:mod:`semsearch.impacts`) where the
-    query is plain words and every segment has them; else by FTS5, which
-    scores every match itself (the user's own FTS5 syntax, the prefix and
-    two-word alternatives of no-space scripts, segments written before
-    postings existed). Both give FTS5's BM25 formula.
+    Where the query is plain words and every segment has postings, :meth:`of`
+    gives :class:`ScoredMatches` instead, which scores only what can enter the
+    top (:mod:`semsearch.maxscore`). FTS5 serves the rest: the user's own FTS5
+    syntax, the prefix and two-word alternatives of no-space scripts, segments
+    written before postings existed. Both give FTS5's BM25 formula.
     """
 
-    def __init__(
-        self, ids: np.ndarray, scores: np.ndarray, articles: np.ndarray | None = None
-    ) -> None:
+    def __init__(self, ids: np.ndarray, scores: np.ndarray) -> None:
         self.ids = ids
         self.scores = scores
-        self.articles = articles  # each chunk's article key, where the postings give it
         self._runs: np.ndarray | None = None  # where ascending runs of ids start and end
 
     @classmethod
@@ -247,20 +244,17 @@ class KeywordMatches:
         query: Query,
         where: Filter | None,
         scope: _Scope | None,
-    ) -> KeywordMatches:
+    ) -> KeywordMatches | ScoredMatches:
+        """The query's matches: scored from the postings where they serve, else by FTS5."""
         if query.match is None:
             return cls(np.zeros(0, dtype=np.int64), np.zeros(0))
-        found = None
         if not query.user_fts5:
             terms = tokens.query_tokens(store, query.match)
             if terms is not None:
-                found = impacts.bm25(store.path.parent, vectors, terms)
-        if found is not None:
-            ids, scores, articles = found  # tombstones already left out
-            if scope is not None:
-                keep = np.isin(ids, scope.ids)
-                ids, scores, articles = ids[keep], scores[keep], articles[keep]
-            return cls(ids, scores, articles)
+                only = scope.ids if scope is not None else None
+                scorer = maxscore.scorer(store.path.parent, vectors, terms, only)
+                if scorer is not None:
+                    return ScoredMatches(scorer, vectors)
         sql, params = (where.sql, where.params) if where is not None else (None, ())
         ids, scores = store.keyword_matches(query.match, sql, params, user_fts5=query.user_fts5)
         keep = _live_mask(ids, vectors.dead)
@@ -298,8 +292,6 @@ class KeywordMatches:
             if len(breaks) > _MAX_RUNS:
                 order = np.argsort(self.ids, kind="stable")
                 self.ids, self.scores = self.ids[order], self.scores[order]
-                if self.articles is not None:
-                    self.articles = self.articles[order]
                 breaks = breaks[:0]
             self._runs = np.r_[0, breaks, len(self.ids)]
         for start, end in zip(self._runs[:-1], self._runs[1:], strict=True):
@@ -311,17 +303,36 @@ class KeywordMatches:
 
     def ranking(self, store: Store, k: int, group: bool) -> list[_Ranked]:
         """The k best articles (their best chunks), or the k best chunks."""
-        if self.articles is None:
-            picked = _until_k(self.top, len(self.ids), store, k, group)
-        else:  # as _until_k, with the articles at hand
-            articles = self.articles
-            fetch = min(len(self.ids), max(k * _FETCH_FACTOR, _MIN_FETCH) if group else k)
-            while True:
-                order = self._best(fetch)
-                picked = _pick(self.scores[order], self.ids[order], articles[order], k, group)
-                if len(picked) >= k or fetch >= len(self.ids):
-                    break
-                fetch = min(len(self.ids), fetch * _FETCH_FACTOR)
+        picked = _until_k(self.top, len(self.ids), store, k, group)
+        return [_Ranked(score, chunk_id, keyword=score) for score, chunk_id in picked]
+
+
+class ScoredMatches:
+    """A keyword query's matches scored from the segments' postings, on demand: the top
+    by MaxScore (:class:`semsearch.maxscore.Scorer`), any chunk's BM25 by lookup."""
+
+    def __init__(self, scorer: maxscore.Scorer, vectors: SegmentSet) -> None:
+        self._scorer = scorer
+        self._vectors = vectors
+
+    @property
+    def best(self) -> float:
+        """The best BM25 among the matches (1.0 with none)."""
+        return self._scorer.best
+
+    def scores_of(self, chunk_ids: np.ndarray) -> np.ndarray:
+        """BM25 of these chunks, 0 for those that do not match."""
+        return self._scorer.scores_of(chunk_ids, self._vectors)
+
+    def ranking(self, store: Store, k: int, group: bool) -> list[_Ranked]:
+        """The k best articles (their best chunks), or the k best chunks."""
+        fetch = max(k * _FETCH_FACTOR, _MIN_FETCH) if group else k
+        while True:
+            scores, ids, articles = self._scorer.top(fetch)
+            picked = _pick(scores, ids, articles, k, group)
+            if len(picked) >= k or len(ids) < fetch:
+                break
+            fetch *= _FETCH_FACTOR
         return [_Ranked(score, chunk_id, keyword=score) for score, chunk_id in picked]
 
 

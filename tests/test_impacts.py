@@ -103,15 +103,45 @@ def test_scores_equal_fts5_after_add_replace_remove_and_merge(tmp_path, fake_enc
             _assert_same(_scores(index, query), _fts5_scores(fresh, query))
 
 
-@pytest.mark.parametrize("dense", [0, 10**9])  # summed over distinct postings, or all chunks
-def test_the_top_k_is_the_top_of_every_match(tmp_path, fake_encoder, monkeypatch, dense):
-    monkeypatch.setattr(impacts, "_DENSE", dense)
+def test_the_top_k_is_the_top_of_every_match(tmp_path, fake_encoder):
+    """MaxScore's top k (pruning, several segments, tombstones) is FTS5's, for many
+    queries and k: common and rare words, words repeated, words no chunk holds."""
+    live = {}
     with Index.create(tmp_path / "ix", encoder=fake_encoder) as index:
-        _add(index, _texts(7, 200))
-        every = _fts5_scores(index.path, "w2 w4 walrus")
-        best = sorted(every.items(), key=lambda item: (-item[1], item[0]))
-        top = index.search("w2 w4 walrus", k=10, mode="keyword")
-        assert [h.keyword_score for h in top] == pytest.approx([s for _, s in best[:10]])
+        index.merge_policy = MergePolicy(in_writes=False)
+        for seed in (7, 8, 9):
+            texts = _texts(seed, 120)
+            _add(index, texts)
+            live.update(texts)
+        gone = list(live)[::9]
+        index.remove(gone)
+        live = {i: t for i, t in live.items() if i not in gone}
+        fresh = _fresh(tmp_path, fake_encoder, live)
+        rng = random.Random(1)
+        for _ in range(150):
+            query = " ".join(rng.choices([*_VOCABULARY, "absent"], k=rng.randint(1, 8)))
+            k = rng.choice([1, 3, 10, 25])
+            best = sorted(_fts5_scores(fresh, query).values(), reverse=True)[:k]
+            for group in (True, False):
+                top = index.search(query, k=k, mode="keyword", group=group)
+                assert [h.keyword_score for h in top] == pytest.approx(best), (query, k)
+
+
+def test_the_postings_of_common_words_are_not_scored(tmp_path, fake_encoder):
+    """A rare word's few chunks set the bar; a common word's postings are only looked up."""
+    from semsearch import maxscore
+
+    texts = {f"c{i}": "common " * (1 + i % 3) + f"filler{i}" for i in range(300)}
+    texts.update({f"r{i}": f"rare common filler{i}" for i in range(12)})
+    with Index.create(tmp_path / "ix", encoder=fake_encoder) as index:
+        _add(index, texts)
+        terms = tokens.query_tokens(index._store, match_expression("rare common"))
+        scorer = maxscore.scorer(index.path, index._vectors, terms)
+        assert scorer is not None
+        scores, _, _ = scorer.top(5)
+        assert scorer.scored == 12 and scorer.postings == 324
+        expected = sorted(_fts5_scores(index.path, "rare common").values(), reverse=True)
+        assert scores.tolist() == pytest.approx(expected[:5])
 
 
 def test_filters_apply_inside_the_search(tmp_path, fake_encoder):
@@ -246,6 +276,42 @@ def test_a_merge_makes_the_postings_tokenizing_the_text_again_would(tmp_path, fa
         again = impacts._postings(index._store, live)
     for made, expected in zip(merged, again, strict=True):
         assert made.dtype == expected.dtype and np.array_equal(made, expected)
+    assert np.array_equal(impacts.term_bounds(*merged), impacts.term_bounds(*again))
+
+
+def test_each_terms_bound_is_its_largest_tf_part(tmp_path, fake_encoder, monkeypatch):
+    with Index.create(tmp_path / "ix", encoder=fake_encoder) as index:
+        index.merge_policy = MergePolicy(in_writes=False)
+        for seed in range(2):
+            _add(index, _texts(seed, 40))
+        index.remove(["a0-1"])
+        index.optimize()  # a merged segment's bounds too
+        for segment in index._vectors.segments:
+            found = impacts._open(index.path, segment)
+            assert found is not None and found.bounds is not None
+            length = found.docs["length"].astype(np.float64)
+            avgdl = length.mean()
+            for row, (start, count) in enumerate(found.terms[:, [impacts.START, impacts.COUNT]]):
+                block = found.postings[int(start) : int(start + count)]
+                tf = block["tf"].astype(np.float64)
+                part = tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * length[block["pos"]] / avgdl))
+                assert part.max() <= found.bounds[row] <= np.nextafter(np.float32(part.max()), 9)
+            monkeypatch.setattr(impacts, "_BOUND_BATCH", 7)  # terms split across batches
+            again = impacts.term_bounds(found.terms, found.postings, found.docs)
+            assert np.array_equal(again, found.bounds)
+
+
+def test_segments_written_before_bounds_give_the_same_top_k(tmp_path, fake_encoder, monkeypatch):
+    with Index.create(tmp_path / "ix", encoder=fake_encoder) as index:
+        _add(index, _texts(5, 150))
+    # As segments written before bounds were.
+    monkeypatch.setattr(impacts, "KEYWORD_BOUNDS", ".kw-absent.npy")
+    with Index.open(tmp_path / "ix", encoder=fake_encoder) as index:
+        assert impacts._open(index.path, index._vectors.segments[0]).bounds is None
+        for query in QUERIES:
+            best = sorted(_fts5_scores(index.path, query).values(), reverse=True)[:10]
+            top = index.search(query, k=10, mode="keyword")
+            assert [h.keyword_score for h in top] == pytest.approx(best), query
 
 
 def test_the_keyword_benchmark_measures_every_mode_beside_semantic(tmp_path):
