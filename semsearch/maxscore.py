@@ -46,6 +46,11 @@ from .segments import SegmentSet
 _STRUCTURED_SEARCH = 2_500
 """Below one key per this many postings, a lookup searches the records, not a copy of
 their positions (measured: ~1 µs a key, against ~0.45 ns a posting copied)."""
+_GROUP_WIDTH = 4
+"""Grouping by article, θ is taken from this many chunks per article wanted."""
+_LOOKUP_COST = 4
+"""Looking a candidate up in a term's postings costs about this many postings scored
+(a binary search's cache misses against a sequential pass)."""
 _TOLERANCE = 1e-9
 """Relative slack under θ kept when pruning: sums in another order differ by ulps."""
 
@@ -92,7 +97,7 @@ class Scorer:
         self._bound = self._weight[:, None] * tf_bound
         """Per term and segment: the most the term adds to a chunk's score there."""
         self._df = df
-        self._top: tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+        self._top: dict[bool, tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
         self.postings = int(sum(len(b) for per_term in self._postings for b in per_term))
         """The query's postings in all (each term's, in every segment)."""
         self.scored = 0
@@ -100,31 +105,38 @@ class Scorer:
 
     # -- the top n ----------------------------------------------------------------------
 
-    def top(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The n best live chunks in scope, best first, ties by chunk id.
+    def top(self, n: int, group: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The n best live chunks in scope, best first, ties by chunk id; or, with
+        ``group``, chunks best first down to the n-th best article's best chunk (an
+        article's score is its best chunk's, so every chunk a top-n article can be
+        shown by comes along).
 
         Returns:
             ``(scores, chunk ids, article keys)``: float64 (BM25, higher is
-            better), int64, int64; fewer than n rows when fewer chunks match.
+            better), int64, int64; fewer than n rows (articles) when fewer match.
         """
-        if self._top is not None and (self._top[0] >= n or len(self._top[1][0]) < self._top[0]):
-            scores, ids, articles = self._top[1]
-            return scores[:n], ids[:n], articles[:n]
-        found = self._maxscore(n)
-        self._top = (n, found)
+        known = self._top.get(group)
+        if known is not None and (known[0] >= n or len(known[1][0]) < known[0]):
+            scores, ids, articles = known[1]
+            return (scores, ids, articles) if group else (scores[:n], ids[:n], articles[:n])
+        found = self._maxscore(n, group)
+        self._top[group] = (n, found)
         return found
 
     @property
     def best(self) -> float:
         """The best BM25 among the matches (1.0 with none)."""
-        scores = self.top(1)[0] if self._top is None else self._top[1][0]
+        known = next(iter(self._top.values()), None)
+        scores = self.top(1)[0] if known is None else known[1][0]
         return float(scores[0]) if len(scores) else 1.0
 
-    def _maxscore(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        theta = 0.0  # the n-th best full score found so far (0 until n are found)
+    def _maxscore(self, n: int, group: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # θ: the n-th best full score (of a chunk; of an article's best chunk with group)
+        # found so far, 0 until n are found. Every chunk that can reach it is kept.
+        theta = 0.0
         found_where: list[np.ndarray] = []  # per segment: global positions, full scores
         found_scores: list[np.ndarray] = []
-        best = np.zeros(0)
+        found_articles: list[np.ndarray] = []
         # A segment at a time, so that its partial sums stay in cache; θ carries over.
         for s in range(len(self._live.segments)):
             # Best bound first; among equal bounds the shorter postings first.
@@ -132,26 +144,43 @@ class Scorer:
             terms = [int(j) for j in np.lexsort((self._df, -bound)) if len(self._postings[j][s])]
             if not terms:
                 continue
-            local, scores = self._segment_top(s, terms, bound, n, theta)
+            local, scores = self._segment_top(s, terms, bound, n, group, theta)
             found_where.append(local + self._offsets[s])
             found_scores.append(scores)
-            best = np.concatenate([best, scores])
-            best = best[_top_n(best, n)]
-            if len(best) >= n:
-                theta = max(theta, float(best.min()))
+            found_articles.append(self._articles(s, local) if group else local)
+            theta = max(
+                theta,
+                _nth(
+                    np.concatenate(found_scores),
+                    n,
+                    np.concatenate(found_articles) if group else None,
+                ),
+            )
         where = np.concatenate(found_where) if found_where else np.zeros(0, dtype=np.int64)
         scores = np.concatenate(found_scores) if found_scores else np.zeros(0)
         keep = scores >= theta * (1 - _TOLERANCE)
         where, scores = where[keep], scores[keep]
         ids, articles = self._chunks(where)
-        top = np.lexsort((ids, -scores))[:n]
+        top = np.lexsort((ids, -scores))
+        top = top if group else top[:n]
         return scores[top], ids[top], articles[top]
 
+    def _articles(self, s: int, pos: np.ndarray) -> np.ndarray:
+        """The article keys of chunks by position in segment s."""
+        return self._live.segments[s].docs["article"][pos].astype(np.int64)
+
     def _segment_top(
-        self, s: int, terms: list[int], bound: np.ndarray, n: int, theta: float
+        self,
+        s: int,
+        terms: list[int],
+        bound: np.ndarray,
+        n: int,
+        group: bool,
+        theta: float,
     ) -> tuple[np.ndarray, np.ndarray]:
         """MaxScore in one segment: the positions and full scores of its chunks that can
-        be among the n best, given θ found before it (its own n-th best raises it)."""
+        be among the n best (chunks, or articles with ``group``), given θ found before
+        it (its own n-th best raises it)."""
         left = np.concatenate([np.cumsum(bound[terms][::-1])[::-1], [0.0]])  # from i on
         if left[0] < theta:  # no chunk of this segment can reach θ
             return np.zeros(0, dtype=np.intp), np.zeros(0)
@@ -163,8 +192,19 @@ class Scorer:
         i = 0
         try:
             # Essential terms: every posting's impact added to its chunk's partial sum.
-            while i < len(terms) and left[i] >= theta:
+            # Past those MaxScore needs (left < θ), a term is scored too while that
+            # costs less than looking it up for the candidates there would be.
+            while i < len(terms):
                 block = self._postings[terms[i]][s]
+                if left[i] < theta:
+                    floor = theta * (1 - _TOLERANCE) - left[i]
+                    # Estimated from every 8th chunk of each term's (distinct terms can
+                    # share a candidate: an overestimate at most).
+                    candidates = 8 * sum(
+                        int(np.count_nonzero(sums[p[::8]] >= floor)) for p in scored
+                    )
+                    if candidates * _LOOKUP_COST <= len(block):
+                        break
                 pos = block["pos"].astype(np.intp)
                 tf = block["tf"]
                 if excluded is not None:
@@ -178,10 +218,11 @@ class Scorer:
                     # Until n chunks are scored in full, the segment's own n-th best
                     # partial sum is θ: the n best now are among this term's n best
                     # and the n best before.
-                    pool = _distinct(np.concatenate([pos[_top_n(sums[pos], n)], pool]))
-                    pool = pool[_top_n(sums[pool], n)]
-                    if len(pool) >= n:
-                        theta = max(theta, float(sums[pool].min()))
+                    width = n * _GROUP_WIDTH if group else n
+                    pool = _distinct(np.concatenate([pos[_top_n(sums[pos], width)], pool]))
+                    pool = pool[_top_n(sums[pool], width)]
+                    articles = self._articles(s, pool) if group else None
+                    theta = max(theta, _nth(sums[pool], n, articles))
             # Candidates: chunks an essential term holds that can still reach θ. Each is
             # taken once: its sum is set back to zero (θ > 0 then), below the floor.
             floor = theta * (1 - _TOLERANCE) - left[i]
@@ -207,7 +248,11 @@ class Scorer:
             where, partial = where[keep], partial[keep]
             partial = partial + self._lookup(j, s, where)
             i += 1
-            theta = max(theta, _nth(partial, n))
+            if group:
+                some = _top_n(partial, n * _GROUP_WIDTH)  # any chunks' scores bound θ
+                theta = max(theta, _nth(partial[some], n, self._articles(s, where[some])))
+            else:
+                theta = max(theta, _nth(partial, n))
         keep = partial >= theta * (1 - _TOLERANCE)
         return where[keep], partial[keep]
 
@@ -346,8 +391,15 @@ def _accumulator(size: int) -> np.ndarray:
     return buffer
 
 
-def _nth(sums: np.ndarray, n: int) -> float:
-    """The n-th largest of these sums, 0 if there are fewer."""
+def _nth(sums: np.ndarray, n: int, articles: np.ndarray | None = None) -> float:
+    """The n-th largest of these sums, 0 if there are fewer; with articles (one key per
+    sum), the n-th largest of each article's largest."""
     if n <= 0 or len(sums) < n:
         return 0.0
+    if articles is not None:
+        by_article = np.lexsort((-sums, articles))
+        keys = articles[by_article]
+        sums = sums[by_article][np.concatenate([[True], keys[1:] != keys[:-1]])]
+        if len(sums) < n:
+            return 0.0
     return float(np.partition(sums, len(sums) - n)[len(sums) - n])

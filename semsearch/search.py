@@ -326,13 +326,8 @@ class ScoredMatches:
 
     def ranking(self, store: Store, k: int, group: bool) -> list[_Ranked]:
         """The k best articles (their best chunks), or the k best chunks."""
-        fetch = max(k * _FETCH_FACTOR, _MIN_FETCH) if group else k
-        while True:
-            scores, ids, articles = self._scorer.top(fetch)
-            picked = _pick(scores, ids, articles, k, group)
-            if len(picked) >= k or len(ids) < fetch:
-                break
-            fetch *= _FETCH_FACTOR
+        scores, ids, articles = self._scorer.top(k, group)
+        picked = _pick(scores, ids, articles, k, group)
         return [_Ranked(score, chunk_id, keyword=score) for score, chunk_id in picked]
 
 

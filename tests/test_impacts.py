@@ -127,6 +127,32 @@ def test_the_top_k_is_the_top_of_every_match(tmp_path, fake_encoder):
                 assert [h.keyword_score for h in top] == pytest.approx(best), (query, k)
 
 
+def test_the_top_k_articles_are_those_of_their_best_chunks(tmp_path, fake_encoder):
+    """Grouped by article (several chunks each), MaxScore's top k articles are FTS5's."""
+    rng = random.Random(3)
+    weights = [1 / (r + 1) for r in range(len(_VOCABULARY))]
+    texts = {
+        f"m{i}": " ".join(rng.choices(_VOCABULARY, weights, k=rng.randint(20, 500)))
+        for i in range(80)
+    }
+    with Index.create(tmp_path / "ix", encoder=fake_encoder) as index:
+        _add(index, texts)
+        assert index.info().chunks > 2 * len(texts)
+        db = sqlite3.connect(index.path / STORE_FILE)
+        for _ in range(40):
+            query = " ".join(rng.choices(_VOCABULARY, k=rng.randint(1, 6)))
+            rows = db.execute(
+                "SELECT a.id, max(-f.rank) FROM chunks_fts f JOIN chunks c ON c.id = f.rowid"
+                " JOIN articles a ON a.pk = c.article_pk WHERE chunks_fts MATCH ? GROUP BY a.id",
+                (match_expression(query),),
+            ).fetchall()
+            k = rng.choice([1, 5, 10])
+            best = sorted((score for _, score in rows), reverse=True)[:k]
+            top = index.search(query, k=k, mode="keyword")
+            assert [h.keyword_score for h in top] == pytest.approx(best), (query, k)
+        db.close()
+
+
 def test_the_postings_of_common_words_are_not_scored(tmp_path, fake_encoder):
     """A rare word's few chunks set the bar; a common word's postings are only looked up."""
     from semsearch import maxscore
