@@ -14,18 +14,21 @@ the best on A; its figures on B are the honest ones.
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks.common import RESULTS, md_table, query_half, write_results
-from semsearch import Index
+from semsearch import Index, search
 from semsearch.evaluate import EvalResult, evaluate, load_beir
 from semsearch.search import HYBRID_WEIGHT
 
 WEIGHTS = [round(w, 2) for w in np.arange(0.3, 0.951, 0.05)]
 RRF_K = 60
+POOLS = (100, 50, 30, 20)
 SHOWN = ("nDCG@10", "R@100")
 
 
@@ -67,6 +70,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--index", type=Path, required=True)
     parser.add_argument("--dataset", type=Path, required=True)
     parser.add_argument("--weights", default=None, help="comma-separated weights to try")
+    parser.add_argument(
+        "--pools",
+        default=",".join(map(str, POOLS)),
+        help="comma-separated hybrid pools (candidates from each ranking) to score at k=10",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -85,6 +93,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for weight in weights:
             result = evaluate(index, dataset, mode="hybrid", hybrid_weight=weight)
             sweep[weight] = by_half(result.per_query)
+        pools = {}
+        for pool in [int(p) for p in args.pools.split(",")]:
+            # At k=10 (what a user asks for), unlike the sweep's k=100 (recall@100).
+            with _hybrid_pool(pool):
+                result = evaluate(index, dataset, depth=10, mode="hybrid")
+            pools[pool] = result.metrics["nDCG@10"]
     best_a = max(sweep, key=lambda w: sweep[w]["A"]["nDCG@10"])
     best_b = max(sweep, key=lambda w: sweep[w]["B"]["nDCG@10"])
     halves = {h: sum(query_half(q) == h for q in semantic.per_query) for h in ("A", "B")}
@@ -99,6 +113,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "best_on_A": best_a,
         "best_on_B": best_b,
         "library_default": HYBRID_WEIGHT,
+        "pools": {str(p): v for p, v in pools.items()},
+        "library_pool": search.HYBRID_POOL,
     }
     write_results(args.out, "fusion", data, markdown(data), argv)
     return data
@@ -123,8 +139,35 @@ def markdown(d: dict[str, Any]) -> str:
         f"half A ({d['halves']['A']}, used to choose W) and half B ({d['halves']['B']}, "
         f"held out). Chunks ≤ {d['chunk_tokens']} tokens, overlap {d['overlap_tokens']}. "
         f"W is the semantic share of the hybrid score. Best W on A: {d['best_on_A']}; "
-        f"best on B alone would have been {d['best_on_B']}.\n\n" + md_table(headers, rows)
+        f"best on B alone would have been {d['best_on_B']}.\n\n"
+        + md_table(headers, rows)
+        + _pool_table(d)
     )
+
+
+def _pool_table(d: dict[str, Any]) -> str:
+    """nDCG@10 of k=10 hybrid searches by the candidates taken from each ranking."""
+    if not d.get("pools"):
+        return ""
+    rows = [
+        [f"{p}" + (" (**default**)" if int(p) == d["library_pool"] else ""), v]
+        for p, v in d["pools"].items()
+    ]
+    return (
+        "\n\nHybrid pool: the candidates taken from each ranking before fusion (at least "
+        "k), all queries, k=10.\n\n" + md_table(["pool", "nDCG@10"], rows)
+    )
+
+
+@contextlib.contextmanager
+def _hybrid_pool(pool: int) -> Iterator[None]:
+    """Search with this many candidates from each ranking (the library's setting)."""
+    saved = search.HYBRID_POOL
+    search.HYBRID_POOL = pool
+    try:
+        yield
+    finally:
+        search.HYBRID_POOL = saved
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ def test_quick_run_writes_every_result_and_the_report(tmp_path):
     on_a = {float(w): v["A"]["nDCG@10"] for w, v in fusion["sweep"].items()}
     assert set(on_a) == {0.5, 0.7} and on_a[fusion["best_on_A"]] == max(on_a.values())
     assert fusion["best_on_A"] == 0.5  # both score 1.0 here: a tie goes to the first weight
+    assert set(fusion["pools"]) == {"100", "50", "30", "20"}  # k=10 hybrid by pool
+    assert all(0.0 <= v <= 1.0 for v in fusion["pools"].values())
     filtered = json.loads((out / "filters.json").read_text())
     assert all(r["exact"] in (None, r["queries"]) for r in filtered["rows"])
     latency = json.loads((out / "latency.json").read_text())
