@@ -48,6 +48,9 @@ HYBRID_WEIGHT = 0.7
 # or 30 candidates (0.741 with 20; `python -m benchmarks.fusion`), and each ranking's
 # top 30 costs far less than its top 100 at ten million chunks.
 HYBRID_POOL = 30
+# Below this best BM25 a query's words carry no keyword evidence (each is in more than
+# half the chunks, so FTS5 floors its idf at 1e-6): hybrid then ranks by cosine alone.
+MIN_BEST_BM25 = 1e-3
 # An approximate index (HNSW, IVF) searches a filtered set this small by brute
 # force, exactly; a larger one goes through FAISS's selector.
 BRUTE_FORCE_LIMIT = 50_000
@@ -366,8 +369,10 @@ def _hybrid(
     ids, articles = _aligned(found, ids, articles)
     cosine = chunk_vectors @ query.vector
     bm25 = matches.scores_of(ids)
-    best_bm25 = matches.best
-    fused = weight * cosine + (1 - weight) * bm25 / best_bm25
+    # BM25 / the best BM25; none where even the best is at FTS5's floor for words in
+    # over half the chunks (~1e-6): divided by it, noise would weigh like a match.
+    per_bm25 = 1.0 / matches.best if matches.best >= MIN_BEST_BM25 else 0.0
+    fused = weight * cosine + (1 - weight) * bm25 * per_bm25
     if not group:
         order = np.lexsort((ids, -fused))[:k]
         return [
@@ -379,7 +384,7 @@ def _hybrid(
     semantic = np.maximum.reduceat(cosine[order], starts)
     keyword = np.maximum.reduceat(bm25[order], starts)
     snippets = ids[order][starts]
-    scores = weight * semantic + (1 - weight) * keyword / best_bm25
+    scores = weight * semantic + (1 - weight) * keyword * per_bm25
     top = np.lexsort((snippets, -scores))[:k]
     return [
         _Ranked(float(scores[i]), int(snippets[i]), float(semantic[i]), float(keyword[i]))

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from semsearch import BadInputError
 from semsearch.errors import QueryTruncatedWarning
-from semsearch.search import HYBRID_WEIGHT
+from semsearch.search import HYBRID_WEIGHT, MIN_BEST_BM25
 
 AP4 = "world/nato-ap4-itpp.md"
 # Hostile text → the plain words its keyword query must equal ("" where none are left).
@@ -102,6 +102,16 @@ def test_highlights_include_stemmed_forms(sample_index):
 
 def test_stop_words_alone_still_search(sample_index):
     assert sample_index.search("the and of", k=3, mode="keyword")
+
+
+def test_words_in_most_chunks_do_not_sway_hybrid(sample_index):
+    # Each word is in over half the chunks: BM25 ~1e-6 at FTS5's idf floor, no evidence.
+    hits = sample_index.search("the and of", k=5)
+    assert hits and all(0 < h.keyword_score < MIN_BEST_BM25 for h in hits)
+    for hit in hits:
+        assert hit.score == pytest.approx(HYBRID_WEIGHT * hit.semantic_score)
+    semantic = sample_index.search("the and of", k=5, mode="semantic")
+    assert [h.article_id for h in hits] == [h.article_id for h in semantic]
 
 
 def _matched(hits) -> list[tuple[str, float | None, set[str]]]:

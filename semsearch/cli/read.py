@@ -74,7 +74,7 @@ def query_command(
     \b
     Examples:
       semsearch query "NATO Indo-Pacific"
-      semsearch query "rate decision" --since 2023-06-01 --tag economy
+      semsearch query "rate decision" --since 2023-06-01 --tag inflation
       semsearch query "Reuters" --mode keyword --where source=Reuters -k 20
       semsearch query -- "-40C cold snap"     (a query that starts with -)
     """
