@@ -359,8 +359,21 @@ class SegmentPostings:
     bounds: np.ndarray | None = None
     """Each term's bound on its tf part (:func:`term_bounds`); None in a segment written
     before bounds were."""
-    avgdl: float = 1.0
-    """The average length of the segment's chunks (all of them), the bounds' A."""
+    tokens: int = 0
+    """The tokens of all the segment's chunks (tombstoned ones too)."""
+
+    @property
+    def avgdl(self) -> float:
+        """The average length of the segment's chunks (all of them): the bounds' A, as
+        :func:`average_length` gives it."""
+        return self.tokens / len(self.docs) if self.tokens else 1.0
+
+    def postings_of(self, row: int) -> np.ndarray:
+        """The postings of the term in this row (none for -1), a slice of the map."""
+        if row < 0:
+            return self.postings[:0]
+        start = int(self.terms[row, START])
+        return self.postings[start : start + int(self.terms[row, COUNT])]
 
     def row(self, hi: int, lo: int) -> int:
         """The term's row, -1 if the segment lacks it."""
@@ -371,11 +384,6 @@ class SegmentPostings:
                 return at
             at += 1
         return -1
-
-    def find(self, hi: int, lo: int) -> tuple[int, int]:
-        """(start, count) of a term's postings; count 0 if the segment lacks it."""
-        at = self.row(hi, lo)
-        return (int(self.terms[at, START]), int(self.terms[at, COUNT])) if at >= 0 else (0, 0)
 
 
 _OPENED: weakref.WeakKeyDictionary[Segment, SegmentPostings] = weakref.WeakKeyDictionary()
@@ -421,7 +429,8 @@ def _open(folder: Path, segment: Segment) -> SegmentPostings | None:
         raise damaged(folder / names[0], "keyword arrays of the wrong type or length")
     if bounds is not None and (bounds.dtype != np.float32 or bounds.shape != (len(terms),)):
         raise damaged(folder / names[3], "keyword bounds of the wrong type or length")
-    found = SegmentPostings(terms, postings, docs, bounds, average_length(docs))
+    tokens = int(docs["length"].sum(dtype=np.int64))
+    found = SegmentPostings(terms, postings, docs, bounds, tokens)
     with _GENERATIONS_LOCK:
         _OPENED[segment] = found
     return found
@@ -437,6 +446,11 @@ class _Live:
     n_tokens: int
     _norms: dict[int, np.ndarray] = field(default_factory=dict)
 
+    @property
+    def avgdl(self) -> float:
+        """The live chunks' average length in tokens (1.0 with none)."""
+        return float(self.n_tokens) / float(self.n_chunks) if self.n_chunks else 1.0
+
     def norm(self, s: int) -> np.ndarray:
         """BM25's length normalisation of segment s's chunks, ``k1 × (1 − b + b × D / avgdl)``
         with the generation's avgdl: ``(n,)`` float64 by position, made at first use (8
@@ -444,8 +458,7 @@ class _Live:
         found = self._norms.get(s)
         if found is None:
             length = self.segments[s].docs["length"].astype(np.float64)
-            avgdl = float(self.n_tokens) / float(self.n_chunks) if self.n_chunks else 1.0
-            found = K1 * (1 - B + B * length / avgdl)
+            found = K1 * (1 - B + B * length / self.avgdl)
             self._norms[s] = found
         return found
 
@@ -475,7 +488,7 @@ def _live(folder: Path, vectors: SegmentSet) -> _Live | None:
         for segment, postings in zip(vectors.segments, segments, strict=True):
             lengths = postings.docs["length"]
             n_chunks += len(lengths)
-            n_tokens += int(lengths.sum(dtype=np.int64))
+            n_tokens += postings.tokens
             gone = vectors.tombstones.get(segment.id)
             mask = None
             if gone is not None and len(gone):

@@ -74,7 +74,6 @@ class Scorer:
         counts = Counter(phrases)
         self._postings: list[list[np.ndarray]] = []  # per term, per segment: a slice (mapped)
         n = live.n_chunks
-        avgdl = float(live.n_tokens) / float(n) if n else 1.0
         tf_bound = np.full((len(counts), len(live.segments)), K1 + 1.0)
         df = np.zeros(len(counts))
         for j, phrase in enumerate(counts):
@@ -82,13 +81,12 @@ class Scorer:
             per_segment = []
             for s, segment in enumerate(live.segments):
                 row = segment.row(hi, lo)
-                start, count = segment.find(hi, lo) if row >= 0 else (0, 0)
-                block = segment.postings[start : start + count]
+                block = segment.postings_of(row)
                 per_segment.append(block)
                 df[j] += _live_count(live, s, block)
                 if segment.bounds is not None:
                     # Stored at the segment's average length A; at ours, × max(1, avgdl / A).
-                    scale = max(1.0, avgdl / segment.avgdl)
+                    scale = max(1.0, live.avgdl / segment.avgdl)
                     tf_bound[j, s] = float(segment.bounds[row]) * scale if row >= 0 else 0.0
             self._postings.append(per_segment)
         idf = np.log((n - df + 0.5) / (df + 0.5)) if n else np.zeros(len(counts))
