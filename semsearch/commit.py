@@ -111,6 +111,8 @@ LIVE_CHUNKS = "live_chunks"
 """The live (not removed) chunks of the generation, counted at its commit: what its
 segments' live vectors must add up to (absent in indexes committed before it)."""
 FAILPOINT_ENV = "SEMSEARCH_FAILPOINT"
+FAILPOINT_ONCE_ENV = "SEMSEARCH_FAILPOINT_ONCE"
+"""If set, a file: a fail point kills only the one process that removes it."""
 ATTEMPTS = 20
 """How many times a reader looks again when writers keep switching generations under it."""
 
@@ -358,10 +360,16 @@ def failpoint(stage: str, truncate: Path | None = None) -> None:
     ``mid-faiss-write`` (the new file cut off halfway), ``after-window`` (a
     window's rows and segment written, the next window or the commit to come;
     the first three come once per window), ``before-commit``, ``after-commit``,
-    ``after-manifest``.
+    ``after-manifest``; ``ray-embed`` in a distributed build's embedding actor.
     """
     if os.environ.get(FAILPOINT_ENV) != stage:
         return
+    once = os.environ.get(FAILPOINT_ONCE_ENV)
+    if once:  # only the process that claims (removes) this file dies
+        try:
+            os.unlink(once)
+        except FileNotFoundError:
+            return
     if truncate is not None:  # a write cut off halfway
         with open(truncate, "r+b") as f:
             f.truncate(truncate.stat().st_size // 2)

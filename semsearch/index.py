@@ -23,7 +23,7 @@ import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,9 @@ import numpy as np
 from .commit import Generation, remove_created
 from .config import BUILD_BACKENDS, DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP_TOKENS, MergePolicy
 from .config import environment as read_environment
+from .distributed import ENGINES, RayOptions
 from .embed import Encoder, backend_named
-from .errors import IndexExistsError, SettingsConflictError
+from .errors import BadInputError, IndexExistsError, SettingsConflictError
 from .load import FieldMap, load_paths
 from .lock import WriterLock
 from .manifest import Manifest, manifest_path
@@ -41,7 +42,7 @@ from .reader import Reader
 from .records import AddResult, Article, OptimizeResult, Skipped
 from .segments import SegmentSet
 from .store import Store
-from .writer import CreationSettings, Writer, create_locked, plan_creation
+from .writer import CreationSettings, Prepared, Writer, create_locked, plan_creation
 
 
 class Index(Reader):
@@ -325,7 +326,7 @@ class Index(Reader):
 
     def add(
         self,
-        articles: Iterable[Article | Skipped],
+        articles: Iterable[Article | Skipped | Prepared],
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         progress: bool = False,
@@ -377,6 +378,8 @@ class Index(Reader):
         strict: bool = False,
         date_order: str | None = None,
         clean: bool = True,
+        engine: str = "local",
+        ray: RayOptions | None = None,
     ) -> AddResult:
         """Load files and folders (see :func:`semsearch.load_paths`) and add them.
 
@@ -386,9 +389,42 @@ class Index(Reader):
         (``"DMY"``/``"MDY"``) reads numeric dates such as ``09/08/2024``.
         ``clean=False`` keeps the page furniture of scraped pages (see
         :mod:`semsearch.clean`).
+
+        ``engine="ray"`` loads, chunks and embeds on a Ray cluster
+        (:mod:`semsearch.distributed`; ``pip install "semsearch[ray]"``),
+        configured by ``ray`` (:class:`~semsearch.distributed.RayOptions`):
+        this process holds the writer lock and commits, and the index is the
+        one a local build makes, with the same guarantees; unchanged articles
+        are not embedded. It reads files only, not standard input.
+
+        Raises:
+            BadInputError: for an unknown ``engine``, or a path that does not exist.
+            MissingDependencyError: for ``engine="ray"`` without Ray installed.
         """
+        items: Iterable[Article | Skipped | Prepared]
+        if engine == "ray":
+            from .distributed.ray_build import prepared_articles
+
+            items = prepared_articles(
+                self.path,
+                self.manifest.store_file,
+                asdict(self.manifest.model),
+                asdict(self.manifest.chunker),
+                paths,
+                fields=fields,
+                date_order=date_order,
+                clean=clean,
+                options=ray,
+                batch_size=batch_size,
+                progress=progress,
+            )
+        elif engine == "local":
+            items = load_paths(paths, fields, date_order=date_order, clean=clean)
+        else:
+            choices = ", ".join(ENGINES)
+            raise BadInputError(f"unknown engine {engine!r}; use one of {choices}")
         return self.add(
-            load_paths(paths, fields, date_order=date_order, clean=clean),
+            items,
             batch_size=batch_size,
             progress=progress,
             prune=list(paths) if prune else None,

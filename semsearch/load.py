@@ -31,7 +31,7 @@ from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 
-from .errors import BadInputError
+from .errors import BadInputError, MissingDependencyError
 from .records import Article, Skipped
 from .values import (
     DATE_ORDERS,
@@ -48,9 +48,12 @@ TEXT_SUFFIXES = {".txt"}
 MARKDOWN_SUFFIXES = {".md", ".markdown"}
 HTML_SUFFIXES = {".html", ".htm"}
 ROW_SUFFIXES = {".jsonl", ".csv", ".tsv"}
+PARQUET_SUFFIXES = {".parquet"}
 STDIN_NAME = "<stdin>"
 """The source name of rows read from standard input (``-``)."""
-SUPPORTED_SUFFIXES = TEXT_SUFFIXES | MARKDOWN_SUFFIXES | HTML_SUFFIXES | ROW_SUFFIXES
+SUPPORTED_SUFFIXES = (
+    TEXT_SUFFIXES | MARKDOWN_SUFFIXES | HTML_SUFFIXES | ROW_SUFFIXES | PARQUET_SUFFIXES
+)
 STDIN = "-"
 
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S)
@@ -143,16 +146,25 @@ def load_paths(
                 continue
             yield from _rows_jsonl(text, STDIN_NAME, fields, date_order)
             continue
+        for file, root in input_files([p]):
+            yield from load_file(file, root=root, fields=fields, date_order=date_order, clean=clean)
+
+
+def input_files(paths: Sequence[str | os.PathLike[str]]) -> Iterator[tuple[Path, Path]]:
+    """Each file to read under these paths, with the root its articles' ids are relative to.
+
+    A folder gives its supported files, recursively, in sorted order (hidden
+    files and folders left out), each with the folder as root; a file gives
+    itself with its parent folder as root. This is the order :func:`load_paths`
+    reads in, and a distributed build's order (:mod:`semsearch.distributed`).
+    """
+    for p in paths:
         path = Path(p)
         if path.is_dir():
             for file in _walk(path):
-                yield from load_file(
-                    file, root=path, fields=fields, date_order=date_order, clean=clean
-                )
+                yield file, path
         else:
-            yield from load_file(
-                path, root=path.parent, fields=fields, date_order=date_order, clean=clean
-            )
+            yield path, path.parent
 
 
 def load_file(
@@ -162,10 +174,13 @@ def load_file(
     *,
     date_order: str | None = None,
     clean: bool = True,
+    row_groups: Sequence[int] | None = None,
 ) -> Iterator[Article | Skipped]:
-    """Yield the articles in one file (several for JSONL and CSV), or why it was skipped.
+    """Yield the articles in one file (several for JSONL, CSV and Parquet), or why it was
+    skipped.
 
-    ``clean`` is as for :func:`load_paths`.
+    ``clean`` is as for :func:`load_paths`. ``row_groups`` reads only these row
+    groups of a Parquet file (a distributed build reads each in its own task).
     """
     fields = fields or FieldMap()
     root = root if root is not None else path.parent
@@ -175,6 +190,9 @@ def load_file(
     if suffix not in SUPPORTED_SUFFIXES:
         known = ", ".join(sorted(SUPPORTED_SUFFIXES))
         yield Skipped(name, f"unsupported file type {suffix or '(none)'!r} (supported: {known})")
+        return
+    if suffix in PARQUET_SUFFIXES:
+        yield from _rows_parquet(path, name, fields, date_order, row_groups)
         return
     try:
         text = _read_text(path)
@@ -409,6 +427,60 @@ def _rows_jsonl(
             yield Skipped(name, f"expected a JSON object, got {type(record).__name__}", lineno)
             continue
         yield _row(record, fields, name, lineno, date_order)
+
+
+def parquet_row_groups(path: Path) -> list[tuple[int, int]]:
+    """Each row group of a Parquet file: (its number, its rows), from the file's footer.
+
+    Raises:
+        MissingDependencyError: if pyarrow is not installed.
+        BadInputError: if the file is not Parquet.
+    """
+    parquet = _pyarrow_parquet()
+    try:
+        meta = parquet.ParquetFile(path).metadata
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise BadInputError(f"cannot read Parquet: {e}", path=os.path.abspath(path)) from None
+    return [(g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
+
+
+def _pyarrow_parquet() -> Any:
+    try:
+        import pyarrow.parquet
+    except ImportError:
+        raise MissingDependencyError(
+            'reading Parquet needs pyarrow: pip install "semsearch[parquet]"'
+        ) from None
+    return pyarrow.parquet
+
+
+def _rows_parquet(
+    path: Path,
+    name: str,
+    fields: FieldMap,
+    date_order: str | None,
+    row_groups: Sequence[int] | None = None,
+) -> Iterator[Article | Skipped]:
+    """The rows of a Parquet file as articles, each named ``FILE:ROW`` (rows count from 1
+    over the whole file, as lines do in JSONL)."""
+    try:
+        groups = parquet_row_groups(path)
+        reader = _pyarrow_parquet().ParquetFile(path)
+    except (BadInputError, MissingDependencyError) as e:
+        yield Skipped(name, e.reason if isinstance(e, BadInputError) else str(e))
+        return
+    first_row = 0
+    for group, rows in groups:
+        if row_groups is None or group in row_groups:
+            try:
+                records = reader.read_row_group(group).to_pylist()
+            except (OSError, ValueError) as e:
+                yield Skipped(name, f"cannot read Parquet row group {group}: {e}", first_row + 1)
+            else:
+                for n, record in enumerate(records, start=first_row + 1):
+                    present = {k: v for k, v in record.items() if v is not None and v != ""}
+                    yield _row(present, fields, name, n, date_order)
+        first_row += rows
 
 
 def _rows_csv(

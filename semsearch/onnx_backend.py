@@ -333,7 +333,9 @@ class OnnxEncoder:
     backend = Backend.ONNX.value
     """``onnx``; ``onnx-int8`` for a quantised export."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, threads: int | None = None) -> None:
+        """``threads``: ONNX Runtime's intra-op threads (None: one per core), e.g. the
+        CPUs a distributed build's worker was given."""
         try:
             import onnxruntime
             from tokenizers import Tokenizer
@@ -351,6 +353,8 @@ class OnnxEncoder:
             # then wait for. Semantic SciFact queries on 2 busy cores: p50 20.6
             # ms spinning off, 29.5 on (interleaved, same index); same vectors.
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            if threads is not None:
+                options.intra_op_num_threads = threads
             if settings.get("optimized"):  # fused at export: nothing left to do
                 options.graph_optimization_level = (
                     onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL

@@ -308,6 +308,19 @@ class Store:
         sql = "SELECT id, content_hash FROM articles WHERE id IN (?) AND " + _LIVE
         return dict(self._select_in(sql, article_ids))
 
+    def article_hash_pages(self, page: int = 10_000) -> Iterator[list[tuple[str, str]]]:
+        """Every stored article's (id, article hash), ``page`` rows at a time, in storage
+        order: for a snapshot of the index's contents (a distributed build's diff)."""
+        sql = (
+            "SELECT pk, id, content_hash FROM articles WHERE pk > ? AND "
+            + _LIVE
+            + " ORDER BY pk LIMIT ?"
+        )
+        after = -(2**63)
+        while rows := self.execute(sql, (after, page)):
+            after = rows[-1][0]
+            yield [(article_id, digest) for _pk, article_id, digest in rows]
+
     @_mapped
     def article_paths(self) -> list[tuple[str, str | None]]:
         """Every article's (id, path it was read from)."""

@@ -188,7 +188,7 @@ class Writer:
 
     def add(
         self,
-        articles: Iterable[Article | Skipped],
+        articles: Iterable[Article | Skipped | Prepared],
         *,
         batch_size: int,
         progress: bool,
@@ -246,7 +246,7 @@ class Writer:
 
     def _add_windows(
         self,
-        articles: Iterable[Article | Skipped],
+        articles: Iterable[Article | Skipped | Prepared],
         store: Store,
         write: commit.Write,
         seen: SeenIds,
@@ -257,36 +257,50 @@ class Writer:
     ) -> None:
         """Read, diff and chunk the input, embedding and writing it a window at a time.
 
-        With ``strict``, the first skipped input stops the embedding and
-        writing; the rest is still read and chunked, to count what is skipped.
+        A :class:`Prepared` item was diffed, chunked and embedded elsewhere (a
+        worker of a distributed build): its digest decides here, as an
+        article's does, whether it is unchanged, and its chunks and vectors
+        are used as they are. With ``strict``, the first skipped input stops
+        the embedding and writing; the rest is still read and chunked, to
+        count what is skipped.
         """
         settings = self.reader.manifest.chunker
         chunker: Chunker | None = None
         window: list[_Pending] = []
         in_window = 0
         for batch in _batches(write.clock.iterate("load", articles), READ_ARTICLES):
-            fresh = seen.first_of_each_id(batch, tally.skipped)
+            prepared = {id(p.article): p for p in batch if isinstance(p, Prepared)}
+            plain = [p.article if isinstance(p, Prepared) else p for p in batch]
+            fresh = seen.first_of_each_id(plain, tally.skipped)
             tally.lines_removed += sum(len(a.removed_lines) for a in fresh)
             with write.clock("diff"):
-                digests = [article_hash(a) for a in fresh]
+                digests = [
+                    prepared[id(a)].digest if id(a) in prepared else article_hash(a) for a in fresh
+                ]
                 stored = store.article_hashes([a.id for a in fresh])
             for article, digest in zip(fresh, digests, strict=True):
                 if stored.get(article.id) == digest:
                     tally.unchanged += 1
                     continue
+                ready = prepared.get(id(article))
                 with write.clock("chunk"):
-                    if chunker is None:
-                        chunker = make_chunker(
-                            self.encoder, settings.overlap_tokens, settings.chunk_tokens
-                        )
-                    chunks = chunker.chunks(article)
-                    texts = [chunker.embed_text(article, c) for c in chunks]
+                    if ready is not None:
+                        chunks, texts, vectors = ready.chunked(article)
+                    else:
+                        if chunker is None:
+                            chunker = make_chunker(
+                                self.encoder, settings.overlap_tokens, settings.chunk_tokens
+                            )
+                        chunks = chunker.chunks(article)
+                        texts = [chunker.embed_text(article, c) for c in chunks]
+                        vectors = None
                 if not chunks:
                     tally.skipped.append(skipped_article(article, "no text to index"))
                     continue
                 if strict and tally.skipped:
                     continue  # refused at the end: nothing more to embed or write
-                window.append(_Pending(article, digest, chunks, texts, article.id in stored))
+                stored_before = article.id in stored
+                window.append(_Pending(article, digest, chunks, texts, stored_before, vectors))
                 in_window += len(chunks)
                 if in_window >= WINDOW_CHUNKS:
                     self._write_window(window, write, tally, batch_size, bar)
@@ -302,25 +316,41 @@ class Writer:
         batch_size: int,
         bar: _Bar,
     ) -> None:
-        """Embed one window's chunks and apply it: its rows, and its vectors as a segment."""
+        """Embed one window's chunks and apply it: its rows, and its vectors as a segment.
+
+        Chunks that came with their vectors (:class:`Prepared`) are not embedded again.
+        """
         texts = [t for pending in window for t in pending.texts]
         with write.clock("embed"):
             text_hashes = [_embedded_text_hash(t) for t in texts]
-            vectors, embedded = self._embed_documents(texts, text_hashes, batch_size, bar)
+            wanted: list[int] = []  # the chunks to embed here
+            start = 0
+            for p in window:
+                if p.vectors is None:
+                    wanted.extend(range(start, start + len(p.texts)))
+                start += len(p.texts)
+            fresh, embedded = self._embed_documents(
+                [texts[i] for i in wanted], [text_hashes[i] for i in wanted], batch_size, bar
+            )
+            given = sum(len(p.texts) for p in window if p.vectors is not None)
+            bar.update(given)
         failpoint("after-embed")
-        insert, start = [], 0
+        insert, start, at = [], 0, 0
         for p in window:
             part = slice(start, start + len(p.chunks))
-            insert.append(
-                NewArticle(p.article, p.digest, p.chunks, vectors[part], text_hashes[part])
-            )
+            if p.vectors is None:
+                vectors = fresh[at : at + len(p.chunks)]
+                at += len(p.chunks)
+            else:
+                vectors = p.vectors
+            insert.append(NewArticle(p.article, p.digest, p.chunks, vectors, text_hashes[part]))
             start = part.stop
         replaced = [p.article.id for p in window if p.stored]
         write.apply(Change(insert=insert, drop=replaced))
         tally.added += len(window) - len(replaced)
         tally.updated += len(replaced)
         tally.chunks_added += len(texts)
-        tally.chunks_embedded += embedded
+        tally.chunks_embedded += embedded + given
 
     def _embed_documents(
         self, texts: list[str], text_hashes: list[bytes], batch_size: int, bar: _Bar
@@ -528,6 +558,45 @@ class _Pending:
     """The text embedded for each chunk (:meth:`semsearch.chunk.Chunker.embed_text`)."""
     stored: bool
     """Whether it replaces a stored article of its id."""
+    vectors: np.ndarray | None = None
+    """``(len(chunks), dim)`` float32 unit vectors if they came embedded, else None."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An article loaded, diffed, chunked and embedded elsewhere (a distributed build's
+    worker), for :meth:`Writer.add`: the write itself decides as for any article.
+
+    A worker that found the article unchanged in the snapshot of stored hashes
+    it was given sends no text (``article.text`` is ``""``) and no chunks
+    (``chunks`` None): the write, under the lock the snapshot was taken in,
+    finds it unchanged too.
+    """
+
+    article: Article
+    digest: str
+    """:func:`article_hash` of the whole article, computed where it was loaded."""
+    chunks: list[Chunk] | None
+    """Its chunks (none: no text to index), or None if it was not chunked."""
+    texts: list[str]
+    """The text embedded for each chunk."""
+    vectors: np.ndarray
+    """``(len(chunks), dim)`` float32 unit vectors of ``texts``."""
+
+    def chunked(self, article: Article) -> tuple[list[Chunk], list[str], np.ndarray]:
+        """Its chunks, texts and vectors, for a write that found it changed.
+
+        Raises:
+            RuntimeError: if it was not chunked: the worker's snapshot said it was
+                unchanged, and the index says otherwise (the index changed under
+                the writer lock: a bug).
+        """
+        if self.chunks is None:
+            raise RuntimeError(
+                f"article {article.id!r} was sent as unchanged but the index holds another "
+                "version: the index changed during the build"
+            )
+        return self.chunks, self.texts, self.vectors
 
 
 class _Bar(Protocol):
@@ -619,7 +688,7 @@ class SeenIds:
         :class:`Skipped` items among ``items`` are appended too, in order.
         """
         articles = [item for item in items if isinstance(item, Article)]
-        hashes = _id_hashes([a.id for a in articles])
+        hashes = id_hashes([a.id for a in articles])
         earlier = self._first_paths(hashes, [a.id for a in articles])
         here: dict[str, str] = {}
         kept: list[Article] = []
@@ -660,7 +729,7 @@ class SeenIds:
         By hash alone: an id whose hash collides with one read (about one in
         2**64 / n) counts as read, which keeps it from being pruned.
         """
-        hashes = _id_hashes(ids)
+        hashes = id_hashes(ids)
         found = np.zeros(len(hashes), dtype=bool)
         for run, _ in self._runs:
             at = np.minimum(np.searchsorted(run, hashes), len(run) - 1)
@@ -718,7 +787,7 @@ def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def _id_hashes(ids: Sequence[str]) -> np.ndarray:
+def id_hashes(ids: Sequence[str]) -> np.ndarray:
     """An 8-byte BLAKE2b hash of each article id: ``(n,)`` uint64."""
     return np.fromiter(
         (int.from_bytes(hashlib.blake2b(_utf8(i), digest_size=8).digest(), "little") for i in ids),

@@ -129,7 +129,7 @@ def test_an_id_repeated_in_a_later_window_keeps_the_first(tmp_path, fake_encoder
 
 def test_repeated_ids_are_told_apart_from_colliding_hashes(monkeypatch):
     # Every id hashes alike: the spool's ids still tell a repeat from a collision.
-    monkeypatch.setattr(writer_module, "_id_hashes", lambda ids: np.zeros(len(ids), np.uint64))
+    monkeypatch.setattr(writer_module, "id_hashes", lambda ids: np.zeros(len(ids), np.uint64))
     skipped: list[Skipped] = []
     with SeenIds() as seen:
         kept = [

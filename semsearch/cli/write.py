@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import click
 
@@ -29,7 +29,7 @@ from .options import (
 )
 
 if TYPE_CHECKING:
-    from ..records import Article, Skipped
+    from ..records import AddResult, Article, Skipped
 
 
 @cli.command("index")
@@ -97,6 +97,32 @@ if TYPE_CHECKING:
     "keeps its articles.",
 )
 @clean_option
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    is_flag=False,
+    flag_value="auto",
+    default=None,
+    help="Load, chunk and embed on a Ray cluster (pip install 'semsearch[ray]'); this "
+    "process commits. ADDRESS: auto (the default: $RAY_ADDRESS, else a cluster running "
+    "here, else a new local one), local, or a cluster's address (ray://head:10001). "
+    "Files only, not stdin.",
+)
+@click.option(
+    "--embed-workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --ray: embedding actors, each holding the model once. "
+    "[default: one per GPU with --gpus-per-worker, else the cluster's CPUs less one]",
+)
+@click.option(
+    "--gpus-per-worker",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="With --ray: GPUs each embedding actor takes; > 0 embeds with the GPU fast "
+    "path (fp16, checked against fp32). [default: 0, CPUs]",
+)
 @wait_option
 @quiet_option
 @json_option
@@ -118,6 +144,9 @@ def index_command(
     strict: bool,
     prune: bool,
     clean: bool,
+    ray_address: str | None,
+    embed_workers: int | None,
+    gpus_per_worker: float,
     wait_seconds: float,
     quiet: bool,
     as_json: bool,
@@ -133,21 +162,12 @@ def index_command(
     \b
     In a pipeline:
       semsearch index feeds/ --prune --json --wait 600 > summary.json
+    On a Ray cluster (workers load, chunk and embed; the same index):
+      semsearch index dumps/ --ray ray://head:10001 --gpus-per-worker 1
     """
     from ..index import Index
 
     folder = index_dir or environment().index_dir
-    # Inputs are read before the index is opened, so that a bad one is reported (or,
-    # with --strict, refused) before anything is created or locked.
-    started = time.perf_counter()
-    articles, skipped = _read(paths, field_pairs, date_order, clean)
-    load_seconds = time.perf_counter() - started
-    echo_skipped(skipped)
-    if strict and skipped:
-        _refuse_skipped(folder, skipped, as_json)
-    # With --prune, nothing left under PATHS is news: every article read from there goes.
-    if not articles and not (prune and Index.exists(folder)):
-        raise CliError(f"no articles to index in {', '.join(paths)}")
     settings = {
         "model": model,
         "index_type": index_type,
@@ -159,20 +179,98 @@ def index_command(
         "memory_budget": memory_budget,
         "recall_target": recall_target,
     }
+    progress = not quiet and not as_json and sys.stderr.isatty()
+    if ray_address is not None:
+        result = _index_on_ray(
+            paths, folder, settings, field_pairs, date_order, clean, batch_size, progress,
+            prune, strict, wait_seconds, ray_address, embed_workers, gpus_per_worker,
+        )  # fmt: skip
+        _report(result, folder, prune, as_json, quiet, already=[])
+        return
+    if embed_workers is not None or gpus_per_worker:
+        raise click.UsageError("--embed-workers and --gpus-per-worker go with --ray")
+    # Inputs are read before the index is opened, so that a bad one is reported (or,
+    # with --strict, refused) before anything is created or locked.
+    started = time.perf_counter()
+    articles, skipped = _read(paths, field_pairs, date_order, clean)
+    load_seconds = time.perf_counter() - started
+    echo_skipped(skipped)
+    if strict and skipped:
+        _refuse_skipped(folder, skipped, as_json)
+    # With --prune, nothing left under PATHS is news: every article read from there goes.
+    if not articles and not (prune and Index.exists(folder)):
+        raise CliError(f"no articles to index in {', '.join(paths)}")
     # A new index is created and filled in one hold of the writer lock; if that
     # fails, the library removes what this command made (and nothing else).
     with open_or_create(folder, wait_seconds, settings) as index:
         result = index.add(
             [*articles, *skipped],
             batch_size=batch_size,
-            progress=not quiet and not as_json and sys.stderr.isatty(),
+            progress=progress,
             prune=paths if prune else None,
             strict=strict,
         )
-    echo_skipped([s for s in result.skipped if s not in skipped])  # an id twice, no text
     # The files were read before the index was opened: count that time too.
     timings = {**result.timings, "load": load_seconds}
     result = replace(result, seconds=result.seconds + load_seconds, timings=timings)
+    _report(result, folder, prune, as_json, quiet, already=skipped)
+
+
+def _index_on_ray(
+    paths: tuple[str, ...],
+    folder: Path,
+    settings: dict[str, Any],
+    field_pairs: tuple[str, ...],
+    date_order: str | None,
+    clean: bool,
+    batch_size: int,
+    progress: bool,
+    prune: bool,
+    strict: bool,
+    wait_seconds: float,
+    address: str,
+    embed_workers: int | None,
+    gpus_per_worker: float,
+) -> AddResult:
+    """``index --ray``: the workers read the inputs, so nothing is read here first."""
+    from ..distributed import RayOptions
+    from ..distributed.ray_build import import_ray
+    from ..load import FieldMap
+
+    import_ray()  # before an index is created
+    options = RayOptions(
+        address=address, embed_workers=embed_workers, gpus_per_worker=gpus_per_worker
+    )
+    with open_or_create(folder, wait_seconds, settings) as index:
+        result = index.add_paths(
+            list(paths),
+            fields=FieldMap.from_pairs(field_pairs),
+            batch_size=batch_size,
+            progress=progress,
+            prune=prune,
+            strict=strict,
+            date_order=date_order,
+            clean=clean,
+            engine="ray",
+            ray=options,
+        )
+        if not (result.added or result.updated or result.unchanged or result.removed):
+            # Nothing readable: a new index made for it is removed again.
+            echo_skipped(list(result.skipped))
+            raise CliError(f"no articles to index in {', '.join(paths)}")
+    return result
+
+
+def _report(
+    result: AddResult,
+    folder: Path,
+    prune: bool,
+    as_json: bool,
+    quiet: bool,
+    already: list[Skipped],
+) -> None:
+    """Print an add's result; exit 3 if something was skipped (``already``: printed)."""
+    echo_skipped([s for s in result.skipped if s not in already])  # an id twice, no text
     if as_json:
         click.echo(json.dumps({"index": str(folder), **result.to_dict()}, ensure_ascii=False))
     elif not quiet:
