@@ -234,3 +234,11 @@ def test_cli_worker_options_need_ray(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "--embed-workers and --gpus-per-worker go with --ray" in result.output
     assert not (tmp_path / "i").exists()
+
+
+def test_workers_that_would_starve_loading_are_refused(tmp_path: Path, cluster: Path) -> None:
+    with Index.create(tmp_path / "index") as index:
+        options = RayOptions(embed_workers=2, cpus_per_worker=1)
+        with pytest.raises(BadInputError, match="no CPU for loading and chunking"):
+            index.add_paths([SAMPLE], engine="ray", ray=options)
+        assert len(index) == 0

@@ -38,7 +38,9 @@ class RayOptions:
             one per GPU where ``gpus_per_worker`` > 0, else the cluster's CPUs
             less one (left for loading and chunking), at least one.
         cpus_per_worker: CPUs each embedding actor reserves; ONNX Runtime
-            runs that many threads in it.
+            runs that many threads in it, rounded up (1.5 on a 2-CPU machine: two
+            threads, half a CPU left for the load and chunk tasks). The actors
+            must leave half a CPU of the cluster free for those tasks.
         gpus_per_worker: GPUs each embedding actor reserves (0: embed on CPUs
             with the index's build backend; > 0: the GPU fast path,
             :class:`semsearch.torch_backend.TorchEncoder`).

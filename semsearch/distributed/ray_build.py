@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -50,6 +51,8 @@ from ..records import Article, Chunk, Skipped
 from . import RayOptions
 
 _SNAPSHOT_PAGE = 50_000
+_TASK_CPUS = 0.5
+"""CPUs a load or chunk task reserves: light work beside the embedding actors."""
 
 
 def import_ray() -> Any:
@@ -228,20 +231,22 @@ def _stream(ray: Any, job: _Job) -> Iterator[Any]:
         "export": ray.put(export[1]) if export else None,
         "export_key": export[0] if export else None,
         "snapshot": snapshot,
-        "threads": max(1, int(options.cpus_per_worker)),
+        # 1.5 CPUs: two threads, half a CPU left for load and chunk tasks.
+        "threads": max(1, math.ceil(options.cpus_per_worker)),
         "gpu": options.gpus_per_worker > 0,
         "batch_size": job.batch_size,
     }
     workers = options.embed_workers or _default_workers(ray, options)
+    _check_fit(ray, options, workers)
     dataset = (
         ray.data.from_items(units, override_num_blocks=len(units))
-        .flat_map(_load_unit, num_cpus=0.5)
+        .flat_map(_load_unit, num_cpus=_TASK_CPUS)
         .map_batches(
             _chunk_batch,
             fn_kwargs={"spec": spec},
             batch_size=options.chunk_batch,
             batch_format="pyarrow",
-            num_cpus=0.5,
+            num_cpus=_TASK_CPUS,
         )
         .map_batches(
             _Embedder,
@@ -279,6 +284,23 @@ def _default_workers(ray: Any, options: RayOptions) -> int:
         return max(1, int(resources.get("GPU", 0) / options.gpus_per_worker))
     spare = resources.get("CPU", 1) - 1  # one CPU loads and chunks
     return max(1, int(spare / options.cpus_per_worker))
+
+
+def _check_fit(ray: Any, options: RayOptions, workers: int) -> None:
+    """Refuse actors that would take every CPU: the load and chunk tasks feeding them
+    would never be scheduled, and the build would wait for ever.
+
+    Raises:
+        BadInputError: naming the cluster's CPUs and what the actors ask for.
+    """
+    cpus = float(ray.cluster_resources().get("CPU", 0))
+    wanted = workers * options.cpus_per_worker
+    if wanted + _TASK_CPUS > cpus:
+        raise BadInputError(
+            f"{workers} embedding worker(s) of {options.cpus_per_worker:g} CPU(s) leave no "
+            f"CPU for loading and chunking on this Ray cluster of {cpus:g} CPUs; ask for "
+            "fewer workers or CPUs per worker"
+        )
 
 
 def _snapshot(store_path: Path) -> dict[str, np.ndarray]:
