@@ -147,21 +147,26 @@ class Backend(str, Enum):
     the model exported to ONNX and run by ONNX Runtime: the same vectors
     (cosine 1.0000 on every SciFact chunk, ``benchmarks/backends.py``), no
     torch imported. ``onnx-int8`` is that export dynamically quantised to
-    int8 for this CPU. ``auto`` chooses: for a build, ``onnx`` where the model
-    exports (else ``torch``, with a warning saying why); for queries, ONNX
-    Runtime when the index has an export, else sentence-transformers.
+    int8 for this CPU. ``gpu`` builds with the torch model on a CUDA GPU, fed
+    by the fast path (:class:`semsearch.torch_backend.TorchEncoder`: fp16
+    checked against fp32); the manifest records it as ``torch``, the model it
+    runs. ``auto`` chooses: for a build, ``gpu`` where torch sees a CUDA GPU,
+    else ``onnx`` where the model exports (else ``torch``, with a warning
+    saying why); for queries, ONNX Runtime when the index has an export, else
+    sentence-transformers.
     """
 
     AUTO = "auto"
     TORCH = "torch"
     ONNX = "onnx"
     ONNX_INT8 = "onnx-int8"
+    GPU = "gpu"
 
     def __str__(self) -> str:
         return self.value
 
 
-BUILD_BACKENDS = (Backend.AUTO, Backend.TORCH, Backend.ONNX, Backend.ONNX_INT8)
+BUILD_BACKENDS = (Backend.AUTO, Backend.TORCH, Backend.ONNX, Backend.ONNX_INT8, Backend.GPU)
 """What may embed an index's articles (``Index.create(build_backend=)``)."""
 QUERY_BACKENDS = (Backend.AUTO, Backend.ONNX, Backend.TORCH)
 """What may embed its queries (``Index.open(query_backend=)``); an int8 index's

@@ -299,10 +299,16 @@ def check_build_backend(encoder: Encoder, backend: Backend) -> None:
     """Refuse, before anything is written, a build backend this encoder cannot give.
 
     Raises:
-        BadInputError: if an ONNX backend is asked of an encoder that cannot export.
+        BadInputError: if an ONNX or GPU backend is asked of an encoder that is not a
+            sentence-transformers model, or ``gpu`` where torch sees no CUDA GPU.
     """
-    if backend in (Backend.ONNX, Backend.ONNX_INT8) and not isinstance(encoder, ExportableEncoder):
+    wanted = (Backend.ONNX, Backend.ONNX_INT8, Backend.GPU)
+    if backend in wanted and not isinstance(encoder, ExportableEncoder):
         raise BadInputError(f"backend {backend.value!r} needs a sentence-transformers model")
+    if backend is Backend.GPU and not cuda_available():
+        raise BadInputError(
+            "build backend 'gpu' needs a CUDA GPU, and torch sees none here; use auto or onnx"
+        )
 
 
 class BuildEncoder(NamedTuple):
@@ -329,7 +335,9 @@ def build_encoder(
 ) -> BuildEncoder:
     """Choose what embeds a new index's articles, installing its ONNX export in ``folder/onnx``.
 
-    ``auto`` builds with the ONNX export (the same vectors as
+    ``gpu``, and ``auto`` where torch sees a CUDA GPU (and the encoder was not
+    given), build on the GPU by :class:`semsearch.torch_backend.TorchEncoder`,
+    recorded as ``torch``. Otherwise ``auto`` builds with the ONNX export (the same vectors as
     sentence-transformers, 1.1-1.8x the speed on 2-core hosts: ``benchmarks/backends.py``)
     where the model exports, and with ``encoder`` itself otherwise: when it
     cannot export, when ``export`` is off, or when the caller ``given`` the
@@ -339,9 +347,14 @@ def build_encoder(
     when the build itself runs on torch.
 
     Raises:
-        ModelError: if an explicitly asked ONNX backend cannot be exported.
+        ModelError: if an explicitly asked ONNX backend cannot be exported, or
+            ``gpu`` is asked where there is no CUDA GPU.
     """
     exportable = isinstance(encoder, ExportableEncoder)
+    if backend is Backend.GPU or (
+        backend is Backend.AUTO and exportable and not given and cuda_available()
+    ):
+        return _gpu_build(encoder, folder, cache, export)
     if backend in (Backend.ONNX, Backend.ONNX_INT8) and not export:
         raise BadInputError(
             f"build backend {backend.value!r} needs the ONNX export; drop onnx=False"
@@ -372,6 +385,41 @@ def build_encoder(
     from .onnx_backend import OnnxEncoder
 
     return BuildEncoder(OnnxEncoder(folder / ONNX_FOLDER), wanted.value, onnx)
+
+
+def cuda_available() -> bool:
+    """Whether torch is installed and sees a CUDA GPU (imports torch, if installed)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _gpu_build(encoder: Encoder, folder: Path, cache: Path, export: bool) -> BuildEncoder:
+    """The ``gpu`` build backend: the model on the GPU by the fast path, and the ONNX
+    export for torch-free queries (its vectors agree to cosine >= 0.999: fp16 checked).
+
+    Raises:
+        ModelError: if there is no CUDA GPU, or the model cannot be loaded.
+    """
+    from .torch_backend import TorchEncoder
+
+    fast = TorchEncoder(
+        encoder.name,
+        device="cuda",
+        query_prompt=encoder.query_prompt,
+        document_prompt=encoder.document_prompt,
+    )
+    onnx = None
+    if export and isinstance(encoder, ExportableEncoder):
+        try:
+            onnx = encoder.install_onnx(folder / ONNX_FOLDER, cache)
+        except (ModelError, OSError) as e:
+            import warnings
+
+            warnings.warn(f"no ONNX export ({e}); queries run on torch", stacklevel=3)
+    return BuildEncoder(fast, Backend.TORCH.value, onnx)
 
 
 def has_export(folder: Path, recorded: ModelInfo) -> bool:
@@ -447,6 +495,15 @@ def document_encoder(folder: Path, recorded: ModelInfo) -> Encoder:
         encoder = OnnxEncoder(folder / ONNX_FOLDER)
     elif recorded.backend in (Backend.TORCH, Backend.ONNX):
         encoder = load_encoder(recorded.name, recorded.query_prompt, recorded.document_prompt)
+        if recorded.backend == Backend.TORCH and cuda_available():  # the GPU's fast path
+            from .torch_backend import TorchEncoder
+
+            encoder = TorchEncoder(
+                recorded.name,
+                device="cuda",
+                query_prompt=recorded.query_prompt,
+                document_prompt=recorded.document_prompt,
+            )
     else:
         raise ModelError(
             f"the index at {folder} was built with {recorded.backend!r}, which is not here "

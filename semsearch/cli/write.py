@@ -74,13 +74,15 @@ if TYPE_CHECKING:
 )
 @click.option(
     "--backend",
-    type=click.Choice(["auto", "torch", "onnx", "onnx-int8"]),
+    type=click.Choice(["auto", "torch", "onnx", "onnx-int8", "gpu"]),
     default=None,
     help="New index only: what embeds the articles. onnx: the model exported to ONNX "
     "Runtime, the same vectors as torch, faster (1.1-1.8x, by CPU); torch: "
     "sentence-transformers (the reference); onnx-int8: quantised for this CPU, 2-3x "
-    "faster than torch (see benchmarks/README.md for its quality); auto: onnx where the "
-    "model exports, else torch with a warning. [default: auto]",
+    "faster than torch (see benchmarks/README.md for its quality); gpu: the torch model "
+    "on a CUDA GPU, fed for throughput, fp16 checked against fp32; auto: gpu where "
+    "torch sees one, else onnx where the model exports, else torch with a warning. "
+    "[default: auto]",
 )
 @date_order_option
 @click.option(
