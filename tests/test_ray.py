@@ -242,3 +242,26 @@ def test_workers_that_would_starve_loading_are_refused(tmp_path: Path, cluster: 
         with pytest.raises(BadInputError, match="no CPU for loading and chunking"):
             index.add_paths([SAMPLE], engine="ray", ray=options)
         assert len(index) == 0
+
+
+def test_cli_ray_takes_an_optional_address_and_reports_errors_in_one_line(
+    tmp_path: Path, cluster: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from semsearch.cli import cli
+
+    folder = tmp_path / "i"
+    args = ["index", str(SAMPLE), "--index", str(folder), "--ray", "--embed-workers", "5"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    assert "5 embedding worker(s) of 1 CPU(s) leave no CPU" in result.output
+    assert "Traceback" not in result.output
+    assert not folder.exists()  # the index this command created is removed again
+
+
+def test_gpu_workers_on_a_cluster_without_gpus_are_refused(tmp_path: Path, cluster: Path) -> None:
+    with Index.create(tmp_path / "index") as index:
+        options = RayOptions(embed_workers=1, gpus_per_worker=1)
+        with pytest.raises(BadInputError, match="0 GPU"):
+            index.add_paths([SAMPLE], engine="ray", ray=options)

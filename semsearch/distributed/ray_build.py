@@ -287,13 +287,22 @@ def _default_workers(ray: Any, options: RayOptions) -> int:
 
 
 def _check_fit(ray: Any, options: RayOptions, workers: int) -> None:
-    """Refuse actors that would take every CPU: the load and chunk tasks feeding them
-    would never be scheduled, and the build would wait for ever.
+    """Refuse actors the cluster cannot hold (more GPUs than it has), or that would take
+    every CPU, so that the load and chunk tasks feeding them would never be
+    scheduled: either way the build would wait for ever. (An autoscaling cluster
+    is judged by the nodes it has when the build starts.)
 
     Raises:
-        BadInputError: naming the cluster's CPUs and what the actors ask for.
+        BadInputError: naming the cluster's CPUs or GPUs and what the actors ask for.
     """
-    cpus = float(ray.cluster_resources().get("CPU", 0))
+    resources = ray.cluster_resources()
+    gpus = float(resources.get("GPU", 0))
+    if workers * options.gpus_per_worker > gpus:
+        raise BadInputError(
+            f"{workers} embedding worker(s) of {options.gpus_per_worker:g} GPU(s) need more "
+            f"GPUs than this Ray cluster has ({gpus:g} GPU)"
+        )
+    cpus = float(resources.get("CPU", 0))
     wanted = workers * options.cpus_per_worker
     if wanted + _TASK_CPUS > cpus:
         raise BadInputError(
