@@ -18,6 +18,7 @@ COMMANDS = {
     "large_10m": "python -m benchmarks.large",
     "large_1m": "python -m benchmarks.large --quick",
     "large_real": "python -m benchmarks.large --sets real --name large_real",
+    "gpu": "sh benchmarks/gpu_device.sh (on a machine with a CUDA GPU)",
 }
 
 
