@@ -223,6 +223,8 @@ def _stream(ray: Any, job: _Job) -> Iterator[Any]:
 
     folder, model, units, options = job.folder, job.model, job.units, job.options
     dim = int(model["dim"])
+    workers = options.embed_workers or _default_workers(ray, options)
+    _check_fit(ray, options, workers)
     snapshot = ray.put(_snapshot(folder / job.store_file))
     export = _export_files(folder)
     spec = {
@@ -236,8 +238,6 @@ def _stream(ray: Any, job: _Job) -> Iterator[Any]:
         "gpu": options.gpus_per_worker > 0,
         "batch_size": job.batch_size,
     }
-    workers = options.embed_workers or _default_workers(ray, options)
-    _check_fit(ray, options, workers)
     dataset = (
         ray.data.from_items(units, override_num_blocks=len(units))
         .flat_map(_load_unit, num_cpus=_TASK_CPUS)
