@@ -423,12 +423,13 @@ class Index(Reader):
         else:
             choices = ", ".join(ENGINES)
             raise BadInputError(f"unknown engine {engine!r}; use one of {choices}")
-        return self.add(
+        return self._writer.add(
             items,
             batch_size=batch_size,
             progress=progress,
             prune=list(paths) if prune else None,
             strict=strict,
+            input_stage="workers" if engine == "ray" else "load",
         )
 
     def remove(self, article_ids: Iterable[str]) -> tuple[list[str], list[str]]:

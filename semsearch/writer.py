@@ -194,8 +194,13 @@ class Writer:
         progress: bool,
         prune: Sequence[str | os.PathLike[str]] | None,
         strict: bool,
+        input_stage: str = "load",
     ) -> AddResult:
         """The write behind :meth:`semsearch.Index.add` (see there).
+
+        ``input_stage`` names the time spent waiting for the input in
+        :attr:`AddResult.timings`: ``load``, or ``workers`` for a distributed
+        build's stream, which the workers loaded, chunked and embedded.
 
         The input is read once, in windows of :data:`WINDOW_CHUNKS` chunks: each
         is diffed, chunked, embedded and written (its rows, and its vectors as a
@@ -216,7 +221,9 @@ class Writer:
                 with commit.writing(
                     reader.path, store, reader._current, reader.manifest, clock
                 ) as write:
-                    self._add_windows(articles, store, write, seen, tally, batch_size, bar, strict)
+                    self._add_windows(
+                        articles, store, write, seen, tally, batch_size, bar, strict, input_stage
+                    )
                     if strict and tally.skipped:
                         skipped = tally.skipped
                         raise BadInputError(
@@ -254,6 +261,7 @@ class Writer:
         batch_size: int,
         bar: _Bar,
         strict: bool,
+        input_stage: str = "load",
     ) -> None:
         """Read, diff and chunk the input, embedding and writing it a window at a time.
 
@@ -268,7 +276,7 @@ class Writer:
         chunker: Chunker | None = None
         window: list[_Pending] = []
         in_window = 0
-        for batch in _batches(write.clock.iterate("load", articles), READ_ARTICLES):
+        for batch in _batches(write.clock.iterate(input_stage, articles), READ_ARTICLES):
             prepared = {id(p.article): p for p in batch if isinstance(p, Prepared)}
             plain = [p.article if isinstance(p, Prepared) else p for p in batch]
             fresh = seen.first_of_each_id(plain, tally.skipped)

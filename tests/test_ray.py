@@ -100,6 +100,7 @@ def test_sample_articles_build_as_locally(tmp_path: Path, cluster: Path) -> None
     distributed = _build(tmp_path / "ray", [SAMPLE], "ray")
     assert distributed["added"] == local["added"] == 40
     assert distributed["chunks_added"] == local["chunks_added"]
+    assert "workers" in distributed["timings"]  # the workers' load, chunk and embed
     _same_index(tmp_path / "local", tmp_path / "ray", ["NATO Indo-Pacific", "interest rates"])
 
 
@@ -232,7 +233,9 @@ def test_cli_worker_options_need_ray(tmp_path: Path) -> None:
         cli, ["index", str(SAMPLE), "--index", str(tmp_path / "i"), "--embed-workers", "2"]
     )
     assert result.exit_code == 2
-    assert "--embed-workers and --gpus-per-worker go with --ray" in result.output
+    assert "--embed-workers, --cpus-per-worker and --gpus-per-worker go with --ray" in (
+        result.output
+    )
     assert not (tmp_path / "i").exists()
 
 
@@ -265,3 +268,49 @@ def test_gpu_workers_on_a_cluster_without_gpus_are_refused(tmp_path: Path, clust
         options = RayOptions(embed_workers=1, gpus_per_worker=1)
         with pytest.raises(BadInputError, match="0 GPU"):
             index.add_paths([SAMPLE], engine="ray", ray=options)
+
+
+def test_an_address_nothing_answers_at_is_refused_at_once(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from semsearch.cli import cli
+    from semsearch.distributed.ray_build import check_address
+
+    with pytest.raises(BadInputError, match=r"no Ray cluster answers at 127\.0\.0\.1:1"):
+        check_address("127.0.0.1:1")
+    with pytest.raises(BadInputError, match="is not HOST:PORT"):
+        check_address("head-node")
+    folder = tmp_path / "i"
+    result = CliRunner().invoke(cli, ["index", str(SAMPLE), "--index", str(folder), "--ray", "1"])
+    assert result.exit_code == 1 and "is not HOST:PORT" in result.output
+    assert not folder.exists()
+
+
+def test_ray_before_the_paths_is_a_usage_error(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from semsearch.cli import cli
+
+    result = CliRunner().invoke(
+        cli, ["index", "--index", str(tmp_path / "i"), "--ray", str(SAMPLE), "x"]
+    )
+    assert result.exit_code == 2
+    assert "write --ray after the paths" in result.output
+
+
+def test_bad_ray_options_are_bad_input() -> None:
+    with pytest.raises(BadInputError, match="embed_workers must be at least 1"):
+        RayOptions(embed_workers=0)
+
+
+def test_a_tampered_export_copy_is_written_again(tmp_path: Path, cluster: Path) -> None:
+    from semsearch.distributed import ray_build
+
+    files = {"model.onnx": b"weights", "sub/tokenizer.json": b"{}"}
+    spec = {"export": ray.put(files), "export_key": ray_build._export_key(files)}
+    folder = ray_build._export_folder(spec)
+    assert folder is not None and (folder / "sub" / "tokenizer.json").read_bytes() == b"{}"
+    assert folder.parent.stat().st_mode & 0o077 == 0  # private to this user
+    (folder / "model.onnx").write_bytes(b"planted")
+    folder = ray_build._export_folder(spec)
+    assert folder is not None and (folder / "model.onnx").read_bytes() == b"weights"

@@ -102,7 +102,7 @@ if TYPE_CHECKING:
 @click.option(
     "--ray",
     "ray_address",
-    metavar="ADDRESS",
+    metavar="[ADDRESS]",
     is_flag=False,
     flag_value="auto",
     default=None,
@@ -117,6 +117,15 @@ if TYPE_CHECKING:
     default=None,
     help="With --ray: embedding actors, each holding the model once. "
     "[default: one per GPU with --gpus-per-worker, else the cluster's CPUs less one]",
+)
+@click.option(
+    "--cpus-per-worker",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="With --ray: CPUs each embedding actor takes, and its ONNX threads (rounded up); "
+    "the actors must leave half a CPU for loading and chunking (on a 2-CPU machine: one "
+    "worker of 1.5).",
 )
 @click.option(
     "--gpus-per-worker",
@@ -148,6 +157,7 @@ def index_command(
     clean: bool,
     ray_address: str | None,
     embed_workers: int | None,
+    cpus_per_worker: float,
     gpus_per_worker: float,
     wait_seconds: float,
     quiet: bool,
@@ -156,7 +166,7 @@ def index_command(
     """Add the articles in PATHS (files, folders, or - for JSONL on stdin) to the index.
 
     Creates the index if there is none. Reads .txt, .md (with YAML front
-    matter), .html, .jsonl, .csv and .tsv, recursively. Articles already indexed and
+    matter), .html, .jsonl, .csv, .tsv and .parquet, recursively. Articles already indexed and
     unchanged are left alone; changed ones are replaced. Skipped inputs are
     reported and make the exit status 3. The write is all or nothing: if it
     fails or is killed, the index stays as it was.
@@ -185,12 +195,15 @@ def index_command(
     if ray_address is not None:
         result = _index_on_ray(
             paths, folder, settings, field_pairs, date_order, clean, batch_size, progress,
-            prune, strict, wait_seconds, ray_address, embed_workers, gpus_per_worker,
+            prune, strict, wait_seconds, ray_address,
+            (embed_workers, cpus_per_worker, gpus_per_worker),
         )  # fmt: skip
         _report(result, folder, prune, as_json, quiet, already=[])
         return
-    if embed_workers is not None or gpus_per_worker:
-        raise click.UsageError("--embed-workers and --gpus-per-worker go with --ray")
+    if embed_workers is not None or gpus_per_worker or cpus_per_worker != 1.0:
+        raise click.UsageError(
+            "--embed-workers, --cpus-per-worker and --gpus-per-worker go with --ray"
+        )
     # Inputs are read before the index is opened, so that a bad one is reported (or,
     # with --strict, refused) before anything is created or locked.
     started = time.perf_counter()
@@ -231,17 +244,29 @@ def _index_on_ray(
     strict: bool,
     wait_seconds: float,
     address: str,
-    embed_workers: int | None,
-    gpus_per_worker: float,
+    workers: tuple[int | None, float, float],
 ) -> AddResult:
-    """``index --ray``: the workers read the inputs, so nothing is read here first."""
+    """``index --ray``: the workers read the inputs, so nothing is read here first.
+
+    ``workers``: embedding actors, CPUs and GPUs per actor.
+    """
     from ..distributed import RayOptions
-    from ..distributed.ray_build import import_ray
+    from ..distributed.ray_build import check_address, import_ray
     from ..load import FieldMap
 
+    if Path(address).exists() and address not in ("auto", "local"):
+        raise click.UsageError(
+            f"--ray took {address!r} as the cluster's address: write --ray after the paths, "
+            "or give it an address (--ray auto)"
+        )
     import_ray()  # before an index is created
+    check_address(address)
+    embed_workers, cpus_per_worker, gpus_per_worker = workers
     options = RayOptions(
-        address=address, embed_workers=embed_workers, gpus_per_worker=gpus_per_worker
+        address=address,
+        embed_workers=embed_workers,
+        cpus_per_worker=cpus_per_worker,
+        gpus_per_worker=gpus_per_worker,
     )
     with open_or_create(folder, wait_seconds, settings) as index:
         result = index.add_paths(

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import BadInputError
+
 ENGINES = ("local", "ray")
 """What may run an add's loading, chunking and embedding (``add_paths(engine=)``)."""
 
@@ -58,12 +60,13 @@ class RayOptions:
     local_cpus: int | None = None
 
     def __post_init__(self) -> None:
+        """Raises: BadInputError: for a count below 1 or a negative share of a CPU or GPU."""
         if self.embed_workers is not None and self.embed_workers < 1:
-            raise ValueError(f"embed_workers must be at least 1, not {self.embed_workers}")
+            raise BadInputError(f"embed_workers must be at least 1, not {self.embed_workers}")
         if self.cpus_per_worker <= 0 or self.gpus_per_worker < 0:
-            raise ValueError("cpus_per_worker must be > 0 and gpus_per_worker >= 0")
+            raise BadInputError("cpus_per_worker must be > 0 and gpus_per_worker >= 0")
         if self.articles_per_batch < 1 or self.chunk_batch < 1:
-            raise ValueError("articles_per_batch and chunk_batch must be at least 1")
+            raise BadInputError("articles_per_batch and chunk_batch must be at least 1")
 
 
 __all__ = ["ENGINES", "RayOptions"]

@@ -35,6 +35,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -108,11 +109,14 @@ def prepared_articles(
 
     Raises:
         MissingDependencyError: if Ray is not installed.
-        BadInputError: if a path does not exist, or is ``-`` (standard input).
+        BadInputError: if a path does not exist, or is ``-`` (standard input), or
+            nothing answers at the cluster's address.
     """
     options = options or RayOptions()
     ray = import_ray()  # checked now, not when the write starts reading
     units = work_units(paths, fields, date_order, clean)
+    if not ray.is_initialized():
+        check_address(options.address)
     job = _Job(folder, store_file, model, chunker, units, options, batch_size)
     return _prepared(ray, job, progress)
 
@@ -185,6 +189,48 @@ def _connect(ray: Any, options: RayOptions) -> bool:
         "log_to_driver": True,
     }
     address = options.address
+    try:
+        return _init(ray, address, options, settings)
+    except ValueError as e:  # Ray's word for an address it cannot parse
+        raise BadInputError(f"cannot connect to the Ray cluster at {address!r}: {e}") from None
+
+
+def check_address(address: str) -> None:
+    """Refuse, before anything is written, a cluster address nothing answers at.
+
+    Raises:
+        BadInputError: as :func:`_check_reachable`, for the address given or
+            ``$RAY_ADDRESS`` (which ``auto`` uses).
+    """
+    if address not in ("auto", "local"):
+        _check_reachable(address, "the Ray address")
+    elif address == "auto" and os.environ.get("RAY_ADDRESS"):
+        _check_reachable(os.environ["RAY_ADDRESS"], "$RAY_ADDRESS")
+
+
+def _check_reachable(address: str, what: str, timeout: float = 5.0) -> None:
+    """Refuse at once an address nothing answers at (``ray.init`` retries for ever).
+
+    Raises:
+        BadInputError: if the address has no ``host:port``, or no TCP connection
+            to it opens within ``timeout`` seconds.
+    """
+    import socket
+
+    where = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = where.rpartition(":")
+    if not host or not port.isdigit():
+        raise BadInputError(
+            f"{what} {address!r} is not HOST:PORT or ray://HOST:PORT (use auto or local for "
+            "a cluster on this machine; --ray comes after the paths)"
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise BadInputError(f"no Ray cluster answers at {address} ({what}): {e}") from None
+
+
+def _init(ray: Any, address: str, options: RayOptions, settings: dict[str, Any]) -> bool:
     if address == "auto" and not os.environ.get("RAY_ADDRESS"):
         try:  # a cluster already running on this machine (ray start --head)
             ray.init(address="auto", **settings)
@@ -340,15 +386,24 @@ def _export_files(folder: Path) -> tuple[str, dict[str, bytes]] | None:
     root = folder / ONNX_FOLDER
     if not root.is_dir():
         return None
-    files = {
+    files = _read_files(root)
+    return _export_key(files), files
+
+
+def _read_files(root: Path) -> dict[str, bytes]:
+    return {
         p.relative_to(root).as_posix(): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != ".complete"
     }
+
+
+def _export_key(files: dict[str, bytes]) -> str:
+    """A name for an export's content: SHA-256 over its files' names and contents."""
     digest = hashlib.sha256()
-    for name, data in files.items():
+    for name, data in sorted(files.items()):
         digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
-    return digest.hexdigest()[:24], files
+    return digest.hexdigest()[:32]
 
 
 def _article(data: dict[str, Any]) -> Article:
@@ -466,14 +521,21 @@ _GOT: dict[str, Any] = {}
 
 
 def _export_folder(spec: dict[str, Any]) -> Path | None:
-    """The index's export, written once per machine into the temporary folder."""
+    """The index's export, written once per machine and user into a private folder
+    (mode 0700) of the temporary folder; a copy found there is used only if its
+    files hash to the key it is named by."""
     if spec["export"] is None:
         return None
-    folder = Path(tempfile.gettempdir()) / f"semsearch-export-{spec['export_key']}"
-    if (folder / ".complete").exists():
+    private = Path(tempfile.gettempdir()) / f"semsearch-{os.getuid()}"
+    private.mkdir(mode=0o700, exist_ok=True)
+    if private.stat().st_uid != os.getuid() or private.stat().st_mode & 0o077:
+        raise PermissionError(f"{private} is not this user's private folder")
+    folder = private / f"export-{spec['export_key']}"
+    if _intact(folder, spec["export_key"]):
         return folder
+    shutil.rmtree(folder, ignore_errors=True)  # a damaged or altered copy
     files = _cached_get(spec["export"])
-    staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=private))
     for name, data in files.items():
         target = staging / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -482,10 +544,16 @@ def _export_folder(spec: dict[str, Any]) -> Path | None:
     try:
         os.rename(staging, folder)
     except OSError:  # another worker on this machine was first
-        import shutil
-
-        shutil.rmtree(staging, ignore_errors=True)
+        if _intact(folder, spec["export_key"]):
+            shutil.rmtree(staging, ignore_errors=True)
+            return folder
+        return staging  # this process's own copy, then
     return folder
+
+
+def _intact(folder: Path, key: str) -> bool:
+    """Whether ``folder`` holds a whole export whose files hash to ``key``."""
+    return (folder / ".complete").exists() and _export_key(_read_files(folder)) == key
 
 
 def _chunker(spec: dict[str, Any]) -> Any:
