@@ -92,7 +92,7 @@ def compare(local: Path, distributed: Path, queries: list[str]) -> dict[str, Any
                 for x, y in zip(hits_a, hits_b, strict=True)
             ]
             same[mode] = float(np.mean(equal))
-        va, vb = _vectors(a), _vectors(b)
+        va, vb = a.chunk_vectors()[1], b.chunk_vectors()[1]
     cosines = np.sum(va * vb, axis=1)
     return {
         "chunks_equal": va.shape == vb.shape,
@@ -100,13 +100,6 @@ def compare(local: Path, distributed: Path, queries: list[str]) -> dict[str, Any
         "median_cosine": float(np.median(cosines)),
         "same_top10": same,
     }
-
-
-def _vectors(index: Index) -> np.ndarray:
-    current = index._vectors
-    ids = np.sort(np.concatenate([np.asarray(s.ids) for s in current.segments]))
-    found, vectors = current.vectors_of(ids)
-    return np.asarray(vectors[np.argsort(found)])
 
 
 def ndcg(folder: Path, dataset: Any) -> dict[str, float]:

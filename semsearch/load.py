@@ -436,12 +436,26 @@ def parquet_row_groups(path: Path) -> list[tuple[int, int]]:
         MissingDependencyError: if pyarrow is not installed.
         BadInputError: if the file is not Parquet.
     """
+    return _row_groups(_parquet_file(path))
+
+
+def _row_groups(reader: Any) -> list[tuple[int, int]]:
+    meta = reader.metadata
+    return [(g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
+
+
+def _parquet_file(path: Path) -> Any:
+    """pyarrow's reader of a Parquet file (its footer read).
+
+    Raises:
+        MissingDependencyError: if pyarrow is not installed.
+        BadInputError: if the file is not Parquet.
+    """
     parquet = _pyarrow_parquet()
     try:
-        meta = parquet.ParquetFile(path).metadata
+        return parquet.ParquetFile(path)
     except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
         raise BadInputError(f"cannot read Parquet: {e}", path=os.path.abspath(path)) from None
-    return [(g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
 
 
 def _pyarrow_parquet() -> Any:
@@ -464,13 +478,12 @@ def _rows_parquet(
     """The rows of a Parquet file as articles, each named ``FILE:ROW`` (rows count from 1
     over the whole file, as lines do in JSONL)."""
     try:
-        groups = parquet_row_groups(path)
-        reader = _pyarrow_parquet().ParquetFile(path)
+        reader = _parquet_file(path)
     except (BadInputError, MissingDependencyError) as e:
         yield Skipped(name, e.reason if isinstance(e, BadInputError) else str(e))
         return
     first_row = 0
-    for group, rows in groups:
+    for group, rows in _row_groups(reader):
         if row_groups is None or group in row_groups:
             try:
                 records = reader.read_row_group(group).to_pylist()

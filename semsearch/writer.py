@@ -307,8 +307,9 @@ class Writer:
                     continue
                 if strict and tally.skipped:
                     continue  # refused at the end: nothing more to embed or write
-                stored_before = article.id in stored
-                window.append(_Pending(article, digest, chunks, texts, stored_before, vectors))
+                window.append(
+                    _Pending(article, digest, chunks, texts, article.id in stored, vectors)
+                )
                 in_window += len(chunks)
                 if in_window >= WINDOW_CHUNKS:
                     self._write_window(window, write, tally, batch_size, bar)

@@ -89,10 +89,7 @@ def _same_index(local: Path, distributed: Path, queries: list[str]) -> None:
 def _vectors(folder: Path) -> np.ndarray:
     """Every live chunk's stored vector, in chunk id order: ``(n, dim)`` float32."""
     with Index.open(folder) as index:
-        current = index._vectors
-        ids = np.sort(np.concatenate([np.asarray(s.ids) for s in current.segments]))
-        found, vectors = current.vectors_of(ids)
-        return vectors[np.argsort(found)]
+        return index.chunk_vectors()[1]
 
 
 def test_sample_articles_build_as_locally(tmp_path: Path, cluster: Path) -> None:

@@ -245,7 +245,7 @@ def _init(ray: Any, address: str, options: RayOptions, settings: dict[str, Any])
 
 
 @contextmanager
-def _data_context(ray: Any, progress: bool) -> Iterator[Any]:
+def _data_context(ray: Any, progress: bool) -> Iterator[None]:
     """Ray Data's settings for this build: output in input order, bars only if asked;
     the caller's own settings are restored after it."""
     context = ray.data.DataContext.get_current()
@@ -258,7 +258,7 @@ def _data_context(ray: Any, progress: bool) -> Iterator[Any]:
     if not progress:  # its notices, "progress bars disabled" among them
         quiet.setLevel(logging.ERROR)
     try:
-        yield context
+        yield
     finally:
         context.execution_options.preserve_order, context.enable_progress_bars = saved
         quiet.setLevel(level)
