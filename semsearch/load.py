@@ -404,6 +404,42 @@ def _html(
     return replace(article, removed_lines=removed) if removed else article
 
 
+def read_jsonl(
+    text: str, name: str, fields: FieldMap | None = None, date_order: str | None = None
+) -> Iterator[Article | Skipped]:
+    """The articles of JSONL text, read as ``semsearch index -`` reads standard input.
+
+    Args:
+        text: one JSON object per line (``\\n`` ends a line; blank lines are ignored).
+        name: what to call the input in an article's ``path`` (``NAME:LINE``) and
+            in a skipped row.
+        fields: field names; the defaults are ``id,title,text,url,date,source``.
+        date_order: ``"DMY"`` or ``"MDY"``, as for :func:`load_paths`.
+
+    Yields:
+        An :class:`Article` per good line, a :class:`Skipped` (with its line) per bad one.
+    """
+    return _rows_jsonl(text, name, fields or FieldMap(), date_order)
+
+
+def read_records(
+    records: Iterable[Any],
+    name: str,
+    fields: FieldMap | None = None,
+    date_order: str | None = None,
+) -> Iterator[Article | Skipped]:
+    """Articles from parsed JSON values, each read as one line of JSONL (see :func:`read_jsonl`).
+
+    The n-th value counts as line n, so a skipped one is named ``NAME`` line n.
+    """
+    fields = fields or FieldMap()
+    for number, record in enumerate(records, start=1):
+        if isinstance(record, dict):
+            yield _row(record, fields, name, number, date_order)
+        else:
+            yield Skipped(name, f"expected a JSON object, got {type(record).__name__}", number)
+
+
 def _rows_jsonl(
     text: str, name: str, fields: FieldMap, date_order: str | None = None
 ) -> Iterator[Article | Skipped]:

@@ -170,8 +170,12 @@ class Reader:
     # -- generations ---------------------------------------------------------------
 
     @property
+    def generation(self) -> int:
+        """The number of the committed generation this reader reads now (0: empty)."""
+        return self._current.number
+
+    @property
     def _generation(self) -> int:
-        """The number of the generation this reader reads."""
         return self._current.number
 
     @property
@@ -335,6 +339,35 @@ class Reader:
 
         Takes the same options as :meth:`search`.
         """
+        return self.search_generation(
+            queries,
+            k,
+            mode=mode,
+            filter=filter,
+            group=group,
+            keyword_syntax=keyword_syntax,
+            hybrid_weight=hybrid_weight,
+        )[0]
+
+    def search_generation(
+        self,
+        queries: Sequence[str] | np.ndarray,
+        k: int = DEFAULT_K,
+        *,
+        mode: str | None = None,
+        filter: Mapping[str, Any] | None = None,
+        group: bool = True,
+        keyword_syntax: str = "text",
+        hybrid_weight: float | None = None,
+    ) -> tuple[list[list[Hit]], int]:
+        """:meth:`search_batch`, and the number of the generation the hits were read from.
+
+        Every hit of one call comes from that one committed generation, vectors
+        and SQLite alike (a server reports it with each response).
+
+        Raises:
+            the errors of :meth:`search`.
+        """
         if k < 1:
             raise BadInputError(f"k must be at least 1, not {k}")
         if keyword_syntax not in ("text", "fts5"):
@@ -356,11 +389,11 @@ class Reader:
                     raise BadInputError("empty query: give some words to search for")
             with self._lock:
                 if not self._store.has_chunks():  # no model to load for an empty index
-                    return [[] for _ in texts]
+                    return [[] for _ in texts], self._generation
             prepared = self._prepare(texts, mode, keyword_syntax)
         # One generation: FAISS and SQLite as one commit left them, whatever writers do.
         with self._snapshot():
-            return search(
+            hits = search(
                 self._vectors,
                 self._store,
                 prepared,
@@ -370,6 +403,7 @@ class Reader:
                 where=where,
                 hybrid_weight=weight,
             )
+            return hits, self._generation
 
     def _vector_queries(self, queries: np.ndarray, mode: str) -> list[Query]:
         if mode != "semantic":
@@ -402,7 +436,7 @@ class Reader:
                     f"the query has {n_tokens} tokens and the model reads {limit}: "
                     f"its meaning is taken from the first {limit}, its keywords from all",
                     QueryTruncatedWarning,
-                    stacklevel=4,
+                    stacklevel=5,
                 )
         return encoder.encode_queries(texts)
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+SNIPPET_CHARS = 240
+"""Characters of a hit's text that a snippet shows (``semsearch query``, the search page)."""
+
 
 COMMON_FIELDS = ("title", "url", "date", "source", "author")
 """The common fields: optional text on every :class:`Article` and :class:`Hit`,
@@ -123,6 +128,49 @@ class Hit:
         data["tags"] = list(self.tags)
         data["highlights"] = [list(span) for span in self.highlights]
         return data
+
+    def snippet(self, chars: int = SNIPPET_CHARS) -> list[tuple[str, bool]]:
+        """About ``chars`` characters of :attr:`text` around the first highlight.
+
+        Returns:
+            ``(piece, highlighted)`` pairs that join to the snippet, "…" marking
+            a cut at either end; the query's words are the highlighted pieces.
+        """
+        return snippet(self.text, self.highlights, chars)
+
+
+def snippet(
+    text: str, highlights: Sequence[tuple[int, int]] = (), chars: int = SNIPPET_CHARS
+) -> list[tuple[str, bool]]:
+    """A window of about ``chars`` characters of ``text`` around its first highlight.
+
+    Args:
+        text: a chunk's text.
+        highlights: ``(start, end)`` character offsets in ``text``, in order.
+        chars: the window's length in characters (cut at a space where there is one).
+
+    Returns:
+        ``(piece, highlighted)`` pairs that join to the window, with "… " before
+        it and " …" after it where ``text`` was cut.
+    """
+    start = 0
+    if highlights and highlights[0][0] > chars // 3:
+        # Begin a little before the first match, at a word boundary.
+        start = text.rfind(" ", 0, highlights[0][0] - chars // 4) + 1
+    end = len(text)
+    if end - start > chars:
+        cut = text.rfind(" ", start, start + chars)
+        end = cut if cut > start else start + chars
+    parts: list[tuple[str, bool]] = [("… ", False)] if start > 0 else []
+    position = start
+    for s, e in highlights:
+        if s >= position and e <= end:
+            parts += [(text[position:s], False), (text[s:e], True)]
+            position = e
+    parts.append((text[position:end], False))
+    if end < len(text):
+        parts.append((" …", False))
+    return [(piece, marked) for piece, marked in parts if piece]
 
 
 @dataclass(frozen=True)

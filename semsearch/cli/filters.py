@@ -28,6 +28,7 @@ def parse_cli_filter(
     until: str | None = None,
     tags: Sequence[str] = (),
     json_filter: str | None = None,
+    prefix: str = "--",
 ) -> dict[str, Any] | None:
     """Build a filter spec from the CLI options ``--where/--since/--until/--tag/--filter``.
 
@@ -43,6 +44,8 @@ def parse_cli_filter(
         until: latest date, inclusive (``date lte``).
         tags: tags of which an article must have at least one.
         json_filter: a JSON object in the spec language.
+        prefix: what goes before an option's name in messages (``""`` for the
+            server's query parameters).
 
     Returns:
         The normalised spec, or None when nothing was given.
@@ -55,7 +58,7 @@ def parse_cli_filter(
     spec: dict[str, dict[str, Any]] = {}
     repeated: dict[tuple[str, str], list[Any]] = {}
     for expr in where:
-        key, op, value = _parse_where(expr)
+        key, op, value = _parse_where(expr, prefix)
         if op in ("eq", "ne"):
             repeated.setdefault((key, op), []).append(value)
         else:
@@ -73,10 +76,13 @@ def parse_cli_filter(
         try:
             given = json.loads(json_filter)
         except json.JSONDecodeError as e:
-            raise BadInputError(f"--filter is not valid JSON: {e.msg} (column {e.colno})") from None
+            raise BadInputError(
+                f"{prefix}filter is not valid JSON: {e.msg} (column {e.colno})"
+            ) from None
         if not isinstance(given, dict):
             raise BadInputError(
-                '--filter must be a JSON object of field: condition, e.g. {"source": "Reuters"}'
+                f"{prefix}filter must be a JSON object of field: condition, "
+                'e.g. {"source": "Reuters"}'
             )
         for key, condition in given.items():
             _merge(spec, key, condition_operators(key, condition))
@@ -84,11 +90,11 @@ def parse_cli_filter(
     return compiled.spec if compiled is not None else None
 
 
-def _parse_where(expr: str) -> tuple[str, str, Any]:
+def _parse_where(expr: str, prefix: str = "--") -> tuple[str, str, Any]:
     match = _WHERE_OP.search(expr)
     key = expr[: match.start()].strip() if match else ""
     if match is None or not key:
-        raise BadInputError(f"--where {expr!r} is not a condition; use {WHERE_FORMS}")
+        raise BadInputError(f"{prefix}where {expr!r} is not a condition; use {WHERE_FORMS}")
     raw = expr[match.end() :].strip()
     try:
         value = json.loads(raw, parse_constant=str)  # NaN and Infinity stay text

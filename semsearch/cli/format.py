@@ -12,13 +12,12 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..keywords import CLOSE, OPEN
+from ..records import snippet
 
 if TYPE_CHECKING:
     from ..evaluate import EvalResult
     from ..records import AddResult, Article, Hit, IndexInfo, Skipped
     from ..verify import VerifyReport
-
-_SNIPPET_CHARS = 240
 
 
 def echo_skipped(skipped: Sequence[Skipped]) -> None:
@@ -176,21 +175,8 @@ def echo_metrics(result: EvalResult, name: str, split: str, depth: int, mode: st
 
 def _snippet(text: str, highlights: tuple[tuple[int, int], ...] = ()) -> list[str]:
     """About 240 characters around the first highlight, wrapped, matched words styled."""
-    start = 0
-    if highlights and highlights[0][0] > _SNIPPET_CHARS // 3:
-        # Begin a little before the first match, at a word boundary.
-        start = text.rfind(" ", 0, highlights[0][0] - _SNIPPET_CHARS // 4) + 1
-    end = len(text)
-    if end - start > _SNIPPET_CHARS:
-        cut = text.rfind(" ", start, start + _SNIPPET_CHARS)
-        end = cut if cut > start else start + _SNIPPET_CHARS
-    marked, position = [], start
-    for s, e in highlights:
-        if s >= position and e <= end:
-            marked += [text[position:s], OPEN, text[s:e], CLOSE]
-            position = e
-    marked.append(text[position:end])
-    snippet = ("… " if start > 0 else "") + "".join(marked) + (" …" if end < len(text) else "")
-    lines = textwrap.wrap(" ".join(snippet.split()), width=84)
+    pieces = snippet(text, highlights)
+    marked = "".join(f"{OPEN}{piece}{CLOSE}" if hit else piece for piece, hit in pieces)
+    lines = textwrap.wrap(" ".join(marked.split()), width=84)
     bold = click.style("", bold=True, fg="yellow", reset=False)
     return [line.replace(OPEN, bold).replace(CLOSE, click.style("", reset=True)) for line in lines]
