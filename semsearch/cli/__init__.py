@@ -11,6 +11,7 @@ The package, one room each:
 - ``options``: the options several commands share, as plain decorators.
 - ``write``: ``index``, ``load`` and ``remove``.
 - ``read``: ``query``, ``info``, ``verify`` and ``eval``.
+- ``serve``: ``serve``, the HTTP server (:mod:`semsearch.serve`, imported when it runs).
 - ``filters``: ``--where``/``--since``/``--until``/``--tag``/``--filter`` to a
   filter spec (imported by ``query`` only when it runs).
 - ``format``: text output: snippets, hits, summaries.
@@ -21,7 +22,7 @@ Heavy modules (the index, the encoders) are imported inside the commands, so
 
 from __future__ import annotations
 
-from . import read, write  # noqa: F401  (importing them registers their commands)
+from . import read, serve, write  # noqa: F401  (importing them registers their commands)
 from .app import EXIT_LOCKED, EXIT_PARTIAL, CliError, cli
 
 __all__ = ["EXIT_LOCKED", "EXIT_PARTIAL", "CliError", "cli", "main"]

@@ -1,0 +1,188 @@
+"""The ASGI application: routes, the error shape, headers, CORS and the body limit."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import __version__
+from ..errors import BadInputError, LockedError
+from .errors import ApiError, error_response
+from .limits import BodyLimit
+from .settings import ServeSettings
+from .state import NotReady, State
+
+log = logging.getLogger("semsearch.serve")
+
+DESCRIPTION = """\
+Search one semsearch index over HTTP: semantic, keyword (BM25) and hybrid
+search with metadata filters, each response read from one whole committed
+generation of the index (its number is in the response). Writes (`POST
+/articles`, `DELETE /articles/{id}`) need the server's bearer token; without
+one the server is read-only. Errors are JSON: `{"error": CODE, "detail": TEXT}`.
+"""
+
+
+def create_app(settings: ServeSettings) -> FastAPI:
+    """The server's ASGI application for one index.
+
+    The index is opened, and its query encoder loaded, in the background when
+    the application starts (ASGI lifespan); ``/readyz`` answers 200 from then.
+
+    Args:
+        settings: the index, the write token and the limits.
+
+    Returns:
+        A FastAPI application (serve it with uvicorn, or test it with
+        ``starlette.testclient.TestClient`` used as a context manager).
+    """
+    from . import api, pages
+
+    state = State(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.start()
+        yield
+        state.close()
+
+    app = FastAPI(
+        title="semsearch",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.semsearch = state
+    app.include_router(api.router)
+    app.include_router(pages.router)
+
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(BadInputError, _bad_input)
+    app.add_exception_handler(LockedError, _locked)
+    app.add_exception_handler(NotReady, _not_ready)
+    app.add_exception_handler(Exception, _internal_error)
+
+    # Outermost last: CORS (only if asked), then the body limit, then the headers.
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    if settings.cors:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """The application for uvicorn's worker processes (``--workers N``).
+
+    Reads :class:`ServeSettings` from the environment ``semsearch serve`` set.
+    """
+    return create_app(ServeSettings.from_environment())
+
+
+class SecurityHeaders:
+    """Headers on every response: no MIME sniffing, no framing, no referrer sent on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                for name, value in _HEADERS:
+                    if name not in present:
+                        headers.append((name, value))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+_HEADERS = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+)
+
+
+# -- errors: one JSON shape, the right status, never a traceback ---------------
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.detail, exc.headers, **exc.extra)
+
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "malformed",
+}
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _CODES.get(exc.status_code, "error")
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"no such endpoint: {request.method} {request.url.path}"
+    return error_response(exc.status_code, code, detail, exc.headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    """A bad query parameter is a bad request (400); a malformed body, 422."""
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    first = errors[0] if errors else {}
+    where = [str(part) for part in first.get("loc", ())]
+    status = 422 if where[:1] == ["body"] else 400
+    name = ".".join(where[1:]) or "body"
+    detail = f"{name}: {first.get('msg', 'invalid')}"
+    if len(errors) > 1:
+        detail += f" (and {len(errors) - 1} more)"
+    return error_response(status, _CODES[status], detail)
+
+
+async def _bad_input(request: Request, exc: Exception) -> Response:
+    return error_response(400, "bad_request", str(exc))
+
+
+async def _locked(request: Request, exc: Exception) -> Response:
+    return error_response(503, "locked", str(exc), {"Retry-After": "5"})
+
+
+async def _not_ready(request: Request, exc: Exception) -> Response:
+    return error_response(503, "not_ready", str(exc), {"Retry-After": "1"})
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    # Logged by the server (uvicorn prints the traceback); never sent to the client.
+    log.error("semsearch: %s %s failed: %r", request.method, request.url.path, exc)
+    return error_response(500, "internal", "internal error; the server's log has the details")
