@@ -75,12 +75,38 @@ def test_health_ready_and_info(client: TestClient, sample_index_dir: Path) -> No
     assert info["server"]["read_only"] is True and info["server"]["max_k"] == 100
 
 
-def test_not_ready_when_the_index_cannot_be_opened(tmp_path: Path) -> None:
+def test_an_index_that_cannot_be_opened_is_said_once_and_not_retried(tmp_path: Path) -> None:
     with serving(tmp_path / "missing") as c:
         response = c.get("/readyz")
-        assert error_of(response, 503) == "not_ready" and "missing" in response.json()["detail"]
-        assert error_of(c.get("/search", params={"q": "x"}), 503) == "not_ready"
+        assert error_of(response, 503) == "open_failed" and "missing" in response.json()["detail"]
+        assert "Retry-After" not in response.headers  # waiting will not help
+        assert error_of(c.get("/search", params={"q": "x"}), 503) == "open_failed"
         assert c.get("/healthz").status_code == 200
+
+
+def test_still_loading_is_503_with_retry_after(sample_index_dir: Path) -> None:
+    app = create_app(ServeSettings(index=sample_index_dir))
+    # No lifespan: the index is never opened, as in the first moments of a real server.
+    client = TestClient(app, raise_server_exceptions=False)
+    response = client.get("/readyz")
+    assert error_of(response, 503) == "not_ready" and response.headers["Retry-After"] == "1"
+
+
+def test_an_empty_index_is_ready_only_with_its_model_loaded(
+    tmp_path: Path, real_encoder: Any
+) -> None:
+    with Index.create(tmp_path / "empty", encoder=real_encoder):
+        pass
+    with serving(tmp_path / "empty") as c:
+        assert c.get("/readyz").status_code == 200
+        assert c.app.state.semsearch.reader._encoder is not None  # type: ignore[attr-defined]
+        assert c.get("/search", params={"q": "anything"}).json()["hits"] == []
+
+
+def test_head_answers_for_pages_and_probes(client: TestClient) -> None:
+    for path in ("/", "/healthz", "/readyz", "/style.css", "/article?id=world/nato-ap4-itpp.md"):
+        response = client.head(path)
+        assert response.status_code == 200 and response.content == b"", path
 
 
 # -- search ----------------------------------------------------------------------------
@@ -385,7 +411,8 @@ def test_page_form_results_highlights_and_article(client: TestClient) -> None:
     empty = client.get("/")
     assert empty.status_code == 200 and 'name="q"' in empty.text
     assert "script-src" not in empty.headers["Content-Security-Policy"]  # default-src 'none'
-    page = client.get("/", params={"q": "NATO Indo-Pacific"}).text
+    form = {"q": "NATO Indo-Pacific", "mode": "semantic", "since": "2020-01-01"}
+    page = client.get("/", params=form).text
     first = page.split('<li class="hit">')[1]
     assert "Asia-Pacific partners open talks on tailored NATO cooperation plans" in first
     assert re.search(r"<mark>(NATO|Indo|Pacific)</mark>", first)
@@ -393,6 +420,12 @@ def test_page_form_results_highlights_and_article(client: TestClient) -> None:
     assert link is not None
     article = client.get(link.group(1).replace("&amp;", "&"))
     assert article.status_code == 200 and "Individually Tailored Partnership" in article.text
+    # Its back link returns to the same search, filters and page included.
+    back = re.search(r'<a href="(/\?[^"]+)">← Results</a>', article.text)
+    assert back is not None
+    assert back.group(1).replace("&amp;", "&") == (
+        "/?q=NATO+Indo-Pacific&mode=semantic&since=2020-01-01&page=1"
+    )
     assert client.get("/article", params={"id": "nothing"}).status_code == 404
 
 

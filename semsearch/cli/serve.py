@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -174,8 +176,23 @@ def serve_command(
         workers=workers,
         access_log=access_log,
         log_level=log_level,
+        log_config=_log_config(log_level),
         server_header=False,
     )
+
+
+def _log_config(log_level: str) -> dict[str, Any]:
+    """uvicorn's logging, with semsearch's own messages (the index served, its
+    generation, a failed open) printed alongside at the same level."""
+    from uvicorn.config import LOG_LEVELS, LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["semsearch"] = {
+        "handlers": ["default"],
+        "level": LOG_LEVELS[log_level],
+        "propagate": False,
+    }
+    return config
 
 
 def _is_loopback(host: str) -> bool:

@@ -466,3 +466,8 @@ def healthz() -> dict[str, str]:
 def readyz(request: Request) -> JSONResponse:
     reader = _state(request).reader  # NotReady: 503 while loading, or why it failed
     return JSONResponse({"status": "ready", "generation": reader.generation})
+
+
+# HEAD too, for probes and monitors that ask it (one operation each in the schema: GET).
+router.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
+router.add_api_route("/readyz", readyz, methods=["HEAD"], include_in_schema=False)

@@ -179,6 +179,9 @@ async def _locked(request: Request, exc: Exception) -> Response:
 
 
 async def _not_ready(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, NotReady) and exc.failed:
+        # Retrying will not help: no Retry-After, and a code of its own.
+        return error_response(503, "open_failed", f"cannot serve this index: {exc}")
     return error_response(503, "not_ready", str(exc), {"Retry-After": "1"})
 
 

@@ -39,14 +39,14 @@ CSP = (
 )
 
 
-@router.get("/style.css")
+@router.api_route("/style.css", methods=["GET", "HEAD"])
 def style() -> Response:
     return Response(
         _STYLE, media_type="text/css", headers={"Cache-Control": "public, max-age=3600"}
     )
 
 
-@router.get("/", response_class=HTMLResponse)
+@router.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
 def search_page(
     request: Request,
     q: str = "",
@@ -78,7 +78,7 @@ def search_page(
             outcome = run_search(state, [q], k=k, offset=offset, mode=mode, filter=spec)
             hits = outcome.hits[0]
             context.update(
-                hits=[_hit_view(h) for h in hits[:per_page]],
+                hits=[_hit_view(h, form, number) for h in hits[:per_page]],
                 first=offset + 1,
                 page=number,
                 generation=outcome.generation,
@@ -93,24 +93,38 @@ def search_page(
     return _render(request, "search.html", context, status)
 
 
-@router.get("/article", response_class=HTMLResponse)
-def article_page(request: Request, id: str = "", q: str = "") -> Response:
-    """One article's full text, by ``?id=``."""
+@router.api_route("/article", methods=["GET", "HEAD"], response_class=HTMLResponse)
+def article_page(
+    request: Request,
+    id: str = "",
+    q: str = "",
+    mode: str = "",
+    since: str = "",
+    until: str = "",
+    source: str = "",
+    tag: str = "",
+    page: str = "",
+) -> Response:
+    """One article's full text, by ``?id=``; the other fields lead back to the results."""
     state: State = request.app.state.semsearch
+    form = {"q": q, "mode": mode, "since": since, "until": until, "source": source, "tag": tag}
+    back = _link(form, page) if q else "/"
     try:
         article = state.reader.get(id) if id else None
     except NotReady as e:
-        return _render(request, "article.html", {"error": f"not ready: {e}", "q": q}, 503)
+        return _render(
+            request, "article.html", {"error": f"not ready: {e}", "back": back, "form": form}, 503
+        )
     if article is None:
-        missing = {"error": f"no article with id {id!r}", "q": q}
+        missing = {"error": f"no article with id {id!r}", "back": back, "form": form}
         return _render(request, "article.html", missing, 404)
     paragraphs = [p.strip() for p in article.text.split("\n\n") if p.strip()]
     context: dict[str, Any] = {
         "article": article,
         "href": safe_href(article.url),
         "paragraphs": paragraphs,
-        "back": "/?" + urlencode({"q": q}) if q else "/",
-        "q": q,
+        "back": back,
+        "form": form,
         "error": None,
     }
     return _render(request, "article.html", context, 200)
@@ -129,11 +143,13 @@ def safe_href(url: str | None) -> str | None:
     return url.strip()
 
 
-def _hit_view(hit: Hit) -> dict[str, Any]:
+def _hit_view(hit: Hit, form: dict[str, str], page: int) -> dict[str, Any]:
+    given = {k: v for k, v in form.items() if v}
     return {
         "hit": hit,
         "href": safe_href(hit.url),
-        "article": "/article?" + urlencode({"id": hit.article_id}),
+        # The article's page carries the search, so that its back link returns to it.
+        "article": "/article?" + urlencode({"id": hit.article_id, **given, "page": page}),
         "snippet": hit.snippet(320),
     }
 
@@ -148,9 +164,9 @@ def _page_number(page: str) -> int:
     return number
 
 
-def _link(form: dict[str, str], page: int) -> str:
+def _link(form: dict[str, str], page: int | str) -> str:
     given = {k: v for k, v in form.items() if v}
-    return "/?" + urlencode({**given, "page": page})
+    return "/?" + urlencode({**given, "page": page} if page else given)
 
 
 def _render(request: Request, name: str, context: dict[str, Any], status: int) -> Response:

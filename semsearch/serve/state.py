@@ -20,7 +20,16 @@ log = logging.getLogger("semsearch.serve")
 
 
 class NotReady(Exception):
-    """The index is not open or the model not loaded yet (or loading failed)."""
+    """The index is not open or the model not loaded yet, or loading failed.
+
+    Attributes:
+        failed: True when loading failed (retrying will not help; the server's
+            log and the message say why), False while still loading.
+    """
+
+    def __init__(self, message: str, failed: bool = False) -> None:
+        super().__init__(message)
+        self.failed = failed
 
 
 class State:
@@ -47,9 +56,12 @@ class State:
     def _load(self) -> None:
         try:
             reader = Reader.open(self.settings.index)
-            # The first query loads the encoder and touches FAISS and SQLite: pay it now.
+            # The first query loads the encoder and touches FAISS and SQLite: pay it
+            # now. An empty index still loads the encoder, so that ready means ready.
             if len(reader):
                 reader.search("warm up", k=1)
+            else:
+                reader.encoder.encode_queries(["warm up"])
             self._reader = reader
             log.info("semsearch: serving %s (generation %d)", reader.path, reader.generation)
         except SemsearchError as e:
@@ -78,7 +90,9 @@ class State:
             NotReady: while loading, or if loading failed (with why).
         """
         if self._reader is None:
-            raise NotReady(self._error or "the index is still being opened")
+            if self._error is not None:
+                raise NotReady(self._error, failed=True)
+            raise NotReady("the index is still being opened")
         return self._reader
 
     @contextmanager
