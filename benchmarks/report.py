@@ -19,6 +19,7 @@ COMMANDS = {
     "large_1m": "python -m benchmarks.large --quick",
     "large_real": "python -m benchmarks.large --sets real --name large_real",
     "gpu": "sh benchmarks/gpu_device.sh (on a machine with a CUDA GPU)",
+    "serve": "python -m benchmarks.serve (SciFact, indexes/bench-scifact; about 18 minutes)",
 }
 
 

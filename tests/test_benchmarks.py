@@ -121,3 +121,41 @@ def test_segments_measures_every_target_end_to_end(tmp_path, fake_index):
     nightly = {i for n in (1, 2, 3) for i in churn.night_plan(2000, n)["remove"]}
     nightly |= {i for n in (1, 2, 3) for i in churn.night_plan(2000, n)["change_ids"]}
     assert not nightly & set(segments.remove_plan(2000, 3)["remove"])  # none removed twice
+
+
+def test_serve_checks_each_hit_against_its_generation():
+    from benchmarks.serve import check_generations
+
+    # Batch 0 was re-indexed from generation 1 (so rev 1 from generation 2) and from 3.
+    log = [{"from": 1, "batch": 0, "rev": 1}, {"from": 3, "batch": 0, "rev": 2}]
+    batch_of = {"a": 0, "b": 0}
+    responses = [
+        (1, [("a", "A"), ("b", "B")]),  # before any commit: original titles
+        (2, [("a", "A [rev 1]"), ("b", "B [rev 1]")]),
+        (3, [("a", "A [rev 1]")]),  # a merge's generation: still rev 1
+        (4, [("a", "A [rev 2]"), ("b", "B [rev 1]")]),  # torn: b from an older commit
+    ]
+    cells = [{"watched": responses}]
+    check_generations(cells, log, batch_of)
+    assert cells[0]["hits_checked"] == 7 and cells[0]["violations"] == 1
+    assert cells[0]["hits_revised"] == 5  # all but the two of generation 1
+
+
+def test_serve_quick_run(tmp_path, sample_index_dir):
+    from benchmarks import serve
+
+    # The sample index holds the tiny dataset's 40 articles, under the same ids.
+    out = tmp_path / "out"
+    argv = ["--quick", "--index", str(sample_index_dir), "--dataset", str(TINY),
+            "--workers", "1", "--seconds", "1", "--warmup", "0.5", "--out", str(out)]  # fmt: skip
+    data = serve.main(argv)
+    cells = data["alone"] + data["writing"]
+    assert len(cells) == 8 and all(c["qps"] > 0 and c["errors"] == 0 for c in cells)
+    assert all(
+        data[k][m]["qps"] > 0 for k in ("in_process", "in_process_2_threads") for m in serve.MODES
+    )
+    assert data["writer"]["commits"] > 0 and data["writer"]["wrote_throughout"]
+    assert sum(c["hits_checked"] for c in data["writing"]) > 0
+    assert sum(c["violations"] for c in data["writing"]) == 0
+    assert (out / "serve.md").read_text().startswith("tiny-beir index")
+    assert (out / "serve.png").stat().st_size > 0
