@@ -206,7 +206,8 @@ def _parsed_date(text: str, date_order: str | None) -> str:
         elif first != second and order is None:
             raise BadInputError(
                 f"date {text!r} could be day/month or month/day; "
-                "give the order with --date-order DMY or MDY (date_order=)"
+                "give the order, DMY or MDY (--date-order on the command line, "
+                "date_order= in Python and over HTTP)"
             )
     elif not _HAS_YEAR.search(text):
         raise BadInputError(f"date {text!r} names no year; use ISO 8601 (YYYY-MM-DD)")

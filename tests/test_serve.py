@@ -8,7 +8,9 @@ the model loads as in a real server). The real-browser test is test_browser.py.
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -28,6 +30,7 @@ pytestmark = pytest.mark.model
 
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+AUTH_WRONG = {"Authorization": f"Bearer {TOKEN[:-1]}X"}
 JSONL = {"Content-Type": "application/x-ndjson"}
 NATO = "world/nato-ap4-itpp.md"
 
@@ -192,7 +195,8 @@ def test_post_search_single_and_batch(client: TestClient, sample_index_dir: Path
         ({"q": 3}, 422),
         ({"q": "x", "colour": "red"}, 422),
         ({"k": 3}, 422),
-        ({"q": "x", "mode": "fuzzy"}, 422),
+        ({"q": "x", "mode": "fuzzy"}, 400),  # a bad value, as in GET: not a malformed body
+        ({"q": "x", "keyword_syntax": "regex"}, 400),
         ({"q": "x", "k": 0}, 400),
         ({"q": ["x"] * 33}, 400),
         ({"q": []}, 400),
@@ -205,10 +209,19 @@ def test_bad_post_search_bodies(client: TestClient, body: dict[str, Any], status
 
 
 def test_malformed_json_body_is_422(client: TestClient) -> None:
-    response = client.post(
-        "/search", content=b'{"q": ', headers={"Content-Type": "application/json"}
-    )
+    as_json = {"Content-Type": "application/json"}
+    response = client.post("/search", content=b'{"q": ', headers=as_json)
     assert error_of(response, 422) == "malformed"
+    assert response.json()["detail"].startswith("the body is not JSON: ")
+    assert "at character 6" in response.json()["detail"]
+    not_utf8 = client.post("/search", content=b'{"q": "\xff\xfe"}', headers=as_json)
+    assert error_of(not_utf8, 422) == "malformed"
+    listed = client.post("/search", json=["NATO"])
+    assert error_of(listed, 422) == "malformed" and "JSON object" in listed.json()["detail"]
+    wrong_type = client.post("/search", json={"q": 5})
+    assert wrong_type.json()["detail"] == "q: must be a query (a string) or a list of queries"
+    text = client.post("/search", content=b"NATO", headers={"Content-Type": "text/plain"})
+    assert error_of(text, 415) == "unsupported_media_type" and "text/plain" in text.text
 
 
 def test_a_new_generation_is_served_without_a_restart(
@@ -218,6 +231,7 @@ def test_a_new_generation_is_served_without_a_restart(
     with Index.open(sample_index_dir) as index:
         index.add([_article("zep", "A zeppelin mooring mast rises over the harbour.")])
         generation = index.generation
+    assert client.get("/readyz").json()["generation"] == generation  # before any search
     after = client.get("/search", params={"q": "zeppelin mooring mast"}).json()
     assert after["generation"] == generation > before["generation"]
     assert after["hits"][0]["article_id"] == "zep"
@@ -236,10 +250,14 @@ def test_writes_need_a_token(client: TestClient, writable: TestClient) -> None:
     body = _jsonl({"id": "w1", "text": "words"})
     assert error_of(client.post("/articles", content=body, headers=JSONL), 403) == "read_only"
     assert error_of(client.delete(f"/articles/{NATO}"), 403) == "read_only"
-    for auth in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+    for auth in ({}, {"Authorization": "Bearer "}, {"Authorization": f"Basic {TOKEN}"}):
         response = writable.post("/articles", content=body, headers={**JSONL, **auth})
         assert error_of(response, 401) == "unauthorized"
         assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert "Authorization: Bearer TOKEN" in response.json()["detail"]
+    wrong = writable.post("/articles", content=body, headers={**JSONL, **AUTH_WRONG})
+    assert error_of(wrong, 401) == "unauthorized" and "wrong token" in wrong.json()["detail"]
+    assert wrong.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
     assert error_of(writable.delete(f"/articles/{NATO}"), 401) == "unauthorized"
     assert writable.get(f"/articles/{NATO}").status_code == 200
 
@@ -314,6 +332,8 @@ def test_a_write_while_another_process_writes_is_503_retry_after(
     with WriterLock(sample_index_dir):
         response = writable.post("/articles", json={"id": "l1", "text": "x y"}, headers=AUTH)
         assert error_of(response, 503) == "locked" and response.headers["Retry-After"] == "5"
+        # Who holds the lock is for the server's log; nor does the CLI's advice apply.
+        assert str(os.getpid()) not in response.text and "--wait" not in response.text
         assert error_of(writable.delete(f"/articles/{NATO}", headers=AUTH), 503) == "locked"
     assert (
         writable.post("/articles", json={"id": "l1", "text": "x y"}, headers=AUTH).json()["added"]
@@ -349,7 +369,10 @@ def test_internal_errors_say_nothing_of_the_server(
 
 def test_unknown_paths_and_methods(client: TestClient) -> None:
     assert error_of(client.get("/nothing/here"), 404) == "not_found"
-    assert error_of(client.put("/search"), 405) == "method_not_allowed"
+    put = client.put("/search")
+    assert error_of(put, 405) == "method_not_allowed"
+    assert put.headers["Allow"] == "GET, POST"  # both routes of the path, not the first
+    assert error_of(client.post("/info"), 405) == "method_not_allowed"
     assert error_of(client.get("/../../etc/passwd"), 404) == "not_found"
 
 
@@ -503,6 +526,21 @@ def test_serve_refuses_a_missing_index_and_a_short_token(
         cli, ["serve", "--index", str(sample_index_dir), "--max-body", "lots"]
     )
     assert size.exit_code == 2 and "--max-body" in size.output
+
+
+def test_serve_says_so_in_one_line_when_the_port_is_taken(sample_index_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["serve", "--index", str(sample_index_dir), "--port", str(port)]
+        result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    assert (
+        result.output.strip()
+        .splitlines()[-1]
+        .endswith(f"cannot listen on 127.0.0.1:{port}: Address already in use")
+    )
 
 
 def _article(article_id: str, text: str) -> Any:

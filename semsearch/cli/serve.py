@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import ipaddress
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -64,14 +65,15 @@ _SERVE_INSTALL = 'pip install "semsearch[serve]"'
     type=click.IntRange(min=1),
     default=100,
     show_default=True,
-    help="Most results a query may ask for (k + offset; the page's last page).",
+    help="Most results a query may reach: k + offset over this is refused (HTTP 400); "
+    "the search page shows this many, in pages of 10.",
 )
 @click.option(
     "--max-query-chars",
     type=click.IntRange(min=1),
     default=1000,
     show_default=True,
-    help="Longest query accepted, in characters (400 beyond).",
+    help="Longest query accepted, in characters; a longer one is refused (HTTP 400).",
 )
 @click.option(
     "--max-batch",
@@ -84,7 +86,7 @@ _SERVE_INSTALL = 'pip install "semsearch[serve]"'
     "--max-body",
     default="16MB",
     show_default=True,
-    help="Largest request body (413 beyond), e.g. 16MB or 512KiB.",
+    help="Largest request body, e.g. 16MB or 512KiB; a larger one is refused (HTTP 413).",
 )
 @click.option(
     "--access-log/--no-access-log",
@@ -166,6 +168,7 @@ def serve_command(
             "the index" + (" and, with the token, write to it" if token else ""),
             err=True,
         )
+    _check_port(host, port)
     # The workers are new processes: the settings travel in their environment.
     os.environ.update(settings.to_environment())
     uvicorn.run(
@@ -193,6 +196,27 @@ def _log_config(log_level: str) -> dict[str, Any]:
         "propagate": False,
     }
     return config
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail in one line, before loading anything, if the address cannot be listened on
+    (uvicorn would log it and exit with status 3, which here means skipped inputs).
+
+    Raises:
+        CliError: the port is taken, or the host is not this machine's.
+    """
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            # As uvicorn binds: a port in TIME_WAIT after a restart is not "in use".
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as e:
+        why = e.strerror or str(e)
+        raise CliError(f"cannot listen on {host}:{port}: {why}") from None
 
 
 def _is_loopback(host: str) -> bool:

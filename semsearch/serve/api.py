@@ -74,14 +74,16 @@ class SearchRequest(BaseModel):
     q: str | list[str] = Field(description="A query, or a list of queries (batch search).")
     k: int = Field(10, description="Results per query (articles, or chunks with group=false).")
     offset: int = Field(0, description="Results to skip first (pagination).")
-    mode: Literal["hybrid", "semantic", "keyword"] | None = None
+    # Checked by the search, as GET's: an unknown mode is a bad value (400), not a
+    # malformed body.
+    mode: str | None = Field(None, description="hybrid (the default), semantic or keyword.")
     filter: dict[str, Any] | None = Field(
         None,
         description='Conditions on fields, e.g. {"source": "Reuters", "date": '
         '{"gte": "2024-01-01"}, "tags": {"in": ["nato"]}} (see semsearch.filters).',
     )
     group: bool = Field(True, description="One hit per article (its best chunk), or chunks.")
-    keyword_syntax: Literal["text", "fts5"] = "text"
+    keyword_syntax: str = Field("text", description="text (words) or fts5 (FTS5's syntax).")
     hybrid_weight: float | None = Field(None, description="Semantic share of hybrid, 0 to 1.")
 
 
@@ -423,12 +425,19 @@ def check_token(request: Request, settings: ServeSettings) -> None:
         hashlib.sha256(given.strip().encode("utf-8", "surrogateescape")).digest(),
         hashlib.sha256(settings.token.encode()).digest(),
     )
-    if not ok or scheme.lower() != "bearer":
+    if scheme.lower() != "bearer" or not given.strip():
         raise ApiError(
             401,
             "unauthorized",
             "writes need the header Authorization: Bearer TOKEN",
             {"WWW-Authenticate": "Bearer"},
+        )
+    if not ok:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "wrong token: it is not this server's",
+            {"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
 
 
@@ -465,6 +474,7 @@ def healthz() -> dict[str, str]:
 )
 def readyz(request: Request) -> JSONResponse:
     reader = _state(request).reader  # NotReady: 503 while loading, or why it failed
+    reader.refresh()  # the generation the next search reads, not the last one read
     return JSONResponse({"status": "ready", "generation": reader.generation})
 
 

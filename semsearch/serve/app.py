@@ -151,23 +151,78 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _CODES.get(exc.status_code, "error")
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    headers = exc.headers
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"no such endpoint: {request.method} {request.url.path}"
-    return error_response(exc.status_code, code, detail, exc.headers)
+    elif exc.status_code == 400 and detail == "There was an error parsing the body":
+        # FastAPI's words for a body it cannot decode (not UTF-8, say): malformed.
+        return error_response(422, "malformed", "the body could not be read as UTF-8 JSON")
+    elif exc.status_code == 405:
+        # The path exists for other methods: name them all (GET and POST /search
+        # are separate routes, and Starlette names only the first one's).
+        allowed = _allowed_methods(request)
+        if allowed:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+            detail = f"{request.method} is not allowed here; use {' or '.join(allowed)}"
+    return error_response(exc.status_code, code, detail, headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods some route answers at this request's path (routes are asked, as
+    the router asks them: included routers hold routes of their own)."""
+    from starlette.routing import Match
+
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.routes):
+            allowed.append(method)
+    return allowed
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
-    """A bad query parameter is a bad request (400); a malformed body, 422."""
+    """A bad query parameter is a bad request (400). A body that is not JSON, is
+    not an object, or does not fit the schema (a wrong type, a missing or unknown
+    field) is malformed (422); one that is not JSON at all by its type, 415."""
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
     first = errors[0] if errors else {}
     where = [str(part) for part in first.get("loc", ())]
-    status = 422 if where[:1] == ["body"] else 400
-    name = ".".join(where[1:]) or "body"
-    detail = f"{name}: {first.get('msg', 'invalid')}"
-    if len(errors) > 1:
-        detail += f" (and {len(errors) - 1} more)"
-    return error_response(status, _CODES[status], detail)
+    if where[:1] != ["body"]:
+        name = ".".join(where[1:]) or "query"
+        detail = f"{name}: {first.get('msg', 'invalid')}"
+        if len(errors) > 1:
+            detail += f" (and {len(errors) - 1} more)"
+        return error_response(400, "bad_request", detail)
+    kind = first.get("type", "")
+    if kind == "json_invalid":
+        why = (first.get("ctx") or {}).get("error", "invalid JSON")
+        position = f" at character {where[1]}" if len(where) > 1 else ""
+        return error_response(422, "malformed", f"the body is not JSON: {why}{position}")
+    if len(where) == 1:  # the body as a whole: absent, or not an object
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media and "json" not in media:
+            return error_response(
+                415, _CODES[415], f"send the body as application/json, not {media}"
+            )
+        return error_response(422, "malformed", 'the body must be a JSON object: {"q": ...}')
+    # A field: name the field as the request spells it, not the schema's alternatives.
+    field = where[1]
+    fields = {e["loc"][1] for e in errors if len(e.get("loc", ())) > 1}
+    expected = _EXPECTED.get(field)
+    if expected and kind != "missing" and kind != "extra_forbidden":
+        detail = f"{field}: must be {expected}"
+    else:
+        detail = f"{field}: {first.get('msg', 'invalid')}"
+    if len(fields) > 1:
+        detail += f" (and {len(fields) - 1} more field{'s' if len(fields) > 2 else ''})"
+    return error_response(422, "malformed", detail)
+
+
+_EXPECTED = {"q": "a query (a string) or a list of queries"}
 
 
 async def _bad_input(request: Request, exc: Exception) -> Response:
@@ -175,7 +230,15 @@ async def _bad_input(request: Request, exc: Exception) -> Response:
 
 
 async def _locked(request: Request, exc: Exception) -> Response:
-    return error_response(503, "locked", str(exc), {"Retry-After": "5"})
+    # Who holds the lock (its pid, host and command line) is for the server's log,
+    # not for a client; nor is the CLI's advice.
+    log.warning("semsearch: %s %s refused: %s", request.method, request.url.path, exc)
+    return error_response(
+        503,
+        "locked",
+        "another process or request is writing to this index; retry after Retry-After seconds",
+        {"Retry-After": "5"},
+    )
 
 
 async def _not_ready(request: Request, exc: Exception) -> Response:
