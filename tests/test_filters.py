@@ -381,6 +381,12 @@ def test_since_until_and_tags():
     }
 
 
+@pytest.mark.parametrize(("prefix", "option"), [("--", "--until"), ("", "until")])
+def test_a_bad_since_or_until_names_the_option(prefix, option):
+    with pytest.raises(BadInputError, match=rf"^{option}: 'yesterday' is not an ISO 8601 date"):
+        parse_cli_filter(since="2023-01-01", until="yesterday", prefix=prefix)
+
+
 def test_nothing_given_is_none():
     assert parse_cli_filter() is None
 

@@ -173,6 +173,12 @@ def test_bad_search_parameters_are_400(client: TestClient, params: dict[str, Any
     assert error_of(client.get("/search", params=params), 400) == "bad_request"
 
 
+def test_a_bad_date_names_its_parameter(client: TestClient) -> None:
+    response = client.get("/search", params={"q": "x", "since": "yesterday"})
+    assert error_of(response, 400) == "bad_request"
+    assert response.json()["detail"].startswith("since: 'yesterday' is not an ISO 8601 date")
+
+
 def test_post_search_single_and_batch(client: TestClient, sample_index_dir: Path) -> None:
     spec = {"source": "Meridian Wire", "date": {"gte": "2023-01-01"}}
     one = client.post("/search", json={"q": "NATO Indo-Pacific", "k": 3, "filter": spec}).json()

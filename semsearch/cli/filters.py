@@ -66,10 +66,10 @@ def parse_cli_filter(
     for (key, op), values in repeated.items():
         many = "in" if op == "eq" else "nin"
         _merge(spec, key, {op: values[0]} if len(values) == 1 else {many: values})
-    if since is not None:
-        _merge(spec, "date", {"gte": since})
-    if until is not None:
-        _merge(spec, "date", {"lte": until})
+    for name, value, op in (("since", since, "gte"), ("until", until, "lte")):
+        if value is not None:
+            _check_date(f"{prefix}{name}", op, value)
+            _merge(spec, "date", {op: value})
     if tags:
         _merge(spec, "tags", {"in": list(tags)})
     if json_filter is not None:
@@ -88,6 +88,16 @@ def parse_cli_filter(
             _merge(spec, key, condition_operators(key, condition))
     compiled = compile_filter(spec)
     return compiled.spec if compiled is not None else None
+
+
+def _check_date(option: str, op: str, value: str) -> None:
+    """Raise BadInputError naming the option (``--since``, or ``since`` over HTTP),
+    not the filter it becomes, when ``value`` is not a date."""
+    try:
+        compile_filter({"date": {op: value}})
+    except BadInputError as e:
+        why = str(e).removeprefix("filter on 'date': ")
+        raise BadInputError(f"{option}: {why}") from None
 
 
 def _parse_where(expr: str, prefix: str = "--") -> tuple[str, str, Any]:
