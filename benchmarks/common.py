@@ -244,6 +244,17 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
+def index_summary(info: Any) -> dict[str, Any]:
+    """What a result file records of the index measured: counts, FAISS factory, model
+    (``info``: :class:`semsearch.IndexInfo`)."""
+    return {
+        "articles": info.articles,
+        "chunks": info.chunks,
+        "faiss_factory": info.faiss_factory,
+        "model": info.model,
+    }
+
+
 def write_results(
     out: Path,
     name: str,

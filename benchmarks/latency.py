@@ -40,6 +40,7 @@ import numpy as np
 
 from benchmarks.common import (
     RESULTS,
+    index_summary,
     md_table,
     median,
     mib,
@@ -268,12 +269,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         warm_figures = warm(index, queries)
         encoder = index.encoder
     data = {
-        "index": {
-            "articles": info.articles,
-            "chunks": info.chunks,
-            "faiss_factory": info.faiss_factory,
-            "model": info.model,
-        },
+        "index": index_summary(info),
         "warm": warm_figures,
         "paired": paired(args.index, queries),
         "cold": {

@@ -61,6 +61,7 @@ from benchmarks.common import (
     RESULTS,
     ROOT,
     SCIFACT,
+    index_summary,
     machine,
     md_table,
     percentiles,
@@ -533,12 +534,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         shutil.rmtree(scratch, ignore_errors=True)
 
     data = {
-        "index": {
-            "articles": info.articles,
-            "chunks": info.chunks,
-            "faiss_factory": info.faiss_factory,
-            "model": info.model,
-        },
+        "index": index_summary(info),
         "dataset": dataset.name,
         "workers": workers,
         "workers_probe": probe,

@@ -144,12 +144,11 @@ def safe_href(url: str | None) -> str | None:
 
 
 def _hit_view(hit: Hit, form: dict[str, str], page: int) -> dict[str, Any]:
-    given = {k: v for k, v in form.items() if v}
     return {
         "hit": hit,
         "href": safe_href(hit.url),
         # The article's page carries the search, so that its back link returns to it.
-        "article": "/article?" + urlencode({"id": hit.article_id, **given, "page": page}),
+        "article": _link(form, page, "/article", id=hit.article_id),
         "snippet": hit.snippet(320),
     }
 
@@ -164,9 +163,10 @@ def _page_number(page: str) -> int:
     return number
 
 
-def _link(form: dict[str, str], page: int | str) -> str:
+def _link(form: dict[str, str], page: int | str, path: str = "/", **first: str) -> str:
+    """``path`` with ``first``, the form's filled fields and the page as its query."""
     given = {k: v for k, v in form.items() if v}
-    return "/?" + urlencode({**given, "page": page} if page else given)
+    return f"{path}?" + urlencode({**first, **given, **({"page": page} if page else {})})
 
 
 def _render(request: Request, name: str, context: dict[str, Any], status: int) -> Response:
